@@ -1,0 +1,56 @@
+# dashbridge — everything a fresh Debian/Ubuntu machine needs, from two commands:
+#   make demo    the headline story on the simulator
+#   make test    the whole suite
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the project needs: a real dbus-daemon for every test, busctl for debugging,
+# systemd-analyze for the unit checks, ofonod for the real-oFono tier.
+DEB_PACKAGES := dbus-daemon dbus-bin systemd ofono
+DEB_COMMANDS := dbus-daemon busctl systemd-analyze ofonod
+
+.PHONY: all deps venv sysdeps demo test lint bench clean
+
+all: test
+
+sysdeps:
+	@missing=""; \
+	for c in $(DEB_COMMANDS); do \
+	  command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES) >/dev/null; \
+	  else \
+	    echo "missing:$$missing — install the Debian packages: sudo apt-get install $(DEB_PACKAGES)" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+venv: $(STAMP)
+deps: sysdeps venv
+
+demo: deps
+	$(BIN)/dashbridge-sim demo
+
+test: deps
+	$(BIN)/python -m pytest -q tests
+
+lint: venv
+	$(BIN)/ruff check daemon profiles simulator tests bench
+	$(BIN)/mypy daemon profiles simulator
+	$(BIN)/lint-imports
+
+bench: deps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

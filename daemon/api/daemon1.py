@@ -1,0 +1,42 @@
+"""``org.dashbridge.Daemon1`` at ``/org/dashbridge``: version and per-component health."""
+
+from typing import Annotated
+
+from dbus_fast.annotations import DBusSignature, DBusStr
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+
+from .. import __version__
+from ..dbus import names
+from ..health import Health
+
+HealthMap = Annotated[dict[str, list[str]], DBusSignature("a{s(ss)}")]
+
+
+class Daemon1(ServiceInterface):
+    def __init__(self, health: Health) -> None:
+        super().__init__(names.DASHBRIDGE_DAEMON_IFACE)
+        self._health = health
+        health.on_change(self._health_changed)
+
+    def _health_changed(self) -> None:
+        self.emit_properties_changed({"Health": self._health_map(), "Status": self._health.summary()})
+
+    def _health_map(self) -> dict[str, list[str]]:
+        return {k: [v.state, v.reason] for k, v in sorted(self._health.snapshot().items())}
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Version(self) -> DBusStr:
+        return __version__
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Health(self) -> HealthMap:
+        return self._health_map()
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Status(self) -> DBusStr:
+        return self._health.summary()
+
+    @dbus_method()
+    def Ping(self) -> DBusStr:
+        return "pong"
