@@ -1,0 +1,59 @@
+"""A virtual phone: its identity, radio behaviour and data, shared by every fake.
+
+Each fake (BlueZ, oFono, obexd) reads the fields it needs; the world/control interfaces change
+them.  Keep fields plain data so a scenario file can describe a phone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+# Phone-side service UUIDs (reference §1.9)
+HFP_AG = "0000111f-0000-1000-8000-00805f9b34fb"
+HSP_AG = "00001112-0000-1000-8000-00805f9b34fb"
+A2DP_SOURCE = "0000110a-0000-1000-8000-00805f9b34fb"
+AVRCP_TARGET = "0000110c-0000-1000-8000-00805f9b34fb"
+PBAP_PSE = "0000112f-0000-1000-8000-00805f9b34fb"
+MAP_MAS = "00001132-0000-1000-8000-00805f9b34fb"
+PNP = "00001200-0000-1000-8000-00805f9b34fb"
+
+PROFILE_UUIDS = {"hfp": HFP_AG, "hsp": HSP_AG, "a2dp": A2DP_SOURCE, "avrcp": AVRCP_TARGET,
+                 "pbap": PBAP_PSE, "map": MAP_MAS, "pnp": PNP}
+DEFAULT_PROFILES = ("hfp", "a2dp", "avrcp", "pbap", "map", "pnp")
+
+PairingMethod = Literal["numeric", "legacy_pin", "just_works"]
+
+
+@dataclass
+class VirtualPhone:
+    address: str  # "AA:BB:CC:DD:EE:FF"
+    name: str = "Phone"
+    device_class: int = 0x5A020C  # smartphone
+    profiles: tuple[str, ...] = DEFAULT_PROFILES
+    pairing: PairingMethod = "numeric"
+    pin: str = "0000"  # legacy phones
+    in_range: bool = True
+    accepts_pairing: bool = True  # the user taps "Pair" on the phone
+    bonded: bool = False  # the phone's side of the bond (False after "forget car" on the phone)
+    # HFP
+    battery: int = 5  # 0-5
+    signal: int = 4  # 0-5
+    operator: str = "SimNet"
+    # PBAP
+    contacts_vcf: str | None = None  # path to a .vcf, or None for generated contacts
+    generated_contacts: int = 0
+    pbap_permission: Literal["granted", "pending", "denied"] = "granted"
+    # MAP
+    map_notifications: bool = True
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.address = self.address.upper()
+
+    @property
+    def uuids(self) -> list[str]:
+        return [PROFILE_UUIDS[p] for p in self.profiles if p in PROFILE_UUIDS]
+
+    def offers(self, profile: str) -> bool:
+        return profile in self.profiles
