@@ -59,6 +59,9 @@ class PrivateBus:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PrivateBus:
+        # Other local users may connect (the dbus policy still applies): tests of caller
+        # authorization run a client as another uid.
+        self.directory.chmod(0o755)
         exe = shutil.which(DBUS_DAEMON)
         if exe is None:
             raise BusStartError("dbus-daemon is not installed (Debian package: dbus-daemon)")

@@ -1,0 +1,62 @@
+"""What the daemon exports at /org/dashbridge matches the documented introspection XML, and
+every org.dashbridge interface the daemon exports is documented (XML + docs/api/<Name>.md)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from dbus_fast.aio import MessageBus
+
+from daemon.dbus.call import call
+from simulator.daemonproc import DaemonProcess
+
+ROOT = Path(__file__).parents[2]
+XML_DIR = ROOT / "daemon" / "api" / "xml"
+
+
+def _shape(iface: ET.Element) -> dict[str, object]:
+    def args(el: ET.Element, default_dir: str) -> list[tuple[str, str]]:
+        return [(a.get("type", ""), a.get("direction", default_dir)) for a in el.findall("arg")]
+
+    return {
+        "methods": {m.get("name"): args(m, "in") for m in iface.findall("method")},
+        "signals": {s.get("name"): [t for t, _ in args(s, "out")] for s in iface.findall("signal")},
+        "properties": {p.get("name"): (p.get("type"), p.get("access")) for p in iface.findall("property")},
+    }
+
+
+def _documented() -> dict[str, dict[str, object]]:
+    out = {}
+    for f in sorted(XML_DIR.glob("org.dashbridge.*.xml")):
+        node = ET.parse(f).getroot()
+        for iface in node.findall("interface"):
+            name = iface.get("name", "")
+            assert f.name == f"{name}.xml", f"{f.name} must document exactly {name}"
+            for el in iface.iter():
+                if el.tag in ("method", "signal", "property"):
+                    docs = [a for a in el.findall("annotation") if a.get("name") == "org.freedesktop.DBus.Description"]
+                    assert docs and docs[0].get("value"), f"{name}.{el.get('name')} has no description annotation"
+            out[name] = _shape(iface)
+    return out
+
+
+async def test_exported_api_matches_the_xml(daemon: DaemonProcess, client: MessageBus) -> None:
+    (xml,) = await call(client, "org.dashbridge", "/org/dashbridge", "org.freedesktop.DBus.Introspectable",
+                        "Introspect")
+    exported = {
+        i.get("name", ""): _shape(i)
+        for i in ET.fromstring(xml).findall("interface")
+        if i.get("name", "").startswith("org.dashbridge.")
+    }
+    documented = _documented()
+    assert "org.dashbridge.Daemon1" in exported
+    for name, shape in exported.items():
+        assert name in documented, f"{name} is exported but has no daemon/api/xml/{name}.xml"
+        assert shape == documented[name], f"{name}: exported API differs from its XML"
+        short = name.removeprefix("org.dashbridge.")
+        assert (ROOT / "docs" / "api" / f"{short}.md").exists(), f"docs/api/{short}.md is missing"
+
+
+def test_every_xml_file_parses_and_is_described() -> None:
+    assert "org.dashbridge.Daemon1" in _documented()
