@@ -1,0 +1,130 @@
+"""Start-up, idle cost and the signal burst (issue 2).
+
+* ``startup_ready_s``: exec of ``dashbridged`` to ``READY=1`` on a private bus, median of 5;
+  floor ``startup_floor_s``: ``python -c "import dbus_fast.aio"`` on the same machine, median of 5.
+* ``idle_cpu_s_per_min``: CPU seconds (user+sys) an idle daemon uses over 60 s.
+* ``rss_idle_mib``: its resident memory when idle.
+* ``burst_10k_lost`` / ``burst_10k_s``: 10,000 signals to a client that is not reading: signals
+  lost (must be 0) and seconds until the client has them all; floor ``burst_10k_floor_s`` is the
+  same count of signals sent to a client that reads at full speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from simulator.bus import PrivateBus
+from simulator.daemonproc import DaemonProcess
+
+IDLE_WINDOW_S = float(os.environ.get("DASHBRIDGE_BENCH_IDLE_S", "60"))
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _startup(system: PrivateBus, session: PrivateBus) -> list[float]:
+    times = []
+    for _ in range(5):
+        d = DaemonProcess(system.address, session.address)
+        t0 = time.monotonic()
+        d.start(wait_ready=False)
+        d.wait_ready(30)
+        times.append(time.monotonic() - t0)
+        d.cleanup()
+    return times
+
+
+def _floor() -> list[float]:
+    times = []
+    for _ in range(5):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import dbus_fast.aio"], check=True)
+        times.append(time.monotonic() - t0)
+    return times
+
+
+def _burst(address: str) -> tuple[int, float, float]:
+    from tests.bus.test_signal_burst import N, _burst
+
+    t0 = time.monotonic()
+    connected, received = asyncio.run(_burst(address))
+    slow = time.monotonic() - t0
+    t0 = time.monotonic()
+    received_fast = asyncio.run(_fast_burst(address))
+    fast = time.monotonic() - t0
+    assert received_fast == N
+    return (N - received) if connected else N, slow, fast
+
+
+async def _fast_burst(address: str) -> int:
+    from dbus_fast import Message
+    from dbus_fast.aio import MessageBus
+
+    from daemon.dbus.bus import connect
+    from daemon.dbus.call import call
+    from tests.bus.test_signal_burst import N, Burst
+
+    bus = await connect(address)
+    iface = Burst()
+    bus.export("/org/dashbridge", iface)
+    client = await MessageBus(bus_address=address).connect()
+    got = 0
+    done = asyncio.Event()
+
+    def on(msg: Message) -> None:
+        nonlocal got
+        if msg.member == "Tick":
+            got += 1
+            if got == N:
+                done.set()
+
+    client.add_message_handler(on)
+    await call(client, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
+               [f"type='signal',sender='{bus.unique_name}',member='Tick'"])
+    for i in range(N):
+        iface.Tick(i)
+        if i % 100 == 0:
+            await asyncio.sleep(0)
+    async with asyncio.timeout(60):
+        await done.wait()
+    client.disconnect()
+    bus.disconnect()
+    return got
+
+
+def run() -> dict[str, float]:
+    out: dict[str, float] = {}
+    with PrivateBus("system") as system, PrivateBus("session") as session:
+        out["startup_ready_s"] = statistics.median(_startup(system, session))
+        out["startup_floor_s"] = statistics.median(_floor())
+        out["startup_ratio_to_floor"] = out["startup_ready_s"] / out["startup_floor_s"]
+        d = DaemonProcess(system.address, session.address).start()
+        try:
+            d.wait_ready(30)
+            c0 = _cpu_s(d.pid)
+            time.sleep(IDLE_WINDOW_S)  # the measurement window itself
+            out["idle_cpu_s_per_min"] = (_cpu_s(d.pid) - c0) * 60.0 / IDLE_WINDOW_S
+            out["rss_idle_mib"] = _rss_mib(d.pid)
+        finally:
+            d.cleanup()
+        lost, slow, fast = _burst(system.address)
+        out["burst_10k_lost"] = lost
+        out["burst_10k_s"] = slow
+        out["burst_10k_floor_s"] = fast
+    return out
