@@ -78,7 +78,7 @@ async def _fast_burst(address: str) -> int:
 
     from daemon.dbus.bus import connect
     from daemon.dbus.call import call
-    from tests.bus.test_signal_burst import N, Burst
+    from tests.bus.test_signal_burst import Burst, N
 
     bus = await connect(address)
     iface = Burst()
