@@ -25,6 +25,7 @@ from .dbus import bus as dbus_bus
 from .dbus import names
 from .dbus.signals import SignalRouter
 from .health import Health
+from .phones import PhoneDirectory
 from .sdnotify import Notifier
 from .store import DB_NAME, Store
 from .supervisor import Supervisor
@@ -43,6 +44,9 @@ class StartupError(Exception):
 def build_components(ctx: AppContext) -> list[Component]:
     """Every capability, in dependency order.  Each issue's component registers here."""
     components: list[Component] = []
+    # The directory of connected phones exists before any component: the bluetooth component
+    # writes it, the profile components (built after it) read and listen to it.
+    ctx.services["phones"] = PhoneDirectory()
     return components
 
 

@@ -26,6 +26,27 @@ PairingMethod = Literal["numeric", "legacy_pin", "just_works"]
 
 
 @dataclass
+class PhoneMessage:
+    """One message in the phone's MAP store (an SMS, MMS or e-mail)."""
+
+    handle: int  # MAP handle (64-bit); obexd's object is <session>/message<decimal handle>
+    folder: str = "inbox"  # inbox | outbox | sent | deleted | draft (under telecom/msg)
+    type: str = "SMS_GSM"  # SMS_GSM | SMS_CDMA | MMS | EMAIL
+    sender: str = ""  # number, or e-mail address
+    sender_name: str = ""
+    recipient: str = ""
+    recipient_name: str = ""
+    subject: str = ""
+    body: str = ""  # SMS text; for EMAIL/MMS the whole RFC 5322 message
+    timestamp: str = ""  # MAP datetime YYYYMMDDTHHMMSS (phone local time)
+    read: bool = False
+    sent: bool = False
+    priority: bool = False
+    protected: bool = False
+    bmessage: bytes | None = None  # exact bytes to serve from Get (fault injection), else built
+
+
+@dataclass
 class VirtualPhone:
     address: str  # "AA:BB:CC:DD:EE:FF"
     name: str = "Phone"
@@ -36,16 +57,30 @@ class VirtualPhone:
     in_range: bool = True
     accepts_pairing: bool = True  # the user taps "Pair" on the phone
     bonded: bool = False  # the phone's side of the bond (False after "forget car" on the phone)
+    # BlueZ fake (simulator/bluez.py)
+    discoverable: bool = True  # shows up when the car scans (phone's Bluetooth settings open)
+    auto_reconnect: bool = False  # phone reconnects by itself when it comes back in range
+    passkey: int | None = None  # numeric-comparison passkey it shows; None: the fake picks one
+    rssi: int = -55  # dBm reported while the car is discovering
     # HFP
     battery: int = 5  # 0-5
     signal: int = 4  # 0-5
     operator: str = "SimNet"
+    roaming: bool = False
+    inband_ringing: bool = True  # the phone plays its own ring tone over the car's speakers
+    subscriber_number: str = ""  # the phone's own number (Handsfree.SubscriberNumbers), "" = unknown
+    hfp_alert_after: float | None = 0.05  # an outgoing call starts alerting after this (None: only when told)
+    hfp_remote_answer_after: float | None = None  # the called party answers after this (None: when told)
+    hfp_slc_delay: float = 0.0  # service-level connection set-up time when the car powers the modem
     # PBAP
     contacts_vcf: str | None = None  # path to a .vcf, or None for generated contacts
     generated_contacts: int = 0
     pbap_permission: Literal["granted", "pending", "denied"] = "granted"
-    # MAP
-    map_notifications: bool = True
+    # MAP (simulator/obex_map.py)
+    map_notifications: bool = True  # False: the phone never opens MNS (listing only; the car must poll)
+    map_types: tuple[str, ...] = ("SMS_GSM", "MMS", "EMAIL")  # what its MAS offers (SupportedTypes)
+    map_push_accepted: bool = True  # False: PushMessage fails at the OBEX level (Precondition Failed)
+    messages: list[PhoneMessage] = field(default_factory=list)  # every folder, newest last
     extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
