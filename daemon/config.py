@@ -95,9 +95,14 @@ class ContactsConfig:
 
 @dataclass(frozen=True)
 class MessagesConfig:
-    fetch_count: int = 50
-    fetch_days: int = 7
-    poll_interval: Duration = Duration(120.0)
+    fetch_count: int = 50  # newest messages fetched when a phone's MAP connects ...
+    fetch_days: int = 7  # ... from the last this many days
+    poll_interval: Duration = Duration(120.0)  # only phones that never sent a notification
+    keep_count: int = 500  # per phone; older messages are dropped from the car
+    max_message_bytes: int = 1024 * 1024  # a larger message is read up to here and marked truncated
+    connect_timeout: Duration = Duration(15.0)  # CreateSession (the phone may show a prompt)
+    obex_timeout: Duration = Duration(10.0)  # every other obexd call
+    transfer_idle_timeout: Duration = Duration(15.0)  # a transfer without progress for this long fails
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,9 @@ class NavigationConfig:
     service: NavigationServiceConfig = field(default_factory=NavigationServiceConfig)
     intent_expiry: Duration = Duration(86400.0)
     delivery_timeout: Duration = Duration(5.0)
+    retry_base: Duration = Duration(2.0)  # a failed delivery is retried after up to this, doubling ...
+    retry_max: Duration = Duration(300.0)  # ... never more than this apart
+    min_confidence: float = 0.0  # destinations found in messages below this are not offered
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,19 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail(None, "cloud.url", "required when cloud.enabled is true")
     if cfg.contacts.page_size < 1 or cfg.contacts.page_size > 65535:
         ctx.fail(None, "contacts.page_size", f"expected 1 to 65535, got {cfg.contacts.page_size}")
+    m = cfg.messages
+    if not 1 <= m.fetch_count <= 1024:
+        ctx.fail(None, "messages.fetch_count", f"expected 1 to 1024, got {m.fetch_count}")
+    if not 1 <= m.fetch_days <= 3650:
+        ctx.fail(None, "messages.fetch_days", f"expected 1 to 3650, got {m.fetch_days}")
+    if m.poll_interval < 10:
+        ctx.fail(None, "messages.poll_interval", "expected at least 10s")
+    if m.keep_count < m.fetch_count:
+        ctx.fail(None, "messages.keep_count", "must not be smaller than messages.fetch_count")
+    if not 4096 <= m.max_message_bytes <= 16 * 1024 * 1024:
+        ctx.fail(None, "messages.max_message_bytes", "expected 4096 to 16777216")
+    if not 0.0 <= cfg.navigation.min_confidence <= 1.0:
+        ctx.fail(None, "navigation.min_confidence", "expected 0.0 to 1.0")
 
 
 def loads(text: str, filename: str = "<config>") -> Config:
