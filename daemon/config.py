@@ -78,6 +78,11 @@ class BluetoothConfig:
     max_connected: int = 2
     connect_budget: Duration = Duration(8.0)
     first_connect_attempts: int = 3
+    # Deadline for a car-initiated Device1.Pair() and for a phone-initiated pairing to finish after
+    # the prompt was accepted: above bluetoothd's own 60 s agent timeout plus service discovery.
+    pair_timeout: Duration = Duration(90.0)
+    bluez_call_timeout: Duration = Duration(5.0)  # every other call to bluetoothd
+    close_window_after_pairing: bool = True
 
 
 @dataclass(frozen=True)
