@@ -87,7 +87,11 @@ class BluetoothConfig:
 
 @dataclass(frozen=True)
 class CallsConfig:
-    ofono_timeout: Duration = Duration(5.0)
+    ofono_timeout: Duration = Duration(5.0)  # deadline for every call to oFono
+    # Powering a phone's HFP modem waits for the service-level connection (oFono replies then).
+    connect_timeout: Duration = Duration(15.0)
+    # How long calls are kept (and shown) after oFono left the bus, waiting for it to come back.
+    restart_grace: Duration = Duration(15.0)
 
 
 @dataclass(frozen=True)

@@ -92,10 +92,19 @@ OFONO_VOICECALL_IFACE: Final = "org.ofono.VoiceCall"
 OFONO_HANDSFREE_IFACE: Final = "org.ofono.Handsfree"
 OFONO_NETREG_IFACE: Final = "org.ofono.NetworkRegistration"
 OFONO_CALLVOLUME_IFACE: Final = "org.ofono.CallVolume"
+OFONO_SIRI_IFACE: Final = "org.ofono.Siri"
 OFONO_ERR: Final = "org.ofono.Error."
 OFONO_ERR_NOT_IMPLEMENTED: Final = "org.ofono.Error.NotImplemented"
 OFONO_ERR_INVALID_FORMAT: Final = "org.ofono.Error.InvalidFormat"
 OFONO_ERR_FAILED: Final = "org.ofono.Error.Failed"
+OFONO_ERR_INVALID_ARGUMENTS: Final = "org.ofono.Error.InvalidArguments"
+OFONO_ERR_IN_PROGRESS: Final = "org.ofono.Error.InProgress"  # also what oFono's "busy" is called
+OFONO_ERR_NOT_FOUND: Final = "org.ofono.Error.NotFound"
+OFONO_ERR_NOT_AVAILABLE: Final = "org.ofono.Error.NotAvailable"
+OFONO_ERR_NOT_SUPPORTED: Final = "org.ofono.Error.NotSupported"
+OFONO_ERR_ACCESS_DENIED: Final = "org.ofono.Error.AccessDenied"
+# oFono's hands-free unit registers this Profile1 object with bluetoothd (plugins/hfp_hf_bluez5.c)
+OFONO_HFP_PROFILE_PATH: Final = "/bluetooth/profile/hfp_hf"
 
 # --- our own API (system bus) --------------------------------------------------------------------
 DASHBRIDGE_NAME: Final = "org.dashbridge"

@@ -1,0 +1,1038 @@
+"""A fake ``org.ofono`` for the hands-free (HFP) side of virtual phones.
+
+Faithful to oFono's own conventions (reference §4, §7 items 16-18, checked against oFono's
+``src/voicecall.c``, ``src/modem.c`` and ``plugins/hfp_hf_bluez5.c``):
+
+* no ObjectManager; every interface has ``GetProperties``/``SetProperty``/``PropertyChanged(sv)``
+  (``org.freedesktop.DBus.Properties`` answers nothing useful, as gdbus does for oFono);
+* lists are ``a(oa{sv})`` (``GetModems``, ``GetCalls``, ``GetOperators``);
+* one HFP modem per paired phone offering HFP at ``/hfp/org/bluez/hciN/dev_XX_...`` with
+  ``Type=hfp``, ``Serial=<address>``, ``Name=<alias>``, ``Powered=false`` until a client powers it;
+  powering runs a (simulated) ``ConnectProfile`` + service-level connection, then the modem goes
+  ``Online`` and ``Interfaces`` grows (VoiceCallManager, NetworkRegistration, Handsfree,
+  CallVolume) in one ``PropertyChanged("Interfaces")``; calls the phone already has are announced
+  with ``CallAdded`` *after* that, as oFono's ``AT+CLCC`` at start-up does;
+* ``voicecall%02d`` paths with the CLCC index as id (ids are reused once free); ``Dial`` replies
+  with the call path *then* emits ``CallAdded``; ``DisconnectReason`` precedes the final
+  ``State=disconnected``, and ``CallRemoved`` follows it; ``Deflect`` and ``CallVolume.Muted``
+  are ``NotImplemented`` on HFP; ``Modem.Online`` cannot be set (no online driver on HFP);
+* HFP link loss (or powering the modem off) drops the interfaces and the call objects **without**
+  ``CallRemoved`` — the calls live on in the phone and come back when the link does.
+
+The phone side (calls, battery, signal, operator) belongs to the virtual phone and survives a
+simulated ofonod restart or link loss; the oFono side (objects, paths) does not.
+
+Control: the Python API of :class:`FakeOfono` (for tests and the scenario runner) and the same
+operations over D-Bus as ``org.dashbridge.Sim.Ofono1`` at ``/org/dashbridge/sim`` on the fake's
+own connection.  Everything is implemented with a raw message handler rather than dbus-fast's
+``ServiceInterface``, because the latter would add an ObjectManager and ``InterfacesAdded``
+signals that real oFono never sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from daemon.dbus import names
+from profiles.hfp.models import MAX_NUMBER_DIGITS
+
+from .phone import VirtualPhone
+
+log = logging.getLogger(__name__)
+
+SIM_IFACE = "org.dashbridge.Sim.Ofono1"
+SIM_PATH = "/org/dashbridge/sim"
+
+_ERR = names.OFONO_ERR
+MAX_VOICE_CALLS = 16  # src/voicecall.c
+DEFAULT_EMERGENCY_NUMBERS = ("112", "911", "08", "000", "110", "118", "119", "999")
+AG_FEATURES = (
+    "three-way-calling", "echo-canceling-and-noise-reduction", "voice-recognition",
+    "release-all-held", "release-specified-active-call", "private-chat", "create-multiparty",
+)
+HFP_INTERFACES = (
+    names.OFONO_VOICECALL_MANAGER_IFACE,
+    names.OFONO_NETREG_IFACE,
+    names.OFONO_HANDSFREE_IFACE,
+    names.OFONO_CALLVOLUME_IFACE,
+)
+
+
+class OfonoError(Exception):
+    def __init__(self, short: str, text: str = "") -> None:
+        super().__init__(f"{short}: {text}")
+        self.name = _ERR + short
+        self.text = text or _DEFAULT_TEXT.get(short, short)
+
+
+_DEFAULT_TEXT = {
+    "Failed": "Operation failed",
+    "InProgress": "Operation already in progress",
+    "InvalidArguments": "Invalid arguments in method call",
+    "InvalidFormat": "Argument format is not recognized",
+    "NotImplemented": "Implementation not provided",
+    "NotAvailable": "Operation currently not available",
+    "NotFound": "Object is not found or not valid for this operation",
+    "NotSupported": "Operation is not supported by the network",
+}
+
+
+def _v(sig: str, value: Any) -> Variant:
+    return Variant(sig, value)
+
+
+def modem_path(address: str, adapter: str = "hci0") -> str:
+    return f"/hfp/org/bluez/{adapter}/dev_{address.upper().replace(':', '_')}"
+
+
+def _time_str(t: float) -> str:
+    # oFono: strftime("%Y-%m-%dT%H:%M:%S%z", localtime_r(...))
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+def valid_dial_number(number: str) -> bool:
+    """oFono's ``valid_long_phone_number_format``: ``[+][0-9*#]{1,80}``."""
+    n = number[1:] if number.startswith("+") else number
+    return 0 < len(n) <= MAX_NUMBER_DIGITS and all(c in "0123456789*#" for c in n)
+
+
+# ------------------------------------------------------------------------------------------------
+# Phone side: what the phone (the audio gateway) knows.  Survives oFono restarts and link loss.
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhoneCall:
+    idx: int  # CLCC index = oFono call id
+    number: str
+    name: str
+    state: str  # incoming waiting dialing alerting active held
+    direction: str  # incoming | outgoing
+    start_time: float | None = None
+    multiparty: bool = False
+
+
+@dataclass
+class PhoneSide:
+    phone: VirtualPhone
+    calls: dict[int, PhoneCall] = field(default_factory=dict)
+    last_dialed: str = ""
+
+    def next_idx(self) -> int:
+        i = 1
+        while i in self.calls:
+            i += 1
+        return i
+
+    def with_state(self, *states: str) -> list[PhoneCall]:
+        return [c for c in sorted(self.calls.values(), key=lambda c: c.idx) if c.state in states]
+
+
+# ------------------------------------------------------------------------------------------------
+# oFono side
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Modem:
+    side: PhoneSide
+    path: str
+    powered: bool = False
+    online: bool = False
+    lockdown: bool = False
+    interfaces: list[str] = field(default_factory=list)
+    published: set[int] = field(default_factory=set)  # call ids with a VoiceCall object
+    pending_power: Message | None = None
+    speaker_volume: int = 50
+    microphone_volume: int = 50
+    voice_recognition: bool = False
+    ecnr: bool = True
+    link_generation: int = 0  # bumps on every link loss; stale timers check it
+
+    @property
+    def address(self) -> str:
+        return self.side.phone.address
+
+    @property
+    def up(self) -> bool:
+        return names.OFONO_VOICECALL_MANAGER_IFACE in self.interfaces
+
+    def call_path(self, idx: int) -> str:
+        return f"{self.path}/voicecall{idx:02d}"
+
+
+Handler = Callable[[Message, Any], "Message | None"]
+
+
+class FakeOfono:
+    """``await FakeOfono.start(bus_address, phones)``; ``await fake.stop()``."""
+
+    def __init__(self, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0") -> None:
+        self.bus_address = bus_address
+        self.adapter = adapter
+        self.sides: dict[str, PhoneSide] = {}
+        self.modems: dict[str, Modem] = {}  # address -> modem (only while "running")
+        self.bus: MessageBus | None = None
+        self.unresponsive = False
+        self.swallowed: list[Message] = []
+        self.method_calls: list[tuple[str, str, str]] = []  # (path, interface, member) seen, for tests
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        for p in phones:
+            if p.offers("hfp"):
+                self.sides[p.address] = PhoneSide(p)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    async def start(cls, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0"
+                    ) -> FakeOfono:
+        self = cls(bus_address, phones, adapter=adapter)
+        await self._come_up()
+        return self
+
+    async def _come_up(self) -> None:
+        bus = MessageBus(bus_address=self.bus_address)
+        async with asyncio.timeout(5):
+            await bus.connect()
+        bus.add_message_handler(self._on_message)
+        self.bus = bus
+        for side in self.sides.values():
+            self.modems[side.phone.address] = Modem(side, modem_path(side.phone.address, self.adapter))
+        async with asyncio.timeout(5):
+            await bus.request_name(names.OFONO_NAME)
+        for m in self.modems.values():
+            self._signal("/", names.OFONO_MANAGER_IFACE, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
+
+    async def _go_down(self) -> None:
+        for t in list(self._timers):
+            t.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        self.modems.clear()
+        bus, self.bus = self.bus, None
+        if bus is not None and bus.connected:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await bus.release_name(names.OFONO_NAME)
+            bus.disconnect()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+    async def stop(self) -> None:
+        await self._go_down()
+
+    async def restart(self) -> None:
+        """Simulated ofonod restart: the name goes away with every object; a new instance owns
+        it again with unpowered modems.  Calls live on in the phones."""
+        await self._go_down()
+        await self._come_up()
+
+    @property
+    def running(self) -> bool:
+        return self.bus is not None and self.bus.connected
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _send(self, msg: Message) -> None:
+        if self.bus is not None and self.bus.connected:
+            self.bus.send(msg)
+
+    def _signal(self, path: str, iface: str, member: str, sig: str, body: list[Any]) -> None:
+        self._send(Message.new_signal(path, iface, member, sig, body))
+
+    def _prop_changed(self, path: str, iface: str, name: str, value: Variant) -> None:
+        self._signal(path, iface, "PropertyChanged", "sv", [name, value])
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def run() -> None:
+            if handle is not None:
+                self._timers.discard(handle)
+            try:
+                fn()
+            except Exception:
+                log.exception("fake oFono timer failed")
+
+        handle = loop.call_later(max(0.0, delay), run)
+        self._timers.add(handle)
+
+    def _on_message(self, msg: Message) -> bool | Message | None:
+        if msg.message_type != MessageType.METHOD_CALL:
+            return None
+        path, iface, member = msg.path or "", msg.interface or "", msg.member or ""
+        if iface == names.INTROSPECTABLE_IFACE or (iface == "org.freedesktop.DBus.Peer"):
+            return self._introspect(msg) if member == "Introspect" else None
+        self.method_calls.append((path, iface, member))
+        try:
+            if iface == SIM_IFACE and path == SIM_PATH:
+                return self._control(msg)
+            if iface == names.OBJECT_MANAGER_IFACE:
+                return Message.new_error(msg, names.ERR_UNKNOWN_METHOD,
+                                         f'Method "{member}" with signature "{msg.signature}" on interface '
+                                         f'"{iface}" doesn\'t exist')
+            if iface == names.PROPERTIES_IFACE:
+                if member == "GetAll":
+                    return Message.new_method_return(msg, "a{sv}", [{}])
+                return Message.new_error(msg, names.ERR_INVALID_ARGS, "No such property")
+            if self.unresponsive and iface.startswith("org.ofono."):
+                self.swallowed.append(msg)  # an ofonod that hangs: never answers
+                return True
+            reply = self._dispatch(msg, path, iface, member)
+        except OfonoError as exc:
+            return Message.new_error(msg, exc.name, exc.text)
+        except (TypeError, ValueError, IndexError, KeyError) as exc:
+            log.debug("bad call %s.%s: %s", iface, member, exc)
+            return Message.new_error(msg, _ERR + "InvalidArguments", _DEFAULT_TEXT["InvalidArguments"])
+        return reply if reply is not None else True
+
+    def _dispatch(self, msg: Message, path: str, iface: str, member: str) -> Message | None:
+        if path == "/" and iface == names.OFONO_MANAGER_IFACE:
+            if member == "GetModems" and msg.signature == "":
+                return Message.new_method_return(
+                    msg, "a(oa{sv})", [[[m.path, self._modem_props(m)] for m in self.modems.values()]])
+            raise _unknown(msg)
+        modem = self._modem_at(path)
+        if modem is None:
+            return Message.new_error(msg, names.ERR_UNKNOWN_OBJECT, f"Method \"{member}\" on unknown object")
+        if path == modem.path:
+            if iface == names.OFONO_MODEM_IFACE:
+                return self._modem_method(msg, modem, member)
+            if iface not in modem.interfaces:
+                return Message.new_error(msg, names.ERR_UNKNOWN_METHOD,
+                                         f'Method "{member}" on interface "{iface}" doesn\'t exist')
+            if iface == names.OFONO_VOICECALL_MANAGER_IFACE:
+                return self._vcm_method(msg, modem, member)
+            if iface == names.OFONO_HANDSFREE_IFACE:
+                return self._handsfree_method(msg, modem, member)
+            if iface == names.OFONO_NETREG_IFACE:
+                return self._netreg_method(msg, modem, member)
+            if iface == names.OFONO_CALLVOLUME_IFACE:
+                return self._callvolume_method(msg, modem, member)
+            raise _unknown(msg)
+        # a voicecall
+        idx = _call_idx(modem, path)
+        if idx is None or idx not in modem.published or iface != names.OFONO_VOICECALL_IFACE:
+            return Message.new_error(msg, names.ERR_UNKNOWN_OBJECT, f"Method \"{member}\" on unknown object")
+        return self._call_method(msg, modem, modem.side.calls[idx], member)
+
+    def _modem_at(self, path: str) -> Modem | None:
+        for m in self.modems.values():
+            if path == m.path or path.startswith(m.path + "/"):
+                return m
+        return None
+
+    # ---------------------------------------------------------------- Modem
+
+    def _modem_props(self, m: Modem) -> dict[str, Variant]:
+        p = m.side.phone
+        feats = ["net"] if names.OFONO_NETREG_IFACE in m.interfaces else []
+        return {
+            "Online": _v("b", m.online),
+            "Powered": _v("b", m.powered),
+            "Lockdown": _v("b", m.lockdown),
+            "Emergency": _v("b", False),
+            "Name": _v("s", p.name),
+            "Serial": _v("s", p.address),
+            "Features": _v("as", feats),
+            "Interfaces": _v("as", list(m.interfaces)),
+            "Type": _v("s", "hfp"),
+        }
+
+    def _modem_method(self, msg: Message, m: Modem, member: str) -> Message | None:
+        if member == "GetProperties":
+            return Message.new_method_return(msg, "a{sv}", [self._modem_props(m)])
+        if member == "SetProperty" and msg.signature == "sv":
+            name, value = msg.body
+            val = value.value
+            if name == "Powered":
+                if not isinstance(val, bool):
+                    raise OfonoError("InvalidArguments")
+                return self._set_powered(msg, m, val)
+            if name == "Online":
+                # HFP modems have no set_online driver call (src/modem.c): NotImplemented.
+                raise OfonoError("NotImplemented")
+            if name == "Lockdown":
+                if not isinstance(val, bool):
+                    raise OfonoError("InvalidArguments")
+                if val != m.lockdown:
+                    m.lockdown = val
+                    self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Lockdown", _v("b", val))
+                    if val and m.powered:
+                        self._drop_link(m)
+                return Message.new_method_return(msg)
+            raise OfonoError("InvalidArguments")
+        raise _unknown(msg)
+
+    def _set_powered(self, msg: Message, m: Modem, on: bool) -> Message | None:
+        if m.pending_power is not None:
+            raise OfonoError("InProgress")
+        if on == m.powered:
+            return Message.new_method_return(msg)
+        if not on:
+            self._drop_link(m)
+            return Message.new_method_return(msg)
+        if m.lockdown:
+            raise OfonoError("AccessDenied", "Operation not permitted")
+        # hfp_enable(): Device1.ConnectProfile(HFP AG); the reply waits for the SLC.
+        m.pending_power = msg
+        gen = m.link_generation
+        self._later(m.side.phone.hfp_slc_delay, lambda: self._slc_result(m, gen))
+        return None
+
+    def _slc_result(self, m: Modem, gen: int) -> None:
+        msg, m.pending_power = m.pending_power, None
+        if msg is None or gen != m.link_generation or self.modems.get(m.address) is not m:
+            return
+        if not m.side.phone.in_range:
+            # ConnectProfile failed: the modem stays off and the SetProperty caller gets Failed.
+            self._send(Message.new_error(msg, _ERR + "Failed", _DEFAULT_TEXT["Failed"]))
+            return
+        self._bring_up(m)
+        self._send(Message.new_method_return(msg))
+
+    def _bring_up(self, m: Modem) -> None:
+        m.powered = True
+        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Powered", _v("b", True))
+        m.online = True
+        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Online", _v("b", True))
+        m.interfaces = list(HFP_INTERFACES)
+        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Interfaces", _v("as", list(m.interfaces)))
+        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Features", _v("as", ["net"]))
+        # AT+CLCC at voicecall start-up: calls the phone already has appear after the atom.
+        gen = m.link_generation
+        self._later(0, lambda: self._publish_existing(m, gen))
+
+    def _publish_existing(self, m: Modem, gen: int) -> None:
+        if gen != m.link_generation or not m.up:
+            return
+        for c in sorted(m.side.calls.values(), key=lambda c: c.idx):
+            if c.idx not in m.published:
+                self._publish(m, c)
+
+    def _drop_link(self, m: Modem) -> None:
+        """RFCOMM gone (link loss, power-off, lockdown): atoms and call objects vanish without
+        CallRemoved; Powered/Online false.  The phone keeps its calls."""
+        m.link_generation += 1
+        if m.pending_power is not None:
+            msg, m.pending_power = m.pending_power, None
+            self._send(Message.new_error(msg, _ERR + "Failed", _DEFAULT_TEXT["Failed"]))
+        was_powered = m.powered
+        m.published.clear()
+        if was_powered:
+            m.powered = False
+            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Powered", _v("b", False))
+        if m.online:
+            m.online = False
+            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Online", _v("b", False))
+        if m.interfaces:
+            m.interfaces = []
+            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Interfaces", _v("as", []))
+            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Features", _v("as", []))
+
+    # ---------------------------------------------------------------- VoiceCall objects
+
+    def _call_props(self, c: PhoneCall, m: Modem) -> dict[str, Variant]:
+        props = {
+            "State": _v("s", c.state),
+            "LineIdentification": _v("s", c.number),
+            "Name": _v("s", c.name),
+            "Multiparty": _v("b", c.multiparty),
+            "RemoteHeld": _v("b", False),
+            "RemoteMultiparty": _v("b", False),
+            "Emergency": _v("b", c.number in DEFAULT_EMERGENCY_NUMBERS),
+        }
+        if c.start_time is not None and c.state in ("active", "held"):
+            props["StartTime"] = _v("s", _time_str(c.start_time))
+        return props
+
+    def _publish(self, m: Modem, c: PhoneCall) -> str:
+        m.published.add(c.idx)
+        path = m.call_path(c.idx)
+        self._signal(m.path, names.OFONO_VOICECALL_MANAGER_IFACE, "CallAdded", "oa{sv}",
+                     [path, self._call_props(c, m)])
+        return path
+
+    def _set_state(self, m: Modem, c: PhoneCall, state: str) -> None:
+        if c.state == state:
+            return
+        old = c.state
+        c.state = state
+        if state == "active" and old in ("incoming", "waiting", "dialing", "alerting"):
+            c.start_time = time.time()
+        if c.idx in m.published:
+            path = m.call_path(c.idx)
+            self._prop_changed(path, names.OFONO_VOICECALL_IFACE, "State", _v("s", state))
+            if state == "active" and old in ("incoming", "waiting", "dialing", "alerting") and c.start_time:
+                self._prop_changed(path, names.OFONO_VOICECALL_IFACE, "StartTime", _v("s", _time_str(c.start_time)))
+
+    def _end(self, m: Modem, c: PhoneCall, reason: str) -> None:
+        """``reason``: local | remote | network.  DisconnectReason, State, then CallRemoved."""
+        m.side.calls.pop(c.idx, None)
+        if c.idx in m.published:
+            path = m.call_path(c.idx)
+            self._signal(path, names.OFONO_VOICECALL_IFACE, "DisconnectReason", "s", [reason])
+            self._prop_changed(path, names.OFONO_VOICECALL_IFACE, "State", _v("s", "disconnected"))
+            m.published.discard(c.idx)
+            self._signal(m.path, names.OFONO_VOICECALL_MANAGER_IFACE, "CallRemoved", "o", [path])
+        self._after_release(m)
+
+    def _after_release(self, m: Modem) -> None:
+        side = m.side
+        # A lone waiting call becomes incoming when nothing else is left (ciev call=0).
+        if not side.with_state("active", "held", "dialing", "alerting"):
+            for w in side.with_state("waiting"):
+                self._set_state(m, w, "incoming")
+        mp = [c for c in side.calls.values() if c.multiparty]
+        if len(mp) == 1:
+            mp[0].multiparty = False
+            if mp[0].idx in m.published:
+                self._prop_changed(m.call_path(mp[0].idx), names.OFONO_VOICECALL_IFACE, "Multiparty", _v("b", False))
+
+    def _call_method(self, msg: Message, m: Modem, c: PhoneCall, member: str) -> Message | None:
+        if member == "GetProperties":
+            return Message.new_method_return(msg, "a{sv}", [self._call_props(c, m)])
+        if member == "Answer":
+            if c.state != "incoming":
+                raise OfonoError("Failed")
+            self._send(Message.new_method_return(msg))  # ATA's OK comes before the +CIEV
+            for other in m.side.with_state("active"):
+                self._set_state(m, other, "held")
+            self._set_state(m, c, "active")
+            return None
+        if member == "Hangup":
+            self._send(Message.new_method_return(msg))
+            self._end(m, c, "local")
+            return None
+        if member == "Deflect":
+            raise OfonoError("NotImplemented")  # the hfpmodem driver has no deflect
+        raise _unknown(msg)
+
+    # ---------------------------------------------------------------- VoiceCallManager
+
+    def _vcm_method(self, msg: Message, m: Modem, member: str) -> Message | None:
+        side = m.side
+        if member == "GetProperties":
+            return Message.new_method_return(
+                msg, "a{sv}", [{"EmergencyNumbers": _v("as", list(DEFAULT_EMERGENCY_NUMBERS))}])
+        if member == "GetCalls":
+            return Message.new_method_return(msg, "a(oa{sv})", [[
+                [m.call_path(c.idx), self._call_props(c, m)]
+                for c in sorted(side.calls.values(), key=lambda c: c.idx) if c.idx in m.published
+            ]])
+        if member in ("Dial", "DialLast"):
+            if member == "Dial":
+                if msg.signature != "ss":
+                    raise OfonoError("InvalidArguments")
+                number, hide = msg.body
+                if hide not in ("", "default", "enabled", "disabled"):
+                    raise OfonoError("InvalidFormat")
+            else:
+                number = side.last_dialed
+                if not number:
+                    raise OfonoError("Failed")
+            if len(side.calls) >= MAX_VOICE_CALLS:
+                raise OfonoError("Failed")
+            if not valid_dial_number(number):
+                raise OfonoError("InvalidFormat")
+            if side.with_state("incoming") or side.with_state("dialing", "alerting"):
+                raise OfonoError("Failed")
+            if side.with_state("active") and side.with_state("held"):
+                raise OfonoError("Failed")
+            for a in side.with_state("active"):
+                self._set_state(m, a, "held")  # the AG puts the active call on hold
+            c = PhoneCall(side.next_idx(), number, "", "dialing", "outgoing")
+            side.calls[c.idx] = c
+            side.last_dialed = number
+            path = m.call_path(c.idx)
+            self._send(Message.new_method_return(msg, "o", [path]) if member == "Dial"
+                       else Message.new_method_return(msg))
+            self._publish(m, c)
+            self._schedule_progress(m, c)
+            return None
+        if member == "HangupAll":
+            self._send(Message.new_method_return(msg))
+            for c in side.with_state("incoming", "dialing", "alerting", "active", "held"):
+                self._end(m, c, "local")
+            return None
+        if member == "SwapCalls":
+            if side.with_state("waiting"):
+                raise OfonoError("Failed")
+            active, held = side.with_state("active"), side.with_state("held")
+            if not active and not held:
+                raise OfonoError("Failed")
+            self._send(Message.new_method_return(msg))
+            for c in active:
+                self._set_state(m, c, "held")
+            for c in held:
+                self._set_state(m, c, "active")
+            return None
+        if member == "HoldAndAnswer":
+            waiting = side.with_state("waiting")
+            if not waiting or (side.with_state("active") and side.with_state("held")):
+                raise OfonoError("Failed")
+            self._send(Message.new_method_return(msg))
+            for c in side.with_state("active"):
+                self._set_state(m, c, "held")
+            self._set_state(m, waiting[0], "active")
+            return None
+        if member == "ReleaseAndAnswer":
+            waiting = side.with_state("waiting")
+            if not waiting:
+                raise OfonoError("Failed")
+            self._send(Message.new_method_return(msg))
+            for c in side.with_state("active", "dialing", "alerting"):
+                self._end(m, c, "local")
+            if waiting[0].idx in side.calls:
+                self._set_state(m, waiting[0], "active")
+            return None
+        if member == "ReleaseAndSwap":
+            if side.with_state("waiting"):
+                raise OfonoError("Failed")
+            self._send(Message.new_method_return(msg))
+            for c in side.with_state("active"):
+                self._end(m, c, "local")
+            for c in side.with_state("held"):
+                self._set_state(m, c, "active")
+            return None
+        if member == "SendTones":
+            (tones,) = msg.body
+            if not side.with_state("active", "alerting"):
+                raise OfonoError("Failed")
+            t = str(tones).upper()
+            if not t or any(ch not in "0123456789*#ABCDP" for ch in t):
+                raise OfonoError("InvalidFormat")
+            side.phone.extra.setdefault("dtmf", [])
+            dtmf = side.phone.extra["dtmf"]
+            if isinstance(dtmf, list):
+                dtmf.append(t)
+            return Message.new_method_return(msg)
+        if member == "CreateMultiparty":
+            active, held = side.with_state("active"), side.with_state("held")
+            if not active or not held:
+                raise OfonoError("Failed")
+            members = active + held
+            for c in members:
+                if not c.multiparty:
+                    c.multiparty = True
+                    if c.idx in m.published:
+                        self._prop_changed(m.call_path(c.idx), names.OFONO_VOICECALL_IFACE, "Multiparty",
+                                           _v("b", True))
+                self._set_state(m, c, "active")
+            return Message.new_method_return(msg, "ao", [[m.call_path(c.idx) for c in members]])
+        if member == "HangupMultiparty":
+            self._send(Message.new_method_return(msg))
+            for c in [c for c in side.calls.values() if c.multiparty]:
+                self._end(m, c, "local")
+            return None
+        if member == "PrivateChat":
+            (path,) = msg.body
+            idx = _call_idx(m, path)
+            if idx is None or idx not in side.calls or not side.calls[idx].multiparty:
+                raise OfonoError("NotFound")
+            if side.with_state("held"):
+                raise OfonoError("Failed")
+            for c in side.calls.values():
+                if c.multiparty and c.idx != idx:
+                    self._set_state(m, c, "held")
+            c = side.calls[idx]
+            c.multiparty = False
+            self._prop_changed(m.call_path(idx), names.OFONO_VOICECALL_IFACE, "Multiparty", _v("b", False))
+            rest = [m.call_path(x.idx) for x in side.calls.values() if x.multiparty]
+            return Message.new_method_return(msg, "ao", [rest])
+        if member == "Transfer":
+            raise OfonoError("NotImplemented")  # the phone does not offer AG feature "transfer"
+        if member == "DialMemory":
+            raise OfonoError("Failed")
+        raise _unknown(msg)
+
+    def _schedule_progress(self, m: Modem, c: PhoneCall) -> None:
+        p = m.side.phone
+        gen = m.link_generation
+        if p.hfp_alert_after is not None:
+            def alert() -> None:
+                if m.side.calls.get(c.idx) is c and c.state == "dialing" and gen == m.link_generation:
+                    self._set_state(m, c, "alerting")
+            self._later(p.hfp_alert_after, alert)
+        if p.hfp_remote_answer_after is not None:
+            def answer() -> None:
+                if m.side.calls.get(c.idx) is c and c.state in ("dialing", "alerting"):
+                    self._set_state(m, c, "active")
+            self._later(p.hfp_remote_answer_after, answer)
+
+    # ---------------------------------------------------------------- Handsfree / NetReg / CallVolume
+
+    def _handsfree_props(self, m: Modem) -> dict[str, Variant]:
+        p = m.side.phone
+        return {
+            "Features": _v("as", list(AG_FEATURES)),
+            "InbandRinging": _v("b", p.inband_ringing),
+            "VoiceRecognition": _v("b", m.voice_recognition),
+            "EchoCancelingNoiseReduction": _v("b", m.ecnr),
+            "BatteryChargeLevel": _v("y", max(0, min(5, p.battery))),
+            "SubscriberNumbers": _v("as", [p.subscriber_number] if p.subscriber_number else []),
+        }
+
+    def _handsfree_method(self, msg: Message, m: Modem, member: str) -> Message | None:
+        if member == "GetProperties":
+            return Message.new_method_return(msg, "a{sv}", [self._handsfree_props(m)])
+        if member == "SetProperty" and msg.signature == "sv":
+            name, value = msg.body
+            val = value.value
+            if name == "VoiceRecognition" and isinstance(val, bool):
+                if val != m.voice_recognition:
+                    m.voice_recognition = val
+                    self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, name, _v("b", val))
+                return Message.new_method_return(msg)
+            if name == "EchoCancelingNoiseReduction" and isinstance(val, bool):
+                if val:
+                    raise OfonoError("NotSupported")  # can only be switched off
+                if m.ecnr:
+                    m.ecnr = False
+                    self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, name, _v("b", False))
+                return Message.new_method_return(msg)
+            raise OfonoError("InvalidArguments")
+        if member == "RequestPhoneNumber":
+            if not m.side.phone.subscriber_number:
+                raise OfonoError("Failed")
+            return Message.new_method_return(msg, "s", [m.side.phone.subscriber_number])
+        raise _unknown(msg)
+
+    def _netreg_props(self, m: Modem) -> dict[str, Variant]:
+        p = m.side.phone
+        status = "unregistered" if p.signal <= 0 else ("roaming" if p.roaming else "registered")
+        return {
+            "Mode": _v("s", "auto"),
+            "Status": _v("s", status),
+            "Name": _v("s", p.operator),
+            "Strength": _v("y", max(0, min(5, p.signal)) * 20),
+        }
+
+    def _netreg_method(self, msg: Message, m: Modem, member: str) -> Message | None:
+        if member == "GetProperties":
+            return Message.new_method_return(msg, "a{sv}", [self._netreg_props(m)])
+        if member in ("Register", "Scan", "SetProperty"):
+            raise OfonoError("NotImplemented")
+        if member == "GetOperators":
+            return Message.new_method_return(msg, "a(oa{sv})", [[]])
+        raise _unknown(msg)
+
+    def _callvolume_method(self, msg: Message, m: Modem, member: str) -> Message | None:
+        if member == "GetProperties":
+            return Message.new_method_return(msg, "a{sv}", [{
+                "Muted": _v("b", False),
+                "SpeakerVolume": _v("y", m.speaker_volume),
+                "MicrophoneVolume": _v("y", m.microphone_volume),
+            }])
+        if member == "SetProperty" and msg.signature == "sv":
+            name, value = msg.body
+            val = value.value
+            if name == "Muted":
+                raise OfonoError("NotImplemented")  # not on HFP
+            if name in ("SpeakerVolume", "MicrophoneVolume") and isinstance(val, int) and 0 <= val <= 100:
+                attr = "speaker_volume" if name == "SpeakerVolume" else "microphone_volume"
+                if getattr(m, attr) != val:
+                    setattr(m, attr, val)
+                    self._prop_changed(m.path, names.OFONO_CALLVOLUME_IFACE, name, _v("y", val))
+                return Message.new_method_return(msg)
+            raise OfonoError("InvalidArguments")
+        raise _unknown(msg)
+
+    # ================================================================ Python control API
+
+    def side(self, address: str) -> PhoneSide:
+        try:
+            return self.sides[address.upper()]
+        except KeyError:
+            raise ValueError(f"no HFP phone {address}") from None
+
+    def modem(self, address: str) -> Modem | None:
+        return self.modems.get(address.upper())
+
+    def path_of(self, address: str) -> str:
+        return modem_path(address, self.adapter)
+
+    def add_phone(self, phone: VirtualPhone) -> str:
+        """A phone offering HFP was paired: a modem appears (ModemAdded)."""
+        if not phone.offers("hfp"):
+            raise ValueError("the phone does not offer HFP")
+        side = self.sides.setdefault(phone.address, PhoneSide(phone))
+        side.phone = phone
+        if self.running and phone.address not in self.modems:
+            m = Modem(side, modem_path(phone.address, self.adapter))
+            self.modems[phone.address] = m
+            self._signal("/", names.OFONO_MANAGER_IFACE, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
+        return modem_path(phone.address, self.adapter)
+
+    def remove_phone(self, address: str) -> None:
+        """Unpaired (or HFP UUID gone): the modem is removed (ModemRemoved)."""
+        address = address.upper()
+        m = self.modems.pop(address, None)
+        self.sides.pop(address, None)
+        if m is not None:
+            m.link_generation += 1
+            self._signal("/", names.OFONO_MANAGER_IFACE, "ModemRemoved", "o", [m.path])
+
+    def _modem_for(self, address: str) -> tuple[PhoneSide, Modem | None]:
+        side = self.side(address)
+        m = self.modems.get(side.phone.address)
+        return side, m
+
+    def incoming_call(self, address: str, number: str, name: str = "") -> int:
+        """The phone rings (``incoming``), or — with a call in progress — a call waits
+        (``waiting``).  Returns the call's CLCC index (oFono path ``voicecall%02d``)."""
+        side, m = self._modem_for(address)
+        if side.with_state("incoming", "waiting"):
+            raise ValueError("the phone already has a ringing call")
+        if len(side.calls) >= MAX_VOICE_CALLS:
+            raise ValueError("too many calls")
+        busy = bool(side.with_state("active", "held", "dialing", "alerting"))
+        c = PhoneCall(side.next_idx(), number, name, "waiting" if busy else "incoming", "incoming")
+        side.calls[c.idx] = c
+        if m is not None and m.up:
+            self._publish(m, c)
+        return c.idx
+
+    def call_waiting(self, address: str, number: str, name: str = "") -> int:
+        """A second call arrives during a call (+CCWA): ``waiting``."""
+        side = self.side(address)
+        if not side.with_state("active", "held", "dialing", "alerting"):
+            raise ValueError("call waiting needs a call in progress")
+        return self.incoming_call(address, number, name)
+
+    def _pick(self, side: PhoneSide, idx: int | None, states: tuple[str, ...]) -> PhoneCall:
+        if idx is not None:
+            c = side.calls.get(idx)
+            if c is None:
+                raise ValueError(f"no call {idx}")
+            return c
+        cands = side.with_state(*states)
+        if not cands:
+            raise ValueError("no such call on the phone")
+        return cands[0]
+
+    def remote_alerting(self, address: str, idx: int | None = None) -> None:
+        side, m = self._modem_for(address)
+        c = self._pick(side, idx, ("dialing",))
+        if m is not None:
+            self._set_state(m, c, "alerting")
+        else:
+            c.state = "alerting"
+
+    def remote_answer(self, address: str, idx: int | None = None) -> None:
+        """The called party picks up an outgoing call (or the driver answers on the handset)."""
+        side, m = self._modem_for(address)
+        c = self._pick(side, idx, ("alerting", "dialing", "incoming", "waiting"))
+        if m is not None:
+            for other in side.with_state("active"):
+                if other is not c:
+                    self._set_state(m, other, "held")
+            self._set_state(m, c, "active")
+        else:
+            c.state = "active"
+            c.start_time = time.time()
+
+    def remote_hangup(self, address: str, idx: int | None = None, reason: str = "remote") -> None:
+        """The other party (or the network) ends a call."""
+        side, m = self._modem_for(address)
+        c = self._pick(side, idx, ("active", "incoming", "alerting", "dialing", "waiting", "held"))
+        if m is not None:
+            self._end(m, c, reason)
+        else:
+            side.calls.pop(c.idx, None)
+
+    def set_battery(self, address: str, level: int) -> None:
+        side, m = self._modem_for(address)
+        side.phone.battery = max(0, min(5, int(level)))
+        if m is not None and names.OFONO_HANDSFREE_IFACE in m.interfaces:
+            self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, "BatteryChargeLevel",
+                               _v("y", side.phone.battery))
+
+    def set_signal(self, address: str, level: int) -> None:
+        side, m = self._modem_for(address)
+        before = self._netreg_props(m)["Status"].value if m is not None else ""
+        side.phone.signal = max(0, min(5, int(level)))
+        if m is not None and names.OFONO_NETREG_IFACE in m.interfaces:
+            self._prop_changed(m.path, names.OFONO_NETREG_IFACE, "Strength", _v("y", side.phone.signal * 20))
+            after = self._netreg_props(m)["Status"].value
+            if after != before:
+                self._prop_changed(m.path, names.OFONO_NETREG_IFACE, "Status", _v("s", after))
+
+    def set_operator(self, address: str, name: str) -> None:
+        side, m = self._modem_for(address)
+        side.phone.operator = name
+        if m is not None and names.OFONO_NETREG_IFACE in m.interfaces:
+            self._prop_changed(m.path, names.OFONO_NETREG_IFACE, "Name", _v("s", name))
+
+    def set_inband_ringing(self, address: str, on: bool) -> None:
+        side, m = self._modem_for(address)
+        side.phone.inband_ringing = bool(on)
+        if m is not None and names.OFONO_HANDSFREE_IFACE in m.interfaces:
+            self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, "InbandRinging", _v("b", bool(on)))
+
+    def link_loss(self, address: str) -> None:
+        """The HFP RFCOMM link drops (phone walked away, radio trouble)."""
+        _side, m = self._modem_for(address)
+        if m is not None:
+            self._drop_link(m)
+
+    def set_unresponsive(self, on: bool) -> None:
+        """ofonod stops answering method calls (a hung daemon); signals still flow."""
+        self.unresponsive = bool(on)
+        if not on:
+            self.swallowed.clear()
+
+    def calls(self, address: str) -> list[PhoneCall]:
+        return sorted(self.side(address).calls.values(), key=lambda c: c.idx)
+
+    # ================================================================ D-Bus control interface
+
+    def _control(self, msg: Message) -> Message | None:
+        member, body = msg.member, msg.body
+        try:
+            if member == "IncomingCall":
+                idx = self.incoming_call(body[0], body[1], body[2])
+                return Message.new_method_return(msg, "u", [idx])
+            if member == "CallWaiting":
+                idx = self.call_waiting(body[0], body[1], body[2])
+                return Message.new_method_return(msg, "u", [idx])
+            if member in ("RemoteAnswer", "RemoteHangup", "RemoteAlerting"):
+                which = int(body[1]) or None
+                fn = {"RemoteAnswer": self.remote_answer, "RemoteHangup": self.remote_hangup,
+                      "RemoteAlerting": self.remote_alerting}[member]
+                fn(body[0], which)
+                return Message.new_method_return(msg)
+            if member == "SetBattery":
+                self.set_battery(body[0], int(body[1]))
+            elif member == "SetSignal":
+                self.set_signal(body[0], int(body[1]))
+            elif member == "SetOperator":
+                self.set_operator(body[0], str(body[1]))
+            elif member == "SetInbandRinging":
+                self.set_inband_ringing(body[0], bool(body[1]))
+            elif member == "LinkLoss":
+                self.link_loss(body[0])
+            elif member == "SetUnresponsive":
+                self.set_unresponsive(bool(body[0]))
+            elif member == "Restart":
+                task = asyncio.get_running_loop().create_task(self.restart())
+                self._tasks.add(task)  # restart drops this connection: reply first
+                task.add_done_callback(self._tasks.discard)
+            elif member == "GetCalls":
+                calls = self.calls(body[0])
+                return Message.new_method_return(msg, "a(ussss)", [[
+                    [c.idx, c.number, c.name, c.state, c.direction] for c in calls]])
+            else:
+                return Message.new_error(msg, names.ERR_UNKNOWN_METHOD, f"no method {member}")
+        except (ValueError, IndexError, TypeError) as exc:
+            return Message.new_error(msg, "org.dashbridge.Sim.Error.Failed", str(exc))
+        return Message.new_method_return(msg)
+
+    # ================================================================ introspection
+
+    def _introspect(self, msg: Message) -> Message:
+        path = msg.path or "/"
+        ifaces: list[str] = []
+        children: list[str] = []
+        if path == "/":
+            ifaces = [_INTROSPECT[names.OFONO_MANAGER_IFACE]]
+            children = ["hfp", "org"] if self.modems else ["org"]
+        elif path == SIM_PATH:
+            ifaces = [_INTROSPECT[SIM_IFACE]]
+        else:
+            m = self._modem_at(path)
+            if m is not None and path == m.path:
+                ifaces = [_INTROSPECT[names.OFONO_MODEM_IFACE]] + [_INTROSPECT[i] for i in m.interfaces]
+                children = [m.call_path(i).rsplit("/", 1)[1] for i in sorted(m.published)]
+            elif m is not None:
+                ifaces = [_INTROSPECT[names.OFONO_VOICECALL_IFACE]]
+            else:
+                prefix = path.rstrip("/") + "/"
+                subs = {mp[len(prefix):].split("/", 1)[0] for mp in [*(m.path for m in self.modems.values()),
+                                                                      SIM_PATH] if mp.startswith(prefix)}
+                children = sorted(subs)
+        xml = ['<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+               '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n<node>',
+               '<interface name="org.freedesktop.DBus.Introspectable"><method name="Introspect">'
+               '<arg name="xml" type="s" direction="out"/></method></interface>', *ifaces]
+        xml += [f'<node name="{c}"/>' for c in children]
+        xml.append("</node>")
+        return Message.new_method_return(msg, "s", ["".join(xml)])
+
+
+def _call_idx(m: Modem, path: str) -> int | None:
+    prefix = m.path + "/voicecall"
+    if not path.startswith(prefix):
+        return None
+    tail = path[len(prefix):]
+    return int(tail) if tail.isdigit() and len(tail) == 2 else None
+
+
+def _unknown(msg: Message) -> OfonoError:
+    err = OfonoError("NotImplemented")
+    err.name = names.ERR_UNKNOWN_METHOD
+    err.text = f'Method "{msg.member}" with signature "{msg.signature}" on interface "{msg.interface}" doesn\'t exist'
+    return err
+
+
+def _props_iface(name: str, methods: str, extra_signals: str = "") -> str:
+    return (f'<interface name="{name}">'
+            '<method name="GetProperties"><arg name="properties" type="a{sv}" direction="out"/></method>'
+            f"{methods}"
+            '<signal name="PropertyChanged"><arg name="name" type="s"/><arg name="value" type="v"/></signal>'
+            f"{extra_signals}</interface>")
+
+
+_SETPROP = ('<method name="SetProperty"><arg name="property" type="s" direction="in"/>'
+            '<arg name="value" type="v" direction="in"/></method>')
+
+
+def _m(name: str, ins: str = "", outs: str = "") -> str:
+    args = "".join(f'<arg type="{t}" direction="in"/>' for t in ins.split() if t)
+    args += "".join(f'<arg type="{t}" direction="out"/>' for t in outs.split() if t)
+    return f'<method name="{name}">{args}</method>'
+
+
+_INTROSPECT = {
+    names.OFONO_MANAGER_IFACE: (
+        f'<interface name="{names.OFONO_MANAGER_IFACE}">{_m("GetModems", "", "a(oa{sv})")}'
+        '<signal name="ModemAdded"><arg name="path" type="o"/><arg name="properties" type="a{sv}"/></signal>'
+        '<signal name="ModemRemoved"><arg name="path" type="o"/></signal></interface>'),
+    names.OFONO_MODEM_IFACE: _props_iface(names.OFONO_MODEM_IFACE, _SETPROP),
+    names.OFONO_VOICECALL_MANAGER_IFACE: _props_iface(
+        names.OFONO_VOICECALL_MANAGER_IFACE,
+        _m("Dial", "s s", "o") + _m("DialLast") + _m("DialMemory", "u") + _m("Transfer") + _m("SwapCalls")
+        + _m("ReleaseAndAnswer") + _m("ReleaseAndSwap") + _m("HoldAndAnswer") + _m("HangupAll")
+        + _m("PrivateChat", "o", "ao") + _m("CreateMultiparty", "", "ao") + _m("HangupMultiparty")
+        + _m("SendTones", "s") + _m("GetCalls", "", "a(oa{sv})"),
+        '<signal name="CallAdded"><arg name="path" type="o"/><arg name="properties" type="a{sv}"/></signal>'
+        '<signal name="CallRemoved"><arg name="path" type="o"/></signal>'),
+    names.OFONO_VOICECALL_IFACE: _props_iface(
+        names.OFONO_VOICECALL_IFACE, _m("Deflect", "s") + _m("Hangup") + _m("Answer"),
+        '<signal name="DisconnectReason"><arg name="reason" type="s"/></signal>'),
+    names.OFONO_HANDSFREE_IFACE: _props_iface(names.OFONO_HANDSFREE_IFACE,
+                                              _SETPROP + _m("RequestPhoneNumber", "", "s")),
+    names.OFONO_NETREG_IFACE: _props_iface(
+        names.OFONO_NETREG_IFACE, _m("Register") + _m("GetOperators", "", "a(oa{sv})") + _m("Scan", "", "a(oa{sv})")),
+    names.OFONO_CALLVOLUME_IFACE: _props_iface(names.OFONO_CALLVOLUME_IFACE, _SETPROP),
+    SIM_IFACE: (
+        f'<interface name="{SIM_IFACE}">'
+        + _m("IncomingCall", "s s s", "u") + _m("CallWaiting", "s s s", "u")
+        + _m("RemoteAnswer", "s u") + _m("RemoteHangup", "s u") + _m("RemoteAlerting", "s u")
+        + _m("SetBattery", "s y") + _m("SetSignal", "s y") + _m("SetOperator", "s s")
+        + _m("SetInbandRinging", "s b") + _m("LinkLoss", "s") + _m("SetUnresponsive", "b") + _m("Restart")
+        + _m("GetCalls", "s", "a(ussss)") + "</interface>"),
+}
