@@ -1,84 +1,137 @@
 """``dashbridge-sim``: the world around the daemon, on private buses.
 
-Sub-commands: ``up`` (buses, fakes and the daemon until Ctrl-C), ``demo`` (the headline story).
+Sub-commands:
+
+* ``up`` — private buses, every fake that exists, and the daemon, until Ctrl-C (``--no-daemon``:
+  print the environment so a developer runs their own daemon, e.g. under a debugger);
+* ``shell`` — an interactive prompt to act as the world (phones, faults, the backend);
+* ``run FILE... [-j N] [--junit PATH]`` — YAML scenarios, each in its own world, with a report;
+* ``demo`` — the headline story with a readable timeline of what the driver would see.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
-
-from .bus import PrivateBus
-from .daemonproc import DaemonProcess
+from pathlib import Path
 
 
-class Timeline:
-    """A readable timeline of what the driver would see."""
+async def _up(args: argparse.Namespace, config: dict[str, object]) -> int:
+    from .world import World, WorldError, WorldSpec
 
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def say(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.t0:6.2f}s] {text}", flush=True)
-
-
-async def _demo(args: argparse.Namespace) -> int:
-    tl = Timeline()
-    system = await PrivateBus("system").astart()
-    session = await PrivateBus("session").astart()
-    tl.say("private system and session buses up")
-    daemon = DaemonProcess(system.address, session.address)
-    try:
-        daemon.start(wait_ready=False)
-        ready = await daemon.await_ready(30)
-        tl.say(f"dashbridged ready (READY=1, STATUS={ready.get('STATUS', '')})")
-        from daemon.dbus.bus import connect
-        from daemon.dbus.call import get_property
-
-        client = await connect(system.address)
-        health = await get_property(client, "org.dashbridge", "/org/dashbridge", "org.dashbridge.Daemon1", "Health")
-        for name, (state, reason) in sorted(health.items()):
-            tl.say(f"  health {name}: {state}{' — ' + reason if reason else ''}")
-        client.disconnect()
-        rc = await daemon.astop()
-        tl.say(f"dashbridged stopped cleanly (exit {rc}, STOPPING=1 seen: {bool(daemon.notify.seen('STOPPING'))})")
-        return 0 if rc == 0 else 1
-    finally:
-        daemon.cleanup()
-        system.stop()
-        session.stop()
-        tl.say("everything stopped; nothing left running")
-
-
-async def _up(args: argparse.Namespace) -> int:
-    system = await PrivateBus("system").astart()
-    session = await PrivateBus("session").astart()
-    daemon: DaemonProcess | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    world = World(WorldSpec(daemon=not args.no_daemon, config=config))
     try:
-        print(f"export DBUS_SYSTEM_BUS_ADDRESS='{system.address}'")
-        print(f"export DBUS_SESSION_BUS_ADDRESS='{session.address}'", flush=True)
-        if not args.no_daemon:
-            daemon = DaemonProcess(system.address, session.address)
-            daemon.start(wait_ready=False)
-            await daemon.await_ready(30)
-            print(f"dashbridged ready (pid {daemon.pid}, log {daemon.log_path}); Ctrl-C stops everything",
-                  flush=True)
+        try:
+            await world.start()
+        except WorldError as exc:
+            print(f"dashbridge-sim: {exc}", file=sys.stderr)
+            return 1
+        for k, v in world.env().items():
+            print(f"export {k}='{v}'")
+        cfg_path = Path(args.write_config) if args.write_config else None
+        if cfg_path is not None:
+            world.write_config(cfg_path)
+        print(file=sys.stderr)
+        for name in world.fakes:
+            print(f"  fake {name}: running", file=sys.stderr)
+        for name, why in world.missing.items():
+            print(f"  fake {name}: not available ({why})", file=sys.stderr)
+        if world.daemon is not None:
+            print(f"  dashbridged: ready (pid {world.daemon.pid}, log {world.daemon.log_path})", file=sys.stderr)
+            print("Ctrl-C stops everything.", file=sys.stderr, flush=True)
         else:
-            print("run your own daemon with the environment above; Ctrl-C stops the simulator", flush=True)
+            hint = f" --config {cfg_path}" if cfg_path else ""
+            print("  dashbridged: not started — run your own with the environment above, e.g.\n"
+                  f"      .venv/bin/python -m daemon{hint}\n"
+                  "Ctrl-C stops the simulator.", file=sys.stderr, flush=True)
+        sys.stdout.flush()
         await stop.wait()
         return 0
     finally:
-        if daemon is not None:
-            daemon.cleanup()
-        system.stop()
-        session.stop()
+        await world.stop()
+        print("everything stopped", file=sys.stderr)
+
+
+def _up_main(args: argparse.Namespace) -> int:
+    config: dict[str, object] = {}
+    if args.config:
+        import yaml
+
+        try:
+            config = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"dashbridge-sim up: {args.config}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(config, dict):
+            print(f"dashbridge-sim up: {args.config}: expected a mapping of config keys", file=sys.stderr)
+            return 2
+    return asyncio.run(_up(args, config))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import scenario
+
+    if args.list_steps:
+        print(scenario.vocabulary())
+        return 0
+    if args.worker:
+        import json
+
+        r = asyncio.run(scenario.run_file(args.files[0]))
+        Path(args.worker).write_text(json.dumps(r.to_json()))
+        return 0 if r.ok else 1
+    files = scenario.expand(args.files) if args.files else scenario.library()
+    if not files:
+        print("dashbridge-sim run: no scenario files", file=sys.stderr)
+        return 2
+    # Check every file before running any: a typo should not cost a whole run.
+    bad = []
+    for f in files:
+        try:
+            scenario.load_file(f)
+        except scenario.ScenarioError as exc:
+            bad.append(str(exc))
+    if bad and not args.keep_going:
+        for b in bad:
+            print(f"dashbridge-sim: {b}", file=sys.stderr)
+        if args.junit:
+            results = [scenario.ScenarioResult(f, Path(f).stem, False, 0.0, error=str(e), load_error=True)
+                       for f, e in zip(files, bad, strict=False)]
+            Path(args.junit).write_text(scenario.junit_xml(results, 0.0))
+        return 2
+    jobs = args.jobs or min(len(files), os.cpu_count() or 1)
+    t0 = time.monotonic()
+
+    def show(r: scenario.ScenarioResult) -> None:
+        print(scenario.format_result(r, verbose=args.verbose), flush=True)
+
+    results = asyncio.run(scenario.run_many(files, jobs, show, in_process=jobs == 1 and len(files) == 1))
+    seconds = time.monotonic() - t0
+    print(scenario.summary(results, seconds))
+    if args.junit:
+        Path(args.junit).write_text(scenario.junit_xml(results, seconds))
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+def _shell(args: argparse.Namespace) -> int:
+    from .shell import main as shell_main
+
+    rc: int = shell_main(args)
+    return rc
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     up = sub.add_parser("up", help="start buses, fakes and the daemon until Ctrl-C")
     up.add_argument("--no-daemon", action="store_true", help="print the environment; run your own daemon")
-    up.set_defaults(func=_up)
+    up.add_argument("--config", metavar="YAML", help="daemon config overrides (same keys as the config file)")
+    up.add_argument("--write-config", metavar="PATH",
+                    help="write the daemon config the world would use (backend URL, TLS files ...) here")
+    up.set_defaults(func=_up_main)
+    sh = sub.add_parser("shell", help="an interactive prompt to act as the world")
+    sh.add_argument("--no-daemon", action="store_true", help="do not start the daemon")
+    sh.set_defaults(func=_shell)
+    run = sub.add_parser("run", help="run YAML scenarios (default: the library in simulator/scenarios/)")
+    run.add_argument("files", nargs="*", metavar="FILE", help="scenario files or directories")
+    run.add_argument("-j", "--jobs", type=int, default=0, help="scenarios run in parallel (default: CPUs)")
+    run.add_argument("--junit", metavar="PATH", help="write JUnit XML here")
+    run.add_argument("-v", "--verbose", action="store_true", help="list every step of passing scenarios too")
+    run.add_argument("--keep-going", action="store_true", help="run the good files even if some are bad")
+    run.add_argument("--list-steps", action="store_true", help="print every step kind and its parameters")
+    run.add_argument("--worker", metavar="OUT", help=argparse.SUPPRESS)
+    run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="play the headline story with a readable timeline")
     demo.set_defaults(func=_demo)
     args = p.parse_args(argv)
@@ -94,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help()
         return 2
     try:
-        rc: int = asyncio.run(args.func(args))
+        rc: int = args.func(args)
         return rc
     except KeyboardInterrupt:
         return 130
