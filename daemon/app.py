@@ -51,6 +51,16 @@ def build_components(ctx: AppContext) -> list[Component]:
     from profiles.hfp.handler import HfpHandler
 
     components.append(HfpHandler(ctx))
+    # navigation relay, then messages (issue 6): messages offer the destinations they contain to
+    # the relay, and the cloud feeds send-to-car destinations into it (ctx.services["navigation"]).
+    from profiles.map.handler import MessagesComponent
+
+    from .navigation import NavigationRelay
+
+    navigation = NavigationRelay(ctx)
+    ctx.services["navigation"] = navigation
+    components.append(navigation)
+    components.append(MessagesComponent(ctx))
     return components
 
 
