@@ -255,6 +255,8 @@ class _Params:
     charset: str = ""
     value: str = ""
     media: str = ""  # TYPE of a PHOTO (JPEG) / MEDIATYPE (4.0)
+    clean: tuple[str, ...] = ()  # lower-case types without INTERNET/PREF (computed once per head)
+    tel: tuple[str, ...] = ()  # the same without VOICE unless it is the only one
 
 
 def _parse_params(raw: list[bytes]) -> _Params:
@@ -286,6 +288,8 @@ def _parse_params(raw: list[bytes]) -> _Params:
         elif k == "PREF":
             p.types.append("PREF")
         # other parameters (LANGUAGE, ALTID, PID, X-...) are irrelevant to us
+    p.clean = _clean_types(t for t in p.types if t not in _IGNORED_TYPES)
+    p.tel = tuple(t for t in p.clean if t != "voice") or (("voice",) if "voice" in p.clean else ())
     return p
 
 
@@ -766,8 +770,7 @@ def _h_fn(p: VCardParser, st: _CardState, group: str, params: _Params, text: str
 
 
 def _h_n(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    parts = _split_structured(text)
-    st.card.n = tuple(x.strip() for x in parts[:5])
+    st.card.n = tuple([x.strip() for x in _split_structured(text)[:5]])
 
 
 def _h_tel(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
@@ -776,8 +779,7 @@ def _h_tel(p: VCardParser, st: _CardState, group: str, params: _Params, text: st
         number = number[4:]
     if not number:
         return
-    tel = Tel(number, _clean_types(t for t in params.types if t not in _IGNORED_TYPES and t != "VOICE")
-              or (("voice",) if "VOICE" in params.types else ()))
+    tel = Tel(number, params.tel)
     st.card.tels.append(tel)
     if group:
         st.group_tels.setdefault(group, []).append(tel)
@@ -786,12 +788,12 @@ def _h_tel(p: VCardParser, st: _CardState, group: str, params: _Params, text: st
 def _h_email(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
     addr = _unescape(text).strip()
     if addr:
-        st.card.emails.append(Email(addr, _clean_types(t for t in params.types if t not in _IGNORED_TYPES)))
+        st.card.emails.append(Email(addr, params.clean))
 
 
 def _h_adr(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
     parts = [x.strip() for x in _split_structured(text)] + [""] * 7
-    adr = Address(_clean_types(t for t in params.types if t not in _IGNORED_TYPES), *parts[:7])
+    adr = Address(params.clean, *parts[:7])
     if adr.formatted():
         st.card.addresses.append(adr)
 

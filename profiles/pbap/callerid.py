@@ -1,0 +1,220 @@
+"""Caller ID: phone numbers normalised to E.164 and an index that answers "who is calling?" in O(1).
+
+Normalisation uses ``phonenumbers`` (``phonenumberslite``) with the car's region for numbers the
+phone stored without a country code.  ``phonenumbers.parse`` costs ~28 us per number here, which
+alone would take 0.2 s of a 5,000-contact sync (7,000 numbers), so :class:`Normalizer` answers the
+common, unambiguous shapes itself (``+<country code><digits>``, ``00...`` where that is the
+region's international prefix, and ``<national prefix><digits>``) in ~1 us and hands everything
+else to ``phonenumbers``; a property test (tests/unit/test_callerid_normalize.py) checks that the
+fast path agrees with ``phonenumbers`` wherever it answers.  Results are cached (bounded).
+
+The index keeps, per phone: exact E.164 -> contact; the last :data:`TAIL_DIGITS` digits ->
+contact (for a number the phone or the network sent without a country code while the car's region
+differs from the phone's, e.g. a UK phone in a car configured for Germany); and bare digit strings
+for numbers that have no E.164 form (short codes).  Two *different* names behind the same tail
+make that tail ambiguous: no name rather than a wrong one.
+
+Pure: no I/O; imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import phonenumbers
+
+TAIL_DIGITS = 8
+_CACHE_MAX = 8192
+_SEPARATORS = str.maketrans("", "", " -().\u00a0/\t\u2010\u2011\u2012\u2013\u2212[]")
+_EXTENSION_RE = re.compile(r"[,;pwxe#*]", re.IGNORECASE)  # pauses, "ext", DTMF suffixes
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    contact_id: int
+    name: str
+
+
+class Normalizer:
+    """``e164(number)`` -> ``"+447700900123"`` or None; ``digits(number)`` -> ``"07700900123"``."""
+
+    def __init__(self, region: str) -> None:
+        self.region = (region or "ZZ").upper()
+        self.country_code = phonenumbers.country_code_for_region(self.region)  # 0 if unknown
+        md = phonenumbers.PhoneMetadata.metadata_for_region(self.region)
+        prefix = md.national_prefix if md is not None else None
+        parsing = md.national_prefix_for_parsing if md is not None else None
+        # The fast national path only where stripping is the plain prefix (e.g. GB/DE/FR "0").
+        self._national = prefix if prefix and prefix.isdigit() and parsing and (
+            parsing == prefix or parsing.split("|")[0] == prefix) and self.country_code else None
+        intl = md.international_prefix if md is not None else None
+        self._intl = intl if intl and intl.isdigit() else None
+        self._cache: dict[str, str | None] = {}
+
+    @staticmethod
+    def digits(number: str) -> str:
+        """The dialable digits (``+`` kept), extensions and separators removed."""
+        n = number.strip().translate(_SEPARATORS)
+        m = _EXTENSION_RE.search(n, 1)
+        return n[:m.start()] if m is not None else n
+
+    def e164(self, number: str) -> str | None:
+        cached = self._cache.get(number, False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        result = self._fast(number)
+        if result is None:
+            result = self._slow(number)
+        elif result == "":
+            result = None
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[number] = result
+        return result
+
+    def _fast(self, number: str) -> str | None:
+        """E.164, ``""`` for "certainly not a number", or None for "ask phonenumbers"."""
+        d = self.digits(number)
+        if not d:
+            return ""
+        if d[0] == "+":
+            rest = d[1:]
+        elif self._intl and d.startswith(self._intl):
+            rest = d[len(self._intl):]
+        else:
+            rest = ""
+        if rest:
+            if not rest.isdigit() or not 7 <= len(rest) <= 15 or rest[0] == "0":
+                return None
+            for n in (1, 2, 3):
+                cc = int(rest[:n])
+                if cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                    trunk = _trunk_prefixes(cc)
+                    if trunk is None or rest[n] == "0" or rest[n:].startswith(trunk):
+                        return None  # "+44 (0)...", "+1 1...", Italian zeros: phonenumbers knows
+                    return "+" + rest
+            return None
+        if not d.isdigit():
+            return None
+        np = self._national
+        if np == "0" and d.startswith(np) and not d.startswith(np + "0") and 9 <= len(d) - len(np) <= 11:
+            return f"+{self.country_code}{d[len(np):]}"
+        return None
+
+    def _slow(self, number: str) -> str | None:
+        try:
+            parsed = phonenumbers.parse(number, self.region if self.country_code else None)
+        except phonenumbers.NumberParseException:
+            return None
+        if not parsed.national_number:
+            return None
+        return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+_TRUNK: dict[int, tuple[str, ...] | None] = {}
+
+
+def _trunk_prefixes(cc: int) -> tuple[str, ...] | None:
+    """What phonenumbers strips after a country code: the plain national prefixes of its main
+    region, or None when the rule is a pattern (carrier codes, e.g. China): always ask it."""
+    if cc in _TRUNK:
+        return _TRUNK[cc]
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(cc, ())
+    md = phonenumbers.PhoneMetadata.metadata_for_region(regions[0]) if regions else None
+    got: tuple[str, ...] | None = ()
+    if md is not None:
+        rule = md.national_prefix_for_parsing
+        if rule:
+            alts = tuple(rule.split("|"))
+            got = alts if all(a.isdigit() for a in alts) else None
+        elif md.national_prefix:
+            got = (md.national_prefix,)
+    _TRUNK[cc] = got
+    return got
+
+
+def tail(digits: str) -> str:
+    """The last :data:`TAIL_DIGITS` digits, or ``""`` for shorter numbers."""
+    d = digits.lstrip("+")
+    return d[-TAIL_DIGITS:] if len(d) >= TAIL_DIGITS and d.isdigit() else ""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    contact_id: int
+    name: str
+    e164: str  # "" when the number has no E.164 form
+    tail: str
+    digits: str
+
+
+_AMBIGUOUS = Match(-1, "")
+
+
+class _PhoneIndex:
+    __slots__ = ("digits", "exact", "tails")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Match] = {}
+        self.tails: dict[str, Match] = {}
+        self.digits: dict[str, Match] = {}
+
+
+class CallerIdIndex:
+    """Per-phone lookup tables; replace a phone's entries after each sync (cheap: dict builds)."""
+
+    def __init__(self, normalizer: Normalizer) -> None:
+        self.normalizer = normalizer
+        self._phones: dict[str, _PhoneIndex] = {}
+
+    def replace_phone(self, phone: str, entries: Iterable[IndexEntry]) -> int:
+        idx = _PhoneIndex()
+        exact, tails, digits = idx.exact, idx.tails, idx.digits
+        n = 0
+        for e in entries:
+            if not e.name:
+                continue
+            n += 1
+            m = Match(e.contact_id, e.name)
+            if e.e164:
+                exact.setdefault(e.e164, m)
+            elif e.digits:
+                digits.setdefault(e.digits.lstrip("+"), m)
+            if e.tail:
+                old = tails.get(e.tail)
+                if old is None:
+                    tails[e.tail] = m
+                elif old is not _AMBIGUOUS and old.name != m.name:
+                    tails[e.tail] = _AMBIGUOUS
+        self._phones[phone.upper()] = idx
+        return n
+
+    def drop_phone(self, phone: str) -> None:
+        self._phones.pop(phone.upper(), None)
+
+    def phones(self) -> list[str]:
+        return list(self._phones)
+
+    def lookup(self, phone: str, number: str) -> Match | None:
+        idx = self._phones.get(phone.upper())
+        if idx is None or not number:
+            return None
+        key = self.normalizer.e164(number)
+        if key is not None:
+            m = idx.exact.get(key)
+            if m is not None:
+                return m
+        d = Normalizer.digits(number)
+        t = tail(d)
+        if t:
+            m = idx.tails.get(t)
+            if m is not None:
+                return None if m is _AMBIGUOUS else m
+        m = idx.digits.get(d.lstrip("+"))
+        return m
+
+    def entry_for(self, contact_id: int, name: str, number: str) -> IndexEntry:
+        d = Normalizer.digits(number)
+        return IndexEntry(contact_id, name, self.normalizer.e164(number) or "", tail(d), d)

@@ -1,0 +1,280 @@
+"""Contacts and call history in SQLite: staged snapshots swapped in one transaction, plus the reads
+the API and caller ID need.  Runs on the event-loop thread (statements are short; the biggest, the
+swap of a 5,000-contact snapshot, takes tens of milliseconds).
+
+A snapshot is pulled page by page into ``pbap_staging*`` (each page its own small transaction, so
+memory stays bounded by one page however many photos the phone has); :meth:`commit_snapshot`
+then replaces the phone's previous snapshot of that book in ONE transaction.  Until then the old
+snapshot is what everyone sees; a failure part-way (:meth:`abort_snapshot`, or a crash: staging is
+cleared at start-up) leaves it intact, and nothing can be duplicated because the swap deletes
+before it inserts, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.store import Store
+
+from .callerid import IndexEntry, Normalizer, tail
+from .vcard import VCard
+
+PHONEBOOKS = ("pb", "fav")
+STAGING = ":staging"
+_EMPTY = "{}"
+HISTORY_BOOKS = ("ich", "och", "mch", "cch")
+_KIND_OF_BOOK = {"ich": "received", "och": "dialed", "mch": "missed"}
+
+
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
+
+def fold(text: str) -> str:
+    """Case-folded, accent-free text for searching ("Zoë" matches "zoe")."""
+    if text.isascii():
+        return text.casefold()
+    decomposed = unicodedata.normalize("NFKD", text)
+    if not decomposed.isascii():
+        decomposed = _COMBINING.sub("", decomposed)
+    return decomposed.casefold()
+
+
+@dataclass(frozen=True)
+class Counters:
+    primary: str = ""
+    secondary: str = ""
+    database_id: str = ""
+
+    @property
+    def known(self) -> bool:
+        return bool(self.primary or self.secondary)
+
+
+@dataclass(frozen=True)
+class BookState:
+    counters: Counters
+    entries: int
+    synced_at: float | None
+
+
+def _tel_type(types: Sequence[str], label: str) -> str:
+    if label:
+        return label
+    for t in ("cell", "home", "work", "fax", "pager", "main", "iphone", "car", "voice"):
+        if t in types:
+            return "mobile" if t in ("cell", "iphone") else t
+    return types[0] if types else ""
+
+
+class ContactStore:
+    def __init__(self, store: Store, normalizer: Normalizer) -> None:
+        self.store = store
+        self.normalizer = normalizer
+
+    # -- snapshots --------------------------------------------------------------------------------
+    def phone_known(self, phone: str) -> bool:
+        row = self.store.execute("SELECT 1 FROM phones WHERE address=?", (phone,)).fetchone()
+        return row is not None
+
+    def clear_staging(self, phone: str | None = None) -> None:
+        """Drop half-pulled snapshots (a crash mid-sync leaves them; nobody reads them)."""
+        with self.store.transaction() as db:
+            if phone is None:
+                db.execute("DELETE FROM contacts WHERE book LIKE '%:staging'")
+            else:
+                db.execute("DELETE FROM contacts WHERE phone=? AND book LIKE '%:staging'", (phone,))
+
+    def begin_snapshot(self, phone: str, book: str) -> None:
+        self.abort_snapshot(phone, book)
+
+    def abort_snapshot(self, phone: str, book: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book + STAGING))
+
+    def stage(self, phone: str, book: str, start_pos: int, cards: Iterable[VCard]) -> int:
+        """Stage one page (positions ``start_pos``...) in its own transaction; returns how many."""
+        e164 = self.normalizer.e164
+        digits_of = Normalizer.digits
+        staging = book + STAGING
+        rows: list[tuple[Any, ...]] = []
+        nums: list[tuple[Any, ...]] = []
+        photos: list[tuple[Any, ...]] = []
+        dumps = json.dumps
+        with self.store.transaction() as db:
+            (base,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts").fetchone()
+            cid = base
+            pos = start_pos
+            for card in cards:
+                name = card.display_name
+                if not name and card.tels:
+                    name = card.tels[0].number
+                for t in card.tels:
+                    d = digits_of(t.number)
+                    nums.append((cid, t.number, _tel_type(t.types, t.label), e164(t.number) or "", tail(d), d))
+                data = _EMPTY
+                if card.emails or card.addresses or card.org or card.title or card.nickname or card.bday:
+                    extra: dict[str, Any] = {}
+                    if card.emails:
+                        extra["emails"] = [(e.address, e.types[0] if e.types else "") for e in card.emails]
+                    if card.addresses:
+                        extra["addresses"] = [(a.formatted(), a.types[0] if a.types else "") for a in card.addresses]
+                    for key in ("org", "title", "nickname", "bday"):
+                        v = getattr(card, key)
+                        if v:
+                            extra[key] = v
+                    data = dumps(extra, ensure_ascii=False)
+                search = fold(name if not (card.nickname or card.org) else
+                              " ".join(x for x in (name, card.nickname, card.org) if x))
+                rows.append((cid, phone, staging, pos, card.uid, name, search, data))
+                if card.photo:
+                    photos.append((cid, _mime(card.photo_type), card.photo))
+                pos += 1
+                cid += 1
+            db.executemany("INSERT INTO contacts(id, phone, book, pos, uid, name, search, data)"
+                           " VALUES (?,?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT INTO contact_numbers(contact_id, number, kind, e164, tail, digits)"
+                           " VALUES (?,?,?,?,?,?)", nums)
+            if photos:
+                db.executemany("INSERT INTO contact_photos(contact_id, mime, data) VALUES (?,?,?)", photos)
+        return len(rows)
+
+    def commit_snapshot(self, phone: str, book: str, counters: Counters, *, now: float | None = None) -> int:
+        """Replace the phone's snapshot of ``book`` with what is staged, atomically."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book))
+            n = db.execute("UPDATE contacts SET book=? WHERE phone=? AND book=?",
+                           (book, phone, book + STAGING)).rowcount
+            self._set_state(db, phone, book, counters, n, now)
+        return int(n)
+
+    @staticmethod
+    def _set_state(db: sqlite3.Connection, phone: str, book: str, counters: Counters, n: int,
+                   now: float | None) -> None:
+        db.execute("INSERT OR REPLACE INTO pbap_sync(phone, book, primary_ctr, secondary_ctr, database_id, entries,"
+                   " synced_at) VALUES (?,?,?,?,?,?,?)",
+                   (phone, book, counters.primary, counters.secondary, counters.database_id, n,
+                    time.time() if now is None else now))
+
+    def mark_unchanged(self, phone: str, book: str, *, now: float | None = None) -> None:
+        with self.store.transaction() as db:
+            db.execute("UPDATE pbap_sync SET synced_at=? WHERE phone=? AND book=?",
+                       (time.time() if now is None else now, phone, book))
+
+    def replace_history(self, phone: str, book: str, cards: Sequence[VCard], counters: Counters = Counters(),
+                        *, now: float | None = None) -> int:
+        e164 = self.normalizer.e164
+        rows = []
+        for pos, c in enumerate(cards):
+            number = c.tels[0].number if c.tels else ""
+            kind = c.call_type or _KIND_OF_BOOK.get(book, "")
+            rows.append((phone, book, kind, pos, c.display_name, number, (e164(number) or "") if number else "",
+                         c.call_datetime))
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM call_history WHERE phone=? AND book=?", (phone, book))
+            db.executemany("INSERT INTO call_history(phone, book, kind, pos, name, number, e164, at)"
+                           " VALUES (?,?,?,?,?,?,?,?)", rows)
+            self._set_state(db, phone, book, counters, len(rows), now)
+        return len(rows)
+
+    def wipe_phone(self, phone: str) -> None:
+        """Everything the car holds about this phone's contacts and calls (keeps the phone row)."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM contacts WHERE phone=?", (phone,))
+            db.execute("DELETE FROM call_history WHERE phone=?", (phone,))
+            db.execute("DELETE FROM pbap_sync WHERE phone=?", (phone,))
+
+    # -- reads ------------------------------------------------------------------------------------
+    def book_state(self, phone: str, book: str) -> BookState | None:
+        row = self.store.execute("SELECT primary_ctr, secondary_ctr, database_id, entries, synced_at FROM pbap_sync"
+                                 " WHERE phone=? AND book=?", (phone, book)).fetchone()
+        if row is None:
+            return None
+        return BookState(Counters(row[0], row[1], row[2]), int(row[3]), row[4])
+
+    def phones_with_data(self) -> list[str]:
+        rows = self.store.execute("SELECT DISTINCT phone FROM contacts WHERE book IN ('pb', 'fav')").fetchall()
+        return [r[0] for r in rows]
+
+    def index_entries(self, phone: str) -> list[IndexEntry]:
+        rows = self.store.execute(
+            "SELECT c.id, c.name, n.e164, n.tail, n.digits FROM contacts c JOIN contact_numbers n"
+            " ON n.contact_id = c.id WHERE c.phone=? AND c.book IN ('pb', 'fav') ORDER BY c.book DESC, c.pos",
+            (phone,)).fetchall()
+        # "pb" before "fav" (DESC), then the phone's order: the first contact with a number wins.
+        return [IndexEntry(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+    def counts(self, phone: str) -> tuple[int, int]:
+        (c,) = self.store.execute("SELECT COUNT(*) FROM contacts WHERE phone=? AND book='pb'",
+                                  (phone,)).fetchone()
+        (h,) = self.store.execute("SELECT COUNT(*) FROM call_history WHERE phone=?", (phone,)).fetchone()
+        return int(c), int(h)
+
+    def last_synced(self, phone: str) -> float | None:
+        (t,) = self.store.execute("SELECT MAX(synced_at) FROM pbap_sync WHERE phone=?", (phone,)).fetchone()
+        return float(t) if t is not None else None
+
+    def search(self, text: str, limit: int, phones: Sequence[str]) -> list[tuple[int, str, str, str]]:
+        """(id, name, phone, first number) of contacts whose name/nickname/org contains ``text``
+        (case- and accent-insensitive) or whose number contains its digits."""
+        if not phones:
+            return []
+        marks = ",".join("?" * len(phones))
+        needle = fold(text.strip())
+        digits = "".join(ch for ch in text if ch.isdigit())
+        like = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        sql = (f"SELECT id, name, phone FROM contacts WHERE phone IN ({marks}) AND book='pb' AND"
+               f" (search LIKE ? ESCAPE '\\'")
+        params: list[Any] = [*phones, like]
+        if len(digits) >= 3:
+            sql += " OR id IN (SELECT contact_id FROM contact_numbers WHERE digits LIKE ?)"
+            params.append(f"%{digits}%")
+        sql += ") ORDER BY search, id LIMIT ?"
+        params.append(limit)
+        out = []
+        for cid, name, phone in self.store.execute(sql, tuple(params)).fetchall():
+            first = self.store.execute("SELECT number FROM contact_numbers WHERE contact_id=? LIMIT 1",
+                                       (cid,)).fetchone()
+            out.append((int(cid), name, phone, first[0] if first else ""))
+        return out
+
+    def contact(self, contact_id: int) -> dict[str, Any] | None:
+        row = self.store.execute("SELECT id, phone, book, name, uid, data FROM contacts WHERE id=? AND"
+                                 " book IN ('pb', 'fav')", (contact_id,)).fetchone()
+        if row is None:
+            return None
+        data = json.loads(row[5])
+        data["numbers"] = [(r[0], r[1]) for r in self.store.execute(
+            "SELECT number, kind FROM contact_numbers WHERE contact_id=? ORDER BY rowid", (contact_id,))]
+        photo = self.store.execute("SELECT mime, data FROM contact_photos WHERE contact_id=?",
+                                   (contact_id,)).fetchone()
+        out: dict[str, Any] = {"id": int(row[0]), "phone": row[1], "book": row[2], "name": row[3], "uid": row[4],
+                               **data}
+        if photo is not None:
+            out["photo_mime"], out["photo"] = photo[0], bytes(photo[1])
+        return out
+
+    def history(self, phone: str, limit: int) -> list[dict[str, Any]]:
+        rows = self.store.execute(
+            "SELECT kind, name, number, e164, at, book FROM call_history WHERE phone=? AND book != 'cch'"
+            " ORDER BY at DESC, pos LIMIT ?", (phone, limit)).fetchall()
+        if not rows:  # a phone that only offered the combined folder
+            rows = self.store.execute(
+                "SELECT kind, name, number, e164, at, book FROM call_history WHERE phone=? ORDER BY at DESC, pos"
+                " LIMIT ?", (phone, limit)).fetchall()
+        return [{"kind": r[0], "name": r[1], "number": r[2], "e164": r[3], "at": r[4], "book": r[5]} for r in rows]
+
+
+def _mime(photo_type: str) -> str:
+    t = photo_type.lower()
+    if "/" in t:
+        return t
+    return {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png", "gif": "image/gif",
+            "bmp": "image/bmp", "heic": "image/heic", "webp": "image/webp"}.get(t, "image/jpeg" if not t else
+                                                                                f"image/{t}")
