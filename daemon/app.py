@@ -47,6 +47,10 @@ def build_components(ctx: AppContext) -> list[Component]:
     # The directory of connected phones exists before any component: the bluetooth component
     # writes it, the profile components (built after it) read and listen to it.
     ctx.services["phones"] = PhoneDirectory()
+    # bluetooth (issue 3): pairing, the phone registry, auto-connect; writes the phone directory.
+    from .bluetooth.component import BluetoothComponent
+
+    components.append(BluetoothComponent(ctx))
     # calls (issue 4): HFP through oFono; after bluetooth (which fills the phone directory).
     from profiles.hfp.handler import HfpHandler
 

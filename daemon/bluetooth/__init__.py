@@ -1,0 +1,1 @@
+"""Adapter set-up, the pairing agent, the phone registry and auto-connect (issue 3)."""

@@ -1,0 +1,189 @@
+"""``org.dashbridge.Phones1`` at ``/org/dashbridge``: pairing window and prompts, paired phones,
+connect / disconnect / forget, priority.
+
+Thin: validate, delegate to :class:`daemon.bluetooth.manager.BluetoothManager`, map errors.
+Documented in ``daemon/api/xml/org.dashbridge.Phones1.xml`` and ``docs/api/Phones1.md``.
+"""
+
+# No "from __future__ import annotations": dbus-fast reads these annotations at run time.
+import math
+from typing import TYPE_CHECKING, Annotated, Any
+
+from dbus_fast import Variant
+from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt32
+from dbus_fast.constants import PropertyAccess
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
+
+from ..dbus import names
+from ..errors import InvalidInput
+from .base import api_call, api_call_sync
+
+if TYPE_CHECKING:
+    from ..bluetooth.manager import BluetoothManager
+    from ..bluetooth.prompts import Prompt
+
+PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
+PromptList = Annotated[list[tuple[int, str, str, str, str, int]], DBusSignature("a(ussssu)")]
+PromptSignal = Annotated[tuple[int, str, str, str, str, int], DBusSignature("ussssu")]
+CancelSignal = Annotated[tuple[int, str], DBusSignature("us")]
+FinishedSignal = Annotated[tuple[str, bool, str], DBusSignature("sbs")]
+ConnectedSignal = Annotated[tuple[str, str, str], DBusSignature("sss")]
+AddressReason = Annotated[tuple[str, str], DBusSignature("ss")]
+ChangedSignal = Annotated[tuple[str, dict[str, Variant]], DBusSignature("sa{sv}")]
+FoundSignal = Annotated[tuple[str, str, int], DBusSignature("ssn")]
+
+_MAX_VALUE = 64
+
+_VARIANT_SIG = {"Name": "s", "Priority": "u", "State": "s", "Role": "s", "Profiles": "as", "LastConnected": "t",
+                "PairedAt": "t", "NeedsRepair": "b", "Address": "s", "RSSI": "n", "Visible": "b"}
+
+
+def _variants(d: dict[str, Any]) -> dict[str, Variant]:
+    return {k: Variant(_VARIANT_SIG[k], v) for k, v in d.items() if k in _VARIANT_SIG}
+
+
+def _short(value: str, what: str) -> str:
+    if len(value) > _MAX_VALUE:
+        raise InvalidInput(f"{what} is too long")
+    return value
+
+
+class Phones1(ServiceInterface):
+    def __init__(self, manager: "BluetoothManager") -> None:
+        super().__init__(names.DASHBRIDGE_PHONES_IFACE)
+        self._m = manager
+        manager.add_listener(self._on_event)
+        manager.prompts.events.requested.append(self._on_prompt)
+        manager.prompts.events.cancelled.append(self._on_prompt_cancelled)
+
+    # ------------------------------------------------------------------ events -> signals
+    def _on_prompt(self, p: "Prompt") -> None:
+        self.PromptRequested(p.id, p.kind, p.address, p.name, p.code, math.ceil(p.timeout))
+
+    def _on_prompt_cancelled(self, p: "Prompt", reason: str) -> None:
+        self.PromptCancelled(p.id, reason)
+
+    def _on_event(self, kind: str, *args: Any) -> None:
+        if kind == "pairing_finished":
+            self.PairingFinished(*args)
+        elif kind == "phone_connected":
+            self.PhoneConnected(*args)
+        elif kind == "phone_disconnected":
+            self.PhoneDisconnected(*args)
+        elif kind == "phone_changed":
+            address, changes = args
+            self.PhoneChanged(address, _variants(changes))
+        elif kind == "phone_forgotten":
+            self.PhoneForgotten(*args)
+        elif kind == "repair_needed":
+            self.RepairNeeded(*args)
+        elif kind == "device_found":
+            self.DeviceFound(*args)
+        elif kind == "window_changed":
+            self.emit_properties_changed({"PairingWindow": bool(args[0])})
+        elif kind == "state_changed":
+            self.emit_properties_changed({"State": str(args[0])})
+
+    # ------------------------------------------------------------------ properties
+    @dbus_property(access=PropertyAccess.READ)
+    def PairingWindow(self) -> DBusBool:
+        return self._m.window_open
+
+    @dbus_property(access=PropertyAccess.READ)
+    def State(self) -> DBusStr:
+        return self._m.state
+
+    # ------------------------------------------------------------------ methods
+    @dbus_method()
+    @api_call
+    async def OpenPairingWindow(self, seconds: DBusUInt32) -> DBusUInt32:
+        return await self._m.open_window(seconds)
+
+    @dbus_method()
+    @api_call
+    async def ClosePairingWindow(self) -> None:
+        await self._m.close_window("closed by the dashboard")
+
+    @dbus_method()
+    @api_call_sync
+    def AnswerPrompt(self, prompt: DBusUInt32, accept: DBusBool, value: DBusStr) -> None:
+        self._m.answer(prompt, accept, _short(value, "value"))
+
+    @dbus_method()
+    @api_call_sync
+    def ListPrompts(self) -> PromptList:
+        return [(p.id, p.kind, p.address, p.name, p.code, self._m.prompts.seconds_left(p))
+                for p in self._m.prompts.open]
+
+    @dbus_method()
+    @api_call_sync
+    def ListPhones(self) -> PropsList:
+        return [_variants(p) for p in self._m.phones()]
+
+    @dbus_method()
+    @api_call_sync
+    def ListNearby(self) -> PropsList:
+        return [_variants(p) for p in self._m.nearby()]
+
+    @dbus_method()
+    @api_call
+    async def Pair(self, address: DBusStr) -> None:
+        await self._m.pair(_short(address, "address"))
+
+    @dbus_method()
+    @api_call
+    async def Connect(self, address: DBusStr) -> None:
+        await self._m.connect(_short(address, "address"))
+
+    @dbus_method()
+    @api_call
+    async def Disconnect(self, address: DBusStr) -> None:
+        await self._m.disconnect(_short(address, "address"))
+
+    @dbus_method()
+    @api_call
+    async def Forget(self, address: DBusStr) -> None:
+        await self._m.forget(_short(address, "address"))
+
+    @dbus_method()
+    @api_call_sync
+    def SetPriority(self, address: DBusStr, position: DBusUInt32) -> None:
+        self._m.set_priority(_short(address, "address"), position)
+
+    # ------------------------------------------------------------------ signals
+    @dbus_signal()
+    def PromptRequested(self, prompt: int, kind: str, address: str, name: str, code: str,
+                        timeout: int) -> PromptSignal:
+        return (prompt, kind, address, name, code, timeout)
+
+    @dbus_signal()
+    def PromptCancelled(self, prompt: int, reason: str) -> CancelSignal:
+        return (prompt, reason)
+
+    @dbus_signal()
+    def PairingFinished(self, address: str, success: bool, reason: str) -> FinishedSignal:
+        return (address, success, reason)
+
+    @dbus_signal()
+    def PhoneConnected(self, address: str, name: str, role: str) -> ConnectedSignal:
+        return (address, name, role)
+
+    @dbus_signal()
+    def PhoneDisconnected(self, address: str, reason: str) -> AddressReason:
+        return (address, reason)
+
+    @dbus_signal()
+    def PhoneChanged(self, address: str, changes: dict[str, Variant]) -> ChangedSignal:
+        return (address, changes)
+
+    @dbus_signal()
+    def PhoneForgotten(self, address: str) -> DBusStr:
+        return address
+
+    @dbus_signal()
+    def RepairNeeded(self, address: str, name: str) -> AddressReason:
+        return (address, name)
+
+    @dbus_signal()
+    def DeviceFound(self, address: str, name: str, rssi: int) -> FoundSignal:
+        return (address, name, rssi)
