@@ -75,7 +75,15 @@ class VirtualPhone:
     # PBAP
     contacts_vcf: str | None = None  # path to a .vcf, or None for generated contacts
     generated_contacts: int = 0
-    pbap_permission: Literal["granted", "pending", "denied"] = "granted"
+    pbap_permission: Literal["granted", "pending", "denied"] = "granted"  # the "allow contacts?" prompt
+    pbap_version: str = "1.2"  # "1.2": folder counters + DatabaseIdentifier; "1.1": none
+    pbap_favourites: bool = True  # offers telecom/fav (PBAP 1.2)
+    pbap_style: Literal["android", "iphone", "feature"] = "android"  # vCard quirks (simulator/vcards.py)
+    pbap_photo_every: int = 0  # generated contacts: every n-th has a photo (0: none)
+    pbap_photo_bytes: int = 4096
+    pbap_history: int = 20  # generated calls of each kind (received, dialed, missed)
+    pbap_seed: int = 1  # same seed, same generated phonebook
+    pbap_rate: int = 0  # transfer speed in bytes/s (0: as fast as possible); a slow phone
     # MAP (simulator/obex_map.py)
     map_notifications: bool = True  # False: the phone never opens MNS (listing only; the car must poll)
     map_types: tuple[str, ...] = ("SMS_GSM", "MMS", "EMAIL")  # what its MAS offers (SupportedTypes)
