@@ -486,7 +486,7 @@ KINDS: dict[str, str] = {
 VALUE_KINDS: dict[str, tuple[str, Param]] = {}
 
 
-def action(kind: str, name: str, doc: str, *, needs: Sequence[str] = (),
+def action(kind: str, name: str, doc: str, /, *, needs: Sequence[str] = (),
            **params: Param) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
         ACTIONS[(kind, name)] = Action(kind, name, dict(params), doc, fn, tuple(needs))
@@ -495,7 +495,7 @@ def action(kind: str, name: str, doc: str, *, needs: Sequence[str] = (),
     return deco
 
 
-def value_kind(kind: str, main: Param, doc: str, *, needs: Sequence[str] = (),
+def value_kind(kind: str, main: Param, doc: str, /, *, needs: Sequence[str] = (),
                **params: Param) -> Callable[[Handler], Handler]:
     """A step whose kind key carries the main value, e.g. ``expect_signal: Phones1.PairingFinished``."""
     VALUE_KINDS[kind] = (kind, main)

@@ -177,3 +177,238 @@ async def _expect_bluez(run: Run, step: Step) -> None:
         await bluez.wait_until(holds, within)
     except TimeoutError:
         raise StepFailed(f"not so within {fmt_duration(within)}: {match(want, last)}") from None
+
+
+# =============================================================================================
+# Calls: the phone's side (simulator/ofono.py) and the dashboard's (org.dashbridge.Calls1)
+# =============================================================================================
+
+
+@action("phone", "ring", "a call comes in to the phone (or waits, during another call)", needs=["ofono"],
+        number=Param("str", required=True, doc="the caller's number (withheld: hidden)"),
+        name=Param("str", default="", doc="the caller name the network sends (CNAP), if any"))
+async def _phone_ring(run: Run, step: Step) -> None:
+    p = step.params
+    run.w.fake("ofono").incoming_call(run.phone(step).address, str(run.subst(p["number"])),
+                                      str(run.subst(p["name"])))
+
+
+@action("phone", "remote_answer", "the other party picks up the outgoing call (or the driver answers on "
+        "the handset)", needs=["ofono"])
+async def _phone_remote_answer(run: Run, step: Step) -> None:
+    run.w.fake("ofono").remote_answer(run.phone(step).address)
+
+
+@action("phone", "remote_alerting", "the other party's phone starts ringing (outgoing call)", needs=["ofono"])
+async def _phone_remote_alerting(run: Run, step: Step) -> None:
+    run.w.fake("ofono").remote_alerting(run.phone(step).address)
+
+
+@action("phone", "remote_hangup", "the other party (or the network) ends a call", needs=["ofono"],
+        reason=Param("str", default="remote", choices=("remote", "network"), doc="who ended it"))
+async def _phone_remote_hangup(run: Run, step: Step) -> None:
+    run.w.fake("ofono").remote_hangup(run.phone(step).address, None, step.params["reason"])
+
+
+@action("phone", "battery", "the phone's battery level changes (0-5 bars)", needs=["ofono"],
+        level=Param("int", required=True, doc="0-5"))
+async def _phone_battery(run: Run, step: Step) -> None:
+    run.w.fake("ofono").set_battery(run.phone(step).address, step.params["level"])
+
+
+@action("phone", "signal", "the phone's network signal changes (0-5 bars; 0 = no network)", needs=["ofono"],
+        level=Param("int", required=True, doc="0-5"))
+async def _phone_signal(run: Run, step: Step) -> None:
+    run.w.fake("ofono").set_signal(run.phone(step).address, step.params["level"])
+
+
+@action("phone", "operator", "the phone's network operator changes", needs=["ofono"],
+        name=Param("str", required=True, doc="operator name"))
+async def _phone_operator(run: Run, step: Step) -> None:
+    run.w.fake("ofono").set_operator(run.phone(step).address, step.params["name"])
+
+
+@action("ofono", "restart", "ofonod restarts: org.ofono vanishes with every modem and call object, then "
+        "comes back with unpowered modems (the phones keep their calls)", needs=["ofono"])
+async def _ofono_restart(run: Run, step: Step) -> None:
+    await run.w.fake("ofono").restart()
+
+
+@action("ofono", "link_loss", "the hands-free link to a phone drops (interfaces and calls vanish without "
+        "CallRemoved)", needs=["ofono"], phone=Param("str", required=True, doc="the phone's id"))
+async def _ofono_link_loss(run: Run, step: Step) -> None:
+    run.w.fake("ofono").link_loss(_phone_address(run, step.params["phone"]))
+
+
+@action("ofono", "hang", "ofonod stops answering method calls (signals still flow)", needs=["ofono"])
+async def _ofono_hang(run: Run, step: Step) -> None:
+    run.w.fake("ofono").set_unresponsive(True)
+
+
+@action("ofono", "unhang", "ofonod answers method calls again", needs=["ofono"])
+async def _ofono_unhang(run: Run, step: Step) -> None:
+    run.w.fake("ofono").set_unresponsive(False)
+
+
+def _phone_address(run: Run, ref: str) -> str:
+    ref = str(run.subst(ref))
+    if ref in run.phone_ids:
+        return run.phone_ids[ref]
+    return run.w.phone(ref).address
+
+
+def _latest_call(run: Run, states: tuple[str, ...] | None = None) -> str:
+    """The id of the most recent call the dashboard was told about (in one of ``states``)."""
+    live: dict[str, str] = {}
+    for ev in run.dash.events:
+        if ev.interface != "org.dashbridge.Calls1":
+            continue
+        if ev.member in ("CallAdded", "CallChanged"):
+            props = ev.named.get("properties", {})
+            live[str(ev.named.get("call"))] = str(props.get("State", ""))
+        elif ev.member == "CallRemoved":
+            live.pop(str(ev.named.get("call")), None)
+    cands = [c for c, st in live.items() if states is None or st in states]
+    if not cands:
+        want = f" in state {' or '.join(states)}" if states else ""
+        raise StepFailed(f"the dashboard has seen no call{want} (give call: explicitly)")
+    return cands[-1]
+
+
+@action("dashboard", "dial", "the driver dials a number from the dashboard (Calls1.Dial)",
+        number=Param("str", required=True, doc="the number to dial"),
+        phone=Param("str", default="", doc="the phone's id (default: the primary phone)"),
+        expect_error=Param("str", doc="the call must fail with this error (e.g. InvalidArguments)"),
+        save=Param("name", doc="keep the call id under this name"))
+async def _dash_dial(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    p = step.params
+    phone = _phone_address(run, p["phone"]) if p["phone"] else ""
+    await dashboard_call(run, "Calls1.Dial", [str(run.subst(p["number"])), phone], expect_error=p["expect_error"],
+                         save=p["save"])
+
+
+@action("dashboard", "answer", "the driver answers a ringing call (Calls1.Answer)",
+        call=Param("str", doc="the call id (default: the latest ringing call)"),
+        expect_error=Param("str", doc="the call must fail with this error"))
+async def _dash_answer(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    call = run.subst(step.params["call"]) or _latest_call(run, ("incoming", "waiting"))
+    await dashboard_call(run, "Calls1.Answer", [call], expect_error=step.params["expect_error"])
+
+
+@action("dashboard", "hangup", "the driver ends (or rejects) a call (Calls1.Hangup)",
+        call=Param("str", doc="the call id (default: the latest call)"),
+        expect_error=Param("str", doc="the call must fail with this error"))
+async def _dash_hangup(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    call = run.subst(step.params["call"]) or _latest_call(run)
+    await dashboard_call(run, "Calls1.Hangup", [call], expect_error=step.params["expect_error"])
+
+
+# =============================================================================================
+# obexd faults, and messages reaching the phone (simulator/obex.py, simulator/obex_map.py)
+# =============================================================================================
+
+
+@action("obexd", "restart", "obexd restarts: org.bluez.obex vanishes with every session and transfer, then "
+        "a new obexd owns the name", needs=["obexd"])
+async def _obexd_restart(run: Run, step: Step) -> None:
+    await run.w.fake("obexd").restart()
+
+
+@action("obexd", "crash", "obexd dies and stays down (until obexd: resume); running transfers stop",
+        needs=["obexd"])
+async def _obexd_crash(run: Run, step: Step) -> None:
+    await run.w.fake("obexd").crash()
+
+
+@action("obexd", "resume", "a new obexd starts after a crash", needs=["obexd"])
+async def _obexd_resume(run: Run, step: Step) -> None:
+    await run.w.fake("obexd").resume()
+
+
+@action("obexd", "fail_next_transfer", "the next transfer from a phone fails part-way (link trouble)",
+        needs=["obexd"], phone=Param("str", required=True, doc="the phone's id"),
+        after_bytes=Param("int", default=0, doc="bytes delivered before it fails"))
+async def _obexd_fail(run: Run, step: Step) -> None:
+    run.w.fake("obexd").control.fail_next_transfer(_phone_address(run, step.params["phone"]),
+                                                   step.params["after_bytes"])
+
+
+@action("obexd", "slow", "transfers from a phone run at this rate (a slow phone)", needs=["obexd"],
+        phone=Param("str", required=True, doc="the phone's id"),
+        bytes_per_s=Param("int", required=True, doc="transfer rate (0: as fast as possible)"))
+async def _obexd_slow(run: Run, step: Step) -> None:
+    run.w.fake("obexd").control.set_rate(_phone_address(run, step.params["phone"]), step.params["bytes_per_s"])
+
+
+@action("phone", "receive_sms", "a text message reaches the phone (it notifies the car if it delivers MAP "
+        "notifications)", needs=["obexd"],
+        sender=Param("str", required=True, doc="the sender's number"),
+        name=Param("str", default="", doc="the sender's name as the phone knows it"),
+        text=Param("str", required=True, doc="the message"))
+async def _phone_sms(run: Run, step: Step) -> None:
+    p = step.params
+    run.w.deliver_message(run.phone(step).address, "SMS_GSM", str(run.subst(p["sender"])),
+                          str(run.subst(p["text"])), sender_name=str(run.subst(p["name"])))
+
+
+@action("phone", "receive_email", "an e-mail reaches the phone", needs=["obexd"],
+        sender=Param("str", required=True, doc="the sender's address"),
+        name=Param("str", default="", doc="the sender's name"),
+        subject=Param("str", default="", doc="the subject"),
+        text=Param("str", required=True, doc="the body text"),
+        html=Param("bool", default=False, doc="send it as HTML only"))
+async def _phone_email(run: Run, step: Step) -> None:
+    p = step.params
+    run.w.deliver_message(run.phone(step).address, "EMAIL", str(run.subst(p["sender"])), str(run.subst(p["text"])),
+                          subject=str(run.subst(p["subject"])), sender_name=str(run.subst(p["name"])),
+                          html=p["html"])
+
+
+@action("phone", "map_notifications", "the phone does (on: true) or does not deliver new-message "
+        "notifications (the car must poll)", needs=["obexd"], on=Param("bool", required=True, doc="on or off"))
+async def _phone_map_notify(run: Run, step: Step) -> None:
+    run.phone(step).map_notifications = step.params["on"]
+
+
+@action("phone", "refuse_sends", "the phone refuses (on: true) messages the car pushes (Precondition Failed)",
+        needs=["obexd"], on=Param("bool", default=True, doc="refuse (true) or accept again (false)"))
+async def _phone_refuse_push(run: Run, step: Step) -> None:
+    run.phone(step).map_push_accepted = not step.params["on"]
+
+
+@value_kind("expect_outbox", Param("str", required=True, doc="the phone's id"),
+            "what the car sent through the phone (its MAP outbox) — re-checked on every daemon signal",
+            needs=["obexd"],
+            value=Param("matcher", required=True,
+                        doc="list of {recipient, type, subject, body}; e.g. {$contains: {body: {$contains: OK}}}"),
+            within=Param("duration", doc="deadline (default: defaults.within)"))
+async def _expect_outbox(run: Run, step: Step) -> None:
+    p = step.params
+    address = _phone_address(run, p["expect_outbox"])
+    within = p["within"] if p["within"] is not None else run.sc.within
+    want = run.subst(p["value"])
+    last: Any = None
+
+    def current() -> list[dict[str, Any]]:
+        return [{"recipient": m.recipient, "type": m.type, "subject": m.subject, "body": m.body}
+                for m in run.w.phone_outbox(address)]
+
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                nxt = asyncio.ensure_future(run.dash.changed())
+                try:
+                    last = current()
+                    if match(want, last) is None:
+                        return
+                    await nxt
+                finally:
+                    nxt.cancel()
+    except TimeoutError:
+        raise StepFailed(f"not so within {fmt_duration(within)}: {match(want, last)}") from None

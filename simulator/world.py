@@ -448,6 +448,7 @@ class World:
         self.daemon_log = ""  # the daemon's log, kept after stop()
         self._cleanups: list[Callable[[], Any]] = []
         self._tmp: Path | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.t0 = time.monotonic()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -468,6 +469,7 @@ class World:
             for p in self.spec.phones:
                 self.phones[p.address] = p
             await self._start_fakes()
+            self._tasks.append(asyncio.ensure_future(self._follow_bluez()))
             self.config = self._daemon_config(self._fake_config())
             self.dashboard = await Dashboard(self.system.address).connect()
             if self.spec.daemon:
@@ -539,6 +541,11 @@ class World:
             log.warning("stopping the daemon: %s", exc)
         if self.dashboard is not None:
             self.dashboard.disconnect()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=FAKE_STOP_S)
+        self._tasks.clear()
         for name, fake in reversed(list(self.fakes.items())):
             try:
                 async with asyncio.timeout(FAKE_STOP_S):
@@ -591,8 +598,15 @@ class World:
         return await mod.FakeBluez.start(self.system.address, self._phones(), timings=timings)
 
     async def _start_ofono(self) -> Any | None:
-        self.missing["ofono"] = "simulator/ofono.py has not landed"
-        return None
+        mod = _optional_module("simulator.ofono")
+        if mod is None:
+            self.missing["ofono"] = "simulator/ofono.py has not landed"
+            return None
+        assert self.system is not None
+        # oFono makes a modem for each *paired* device offering HFP (plugins/hfp_hf_bluez5.c);
+        # _follow_bluez adds the others as they pair.
+        paired = [p for p in self._phones() if p.bonded and p.offers("hfp")]
+        return await mod.FakeOfono.start(self.system.address, paired)
 
     async def _start_obexd(self) -> Any | None:
         mod = _optional_module("simulator.obex")
@@ -611,6 +625,46 @@ class World:
         self.missing["backend"] = "simulator/cloud.py has not landed"
         return None
 
+    async def _follow_bluez(self) -> None:
+        """What ties the fakes together the way the real daemons are tied: oFono follows BlueZ's
+        devices (a modem appears when a phone offering HFP is paired, goes when its device goes,
+        and loses its link when the phone disconnects)."""
+        bluez, ofono = self.fakes.get("bluez"), self.fakes.get("ofono")
+        if bluez is None or ofono is None:
+            return
+        known: dict[str, tuple[bool, bool]] = {}
+
+        def snapshot() -> dict[str, tuple[bool, bool]]:
+            out = {}
+            for addr in self.phones:
+                props = bluez.device_props(addr) or {}
+                out[addr] = (bool(props.get("Paired")), bool(props.get("Connected")))
+            return out
+
+        known = snapshot()
+        while True:
+            now: dict[str, tuple[bool, bool]] = {}
+
+            def changed(prev: dict[str, tuple[bool, bool]] = known) -> bool:
+                nonlocal now
+                now = snapshot()
+                return now != prev
+
+            await bluez.wait_until(changed, None)
+            for addr, (paired, connected) in now.items():
+                was_paired, was_connected = known.get(addr, (False, False))
+                phone = self.phones[addr]
+                try:
+                    if paired and not was_paired and phone.offers("hfp"):
+                        ofono.add_phone(phone)
+                    elif was_paired and not paired and addr in ofono.sides:
+                        ofono.remove_phone(addr)
+                    elif paired and was_connected and not connected and addr in ofono.modems:
+                        ofono.link_loss(addr)
+                except Exception:
+                    log.exception("world: oFono did not follow BlueZ for %s", addr)
+            known = now
+
     def fake(self, name: str) -> Any:
         """The running fake ``name``; a clear error when this world has none."""
         f = self.fakes.get(name)
@@ -625,10 +679,12 @@ class World:
         if phone.address in self.phones:
             raise WorldError(f"a phone with address {phone.address} is already in the world")
         self.phones[phone.address] = phone
-        for fake in self.fakes.values():
-            adder = getattr(fake, "add_phone", None)
-            if callable(adder):
-                await _maybe_await(adder(phone))
+        if "bluez" in self.fakes:
+            self.fakes["bluez"].add_phone(phone, paired=phone.bonded, trusted=phone.bonded)
+        if "obexd" in self.fakes:
+            self.fakes["obexd"].add_phone(phone)
+        if "ofono" in self.fakes and phone.bonded and phone.offers("hfp"):
+            self.fakes["ofono"].add_phone(phone)
         return phone
 
     def phone(self, ref: str) -> VirtualPhone:
