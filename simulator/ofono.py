@@ -185,6 +185,8 @@ class FakeOfono:
         self.unresponsive = False
         self.swallowed: list[Message] = []
         self.method_calls: list[tuple[str, str, str]] = []  # (path, interface, member) seen, for tests
+        self.call_times: list[float] = []  # time.monotonic() of each entry in method_calls
+        self._call_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         for p in phones:
@@ -277,6 +279,9 @@ class FakeOfono:
         if iface == names.INTROSPECTABLE_IFACE or (iface == "org.freedesktop.DBus.Peer"):
             return self._introspect(msg) if member == "Introspect" else None
         self.method_calls.append((path, iface, member))
+        self.call_times.append(time.monotonic())
+        if self._call_waiters:
+            self._wake_call_waiters()
         try:
             if iface == SIM_IFACE and path == SIM_PATH:
                 return self._control(msg)
@@ -752,6 +757,27 @@ class FakeOfono:
         raise _unknown(msg)
 
     # ================================================================ Python control API
+
+    def _wake_call_waiters(self) -> None:
+        for pred, fut in list(self._call_waiters):
+            if not fut.done() and pred():
+                fut.set_result(None)
+                self._call_waiters.remove((pred, fut))
+
+    async def wait_for_calls(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait (under a deadline) until ``pred()`` holds, re-checked on every method call the
+        fake receives — e.g. "the daemon has tried to power the modem twice"."""
+        if pred():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (pred, fut)
+        self._call_waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        finally:
+            if entry in self._call_waiters:
+                self._call_waiters.remove(entry)
 
     def side(self, address: str) -> PhoneSide:
         try:
