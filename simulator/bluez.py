@@ -334,6 +334,18 @@ class _Device:
 
 
 @dataclass(frozen=True)
+class DeviceCall:
+    """One Device1 method call the fake served, for tests (e.g. "one phone at a time")."""
+
+    member: str
+    address: str
+    sender: str
+    started: float  # loop time
+    ended: float
+    outcome: str  # "ok" or the error name + message
+
+
+@dataclass(frozen=True)
 class AgentRequest:
     """One request the fake made to an agent, for tests: what was asked and how it ended."""
 
@@ -380,6 +392,8 @@ class FakeBluez:
         self._pairable_timer: asyncio.TimerHandle | None = None
         self._inquiry: asyncio.Task[None] | None = None
         self.agent_log: list[AgentRequest] = []
+        self.device_calls: list[DeviceCall] = []
+        self._connect_faults: dict[str, list[tuple[str, str]]] = {}
         self.running = False
         self._adapter_state: dict[str, Any] = {
             "Address": self.adapter_address, "AddressType": "public", "Name": adapter_name, "Alias": adapter_name,
@@ -752,23 +766,39 @@ class FakeBluez:
             handler = getattr(self, f"_m_{iface.rsplit('.', 1)[-1]}_{member}")
             result = handler(msg, obj)
         except BluezError as exc:
+            if iface == DEVICE:
+                self._log_call(msg, asyncio.get_running_loop().time(), f"{exc.name}: {exc.text}")
             return Message.new_error(msg, exc.name, exc.text)
         if isinstance(result, Message):
+            if iface == DEVICE:
+                self._log_call(msg, asyncio.get_running_loop().time(), "ok")
             return result
-        self._spawn(self._reply_later(msg, result))
+        self._spawn(self._reply_later(msg, result, log_call=iface == DEVICE))
         return True
 
-    async def _reply_later(self, msg: Message, coro: Awaitable[tuple[str, list[Any]] | None]) -> None:
+    async def _reply_later(self, msg: Message, coro: Awaitable[tuple[str, list[Any]] | None], *,
+                           log_call: bool = False) -> None:
         gen = self._generation
+        started = asyncio.get_running_loop().time()
         try:
             res = await coro
         except BluezError as exc:
             reply = Message.new_error(msg, exc.name, exc.text)
+            outcome = f"{exc.name}: {exc.text}"
         else:
             sig, body = res or ("", [])
             reply = Message.new_method_return(msg, sig, body)
+            outcome = "ok"
+        if log_call:
+            self._log_call(msg, started, outcome)
         if self._bus is not None and gen == self._generation and self.running:
             self._bus.send(reply)
+
+    def _log_call(self, msg: Message, started: float, outcome: str) -> None:
+        dev = self._dev_by_path(msg.path or "")
+        self.device_calls.append(DeviceCall(msg.member or "", dev.phone.address if dev else "", msg.sender or "",
+                                            started, asyncio.get_running_loop().time(), outcome))
+        self._bump()
 
     def _managed_objects(self) -> dict[str, dict[str, dict[str, Variant]]]:
         return {p: {i: o.iface_props(i) for i in o.props} for p, o in sorted(self._objects.items())}
@@ -870,9 +900,11 @@ class FakeBluez:
 
     def _new_device_state(self, dev: _Device) -> dict[str, Any]:
         p = dev.phone
+        # The remote name arrives as a NUL-terminated HCI string: bluetoothd stops at the first NUL.
+        name = p.name.split("\x00", 1)[0]
         st: dict[str, Any] = {
-            "Address": p.address, "AddressType": "public", "Name": p.name or None,
-            "Alias": p.name or p.address.replace(":", "-"), "Class": p.device_class, "Icon": "phone",
+            "Address": p.address, "AddressType": "public", "Name": name or None,
+            "Alias": name or p.address.replace(":", "-"), "Class": p.device_class, "Icon": "phone",
             "Paired": False, "Bonded": False, "Trusted": False, "Blocked": False,
             "LegacyPairing": p.pairing == "legacy_pin", "CablePairing": False, "RSSI": None, "Connected": False,
             "UUIDs": None, "Modalias": None, "Adapter": self.adapter_path, "ServicesResolved": False,
@@ -1312,6 +1344,11 @@ class FakeBluez:
 
     async def _do_connect(self, dev: _Device, only: str | None = None) -> None:
         st = self._device_state(dev)
+        faults = self._connect_faults.get(dev.phone.address)
+        if faults:
+            short, text = faults.pop(0)
+            await asyncio.sleep(self.t.connect_delay)
+            raise BluezError(short, text)
         if not st.get("Connected"):
             await self._page(dev)
             if dev.paired and not dev.phone.bonded:
@@ -1592,6 +1629,36 @@ class FakeBluez:
     # ================================================================================================
     def trust(self, address: str, trusted: bool = True) -> None:
         self._set(self._dev(address), Trusted=trusted)
+
+    def fail_next_connects(self, address: str, count: int = 1, error: str = "Failed",
+                           message: str = "br-connection-page-timeout") -> None:
+        """Fault injection: the next ``count`` Connect()s of this phone fail with ``error``."""
+        self._connect_faults.setdefault(address.upper(), []).extend([(error, message)] * count)
+
+    def calls_of(self, member: str, address: str | None = None) -> list[DeviceCall]:
+        want = address.upper() if address else None
+        return [c for c in self.device_calls if c.member == member and want in (None, c.address)]
+
+    async def call_default_agent(self, member: str, signature: str = "", body: list[Any] | None = None, *,
+                                 timeout: float | None = None) -> tuple[bool, list[Any] | str]:
+        """Fault injection: send an arbitrary request from bluetoothd's own connection to the default
+        agent (bad passkeys, unknown devices, duplicates...).  (True, body) or (False, error name)."""
+        agent = self._default()
+        if agent is None:
+            raise RuntimeError("no default agent registered")
+        reply = await self._call(agent.sender, agent.path, AGENT, member, signature, body or [],
+                                 self.t.agent_timeout if timeout is None else timeout)
+        if reply is None:
+            return False, "timeout"
+        if reply.message_type == MessageType.ERROR:
+            return False, reply.error_name or ""
+        return True, list(reply.body)
+
+    def send_agent_cancel(self) -> None:
+        """bluetoothd voids the outstanding request (the phone gave up)."""
+        agent = self._default()
+        if agent is not None:
+            self._send_noreply(agent.sender, agent.path, AGENT, "Cancel")
 
 
 def _split_sig(sig: str) -> list[str]:

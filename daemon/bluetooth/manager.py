@@ -766,7 +766,6 @@ class BluetoothManager:
             self._window_timer.cancel()
             self._window_timer = None
         log.info("pairing window closed (%s)", why)
-        self._emit("window_changed", False)
         if self.watcher.owner is not None and self._adapter_props() is not None:
             t = self.cfg.bluez_call_timeout
             with contextlib.suppress(BusError):
@@ -777,6 +776,7 @@ class BluetoothManager:
                 with contextlib.suppress(BusError):
                     await call(self.bus, names.BLUEZ_NAME, self.adapter_path, names.BLUEZ_ADAPTER_IFACE,
                                "StopDiscovery", timeout=t)
+        self._emit("window_changed", False)
         self._trigger_autoconnect("pairing window closed")
 
     def nearby(self) -> list[dict[str, Any]]:
