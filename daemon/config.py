@@ -96,10 +96,22 @@ class CallsConfig:
 
 @dataclass(frozen=True)
 class ContactsConfig:
-    region: str = "GB"
-    page_size: int = 500
+    region: str = "GB"  # ISO 3166 region for numbers stored without a country code
+    page_size: int = 500  # PBAP MaxCount per PullAll
     wipe_on_disconnect: bool = False
-    photo_max_bytes: int = 256 * 1024
+    photo_max_bytes: int = 256 * 1024  # larger photos are dropped (the contact is kept)
+    photos: bool = True
+    favourites: bool = True  # pull telecom/fav where the phone offers it
+    call_history: bool = True
+    history_limit: int = 100  # newest entries of each of ich/och/mch
+    sync_secondary: bool = False  # also sync phones connected as secondary (calls-only) phones
+    connect_timeout: Duration = Duration(12.0)  # CreateSession (Android's car service: 12 s)
+    call_timeout: Duration = Duration(10.0)  # Select/GetSize/PullAll replies
+    stall_timeout: Duration = Duration(30.0)  # a transfer without progress this long is abandoned
+    retry_delays: tuple[Duration, ...] = (Duration(2.0), Duration(5.0), Duration(15.0), Duration(60.0),
+                                          Duration(300.0))  # after a failed sync (last one repeats)
+    permission_retry_delays: tuple[Duration, ...] = (Duration(3.0), Duration(5.0), Duration(10.0),
+                                                     Duration(30.0))  # phone's "allow contacts?" open
 
 
 @dataclass(frozen=True)
@@ -315,6 +327,16 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
     if not 0.0 <= cfg.navigation.min_confidence <= 1.0:
         ctx.fail(None, "navigation.min_confidence", "expected 0.0 to 1.0")
 
+    if not 1 <= cfg.contacts.history_limit <= 65535:
+        ctx.fail(None, "contacts.history_limit", f"expected 1 to 65535, got {cfg.contacts.history_limit}")
+    if cfg.contacts.photo_max_bytes < 0:
+        ctx.fail(None, "contacts.photo_max_bytes", "must not be negative")
+    if not cfg.contacts.retry_delays or not cfg.contacts.permission_retry_delays:
+        ctx.fail(None, "contacts.retry_delays", "needs at least one delay")
+    import phonenumbers  # validated here so a typo is a config error, not silent misses
+
+    if phonenumbers.country_code_for_region(cfg.contacts.region.upper()) == 0:
+        ctx.fail(None, "contacts.region", f'expected a region code like "GB", got "{cfg.contacts.region}"')
 
 def loads(text: str, filename: str = "<config>") -> Config:
     ctx = _Ctx(filename)
