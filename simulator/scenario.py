@@ -216,10 +216,43 @@ def _conv_member(f: _File, node: yaml.Node, key: str, p: Param) -> Any:
     return text
 
 
+_API: Any = None
+
+
+def _api() -> Any:
+    global _API
+    if _API is None:
+        from .world import ApiModel
+
+        _API = ApiModel.documented()
+    return _API
+
+
+def _documented(kind: str) -> Callable[[_File, yaml.Node, str, Param], Any]:
+    """Interface.Member that the daemon documents (daemon/api/xml) as a ``kind``."""
+
+    def conv(f: _File, node: yaml.Node, key: str, p: Param) -> Any:
+        text = _conv_member(f, node, key, p)
+        if kind == "signal" and text.endswith(".PropertiesChanged"):
+            iface = text.rsplit(".", 1)[0]
+            full = iface if iface.startswith("org.") else "org.dashbridge." + iface
+            if full not in _api().members:
+                f.fail(node, f'{key}: the daemon documents no interface {full}')
+            return text
+        try:
+            _api().resolve(text, kind)
+        except KeyError as exc:
+            f.fail(node, f"{key}: {exc.args[0]}")
+        return text
+
+    return conv
+
+
 _PARAM_TYPES: dict[str, Callable[[_File, yaml.Node, str, Param], Any]] = {
     "str": _conv_str, "int": _conv_int, "number": _conv_number, "bool": _conv_bool,
     "duration": _conv_duration, "any": _conv_any, "list": _conv_list, "map": _conv_map,
     "name": _conv_name, "matcher": _conv_matcher, "member": _conv_member,
+    "signal": _documented("signal"), "property": _documented("property"), "method": _documented("method"),
 }
 
 
@@ -792,6 +825,8 @@ def _load_step(f: _File, node: yaml.Node, index: int, phone_ids: set[str]) -> St
     keys = {k: (kn, v) for k, kn, v in items}
     all_kinds = [*KINDS, *VALUE_KINDS]
     kinds = [k for k in keys if k in all_kinds]
+    if "phone" in kinds and len(kinds) > 1 and "do" not in keys:
+        kinds.remove("phone")  # "phone:" is a parameter of that step (e.g. dashboard: connect)
     if len(kinds) > 1:
         f.fail(node, f"step {index}: one kind per step, got {', '.join(kinds)}")
     say = None
@@ -912,6 +947,8 @@ class Run:
         self.t0 = time.monotonic()
         self.last: dict[str, Any] = {}  # last prompt/call/intent seen, for dashboard sugar
         self.pairings: dict[str, asyncio.Task[str]] = {}  # phone id -> its latest pairing attempt
+        self.answered: set[int] = set()  # prompts the scenario answered
+        self.saved_seq: dict[str, int] = {}  # saved signal name -> its position in the event log
         self._background: list[asyncio.Task[Any]] = []
         self.step_t0 = self.t0
 
@@ -1040,6 +1077,10 @@ class Run:
                                  f"did not complete in time") from None
             except (BusError, WorldError, ValueTypeError) as exc:
                 raise StepFailed(f"step {step.index} (line {step.line}): {step.describe()}: {exc}") from None
+            except (KeyError, ValueError) as exc:  # a fake refusing what the step asked
+                why = exc.args[0] if exc.args else type(exc).__name__
+                raise StepFailed(f"step {step.index} (line {step.line}): {step.describe()}: "
+                                 f"the simulator refused: {why}") from None
         sr = StepResult(step.index, step.line, step.describe(), True, time.monotonic() - self.step_t0,
                         say=step.say)
         result.steps.append(sr)
@@ -1094,18 +1135,23 @@ def _explain_signal(run: Run, member: str, args: Any, since: int) -> str:
     return f"  {short} signals seen:\n{seen}\n  all signals since the step before:\n{run.events_since(since)}"
 
 
-@value_kind("expect_signal", Param("member", required=True, doc="Interface.Signal, e.g. Phones1.PairingFinished"),
+@value_kind("expect_signal", Param("signal", required=True, doc="Interface.Signal, e.g. Phones1.PairingFinished"),
             "the dashboard receives this signal (since the last action step) within the deadline",
             args=Param("matcher", doc="what its arguments must match (by name, see docs/api/)"),
             within=Param("duration", doc="deadline (default: defaults.within)"),
             count=Param("int", default=1, doc="at least this many matching signals"),
             since=Param("str", default="step", choices=("step", "start"),
                         doc="look from the last action step (default) or from the scenario's start"),
+            after=Param("name", doc="only after the signal saved under this name (ordering)"),
             save=Param("name", doc="keep the (last) matching signal's arguments under this name"))
 async def _expect_signal(run: Run, step: Step) -> None:
     p = step.params
     within = p["within"] if p["within"] is not None else run.sc.within
     since = 0 if p["since"] == "start" else run.mark
+    if p["after"] is not None:
+        if p["after"] not in run.saved_seq:
+            raise StepFailed(f"after: no signal was saved as {p['after']}")
+        since = run.saved_seq[p["after"]] + 1
     try:
         pred = _signal_pred(run, step, p["expect_signal"], p["args"])
     except KeyError as exc:
@@ -1124,9 +1170,10 @@ async def _expect_signal(run: Run, step: Step) -> None:
                          + _explain_signal(run, p["expect_signal"], p["args"], since)) from None
     if p["save"]:
         run.saved[p["save"]] = found[-1].named
+        run.saved_seq[p["save"]] = found[-1].seq
 
 
-@value_kind("expect_no_signal", Param("member", required=True, doc="Interface.Signal"),
+@value_kind("expect_no_signal", Param("signal", required=True, doc="Interface.Signal"),
             "the dashboard does NOT receive this signal during the given time (absence takes time to show)",
             args=Param("matcher", doc="only signals whose arguments match count"),
             during=Param("duration", required=True, doc="how long to watch (real time)"),
@@ -1145,7 +1192,7 @@ async def _expect_no_signal(run: Run, step: Step) -> None:
     raise StepFailed(f"it came: {ev.describe()}\n  all signals since the step before:\n{run.events_since(since)}")
 
 
-@value_kind("expect_property", Param("member", required=True, doc="Interface.Property, e.g. Daemon1.Health"),
+@value_kind("expect_property", Param("property", required=True, doc="Interface.Property, e.g. Daemon1.Health"),
             "a property of org.dashbridge matches within the deadline (re-read whenever the daemon signals)",
             value=Param("matcher", required=True, doc="what the property's value must match"),
             within=Param("duration", doc="deadline (default: defaults.within)"),
@@ -1181,7 +1228,7 @@ async def _expect_property(run: Run, step: Step) -> None:
 
 
 @action("dashboard", "call", "call any documented org.dashbridge method (Interface.Method) with arguments",
-        method=Param("member", required=True, doc="Interface.Method, e.g. Phones1.OpenPairingWindow"),
+        method=Param("method", required=True, doc="Interface.Method, e.g. Phones1.OpenPairingWindow"),
         args=Param("list", default=[], doc="the arguments, in order (see docs/api/)"),
         expect_error=Param("str", doc="the call must fail with this error (e.g. NotReady)"),
         result=Param("matcher", doc="what the reply must match"),

@@ -120,17 +120,17 @@ async def _expect_phone(run: Run, step: Step) -> None:
         "then comes back (paired phones stay paired)", needs=["bluez"],
         down=Param("duration", doc="how long bluetoothd stays down (default: the fake's restart gap)"))
 async def _bluez_restart(run: Run, step: Step) -> None:
-    await run.w.fake("bluez").restart(gap=step.params["down"])
+    await run.w.restart_bluez(step.params["down"])
 
 
 @action("bluez", "crash", "bluetoothd dies and stays down (until bluez: revive)", needs=["bluez"])
 async def _bluez_crash(run: Run, step: Step) -> None:
-    await run.w.fake("bluez").crash()
+    await run.w.crash_bluez()
 
 
 @action("bluez", "revive", "bluetoothd starts again after a crash", needs=["bluez"])
 async def _bluez_revive(run: Run, step: Step) -> None:
-    await run.w.fake("bluez").revive()
+    await run.w.revive_bluez()
 
 
 @action("bluez", "power_off", "the adapter is switched off (rfkill)", needs=["bluez"])
@@ -412,3 +412,87 @@ async def _expect_outbox(run: Run, step: Step) -> None:
                     nxt.cancel()
     except TimeoutError:
         raise StepFailed(f"not so within {fmt_duration(within)}: {match(want, last)}") from None
+
+
+# =============================================================================================
+# Pairing and phones: the dashboard's side (org.dashbridge.Phones1)
+# =============================================================================================
+
+
+def _open_prompt(run: Run) -> int:
+    """The most recent prompt the dashboard was shown that has not ended or been answered."""
+    open_: dict[int, str] = {}
+    for ev in run.dash.events:
+        if ev.interface != "org.dashbridge.Phones1":
+            continue
+        if ev.member == "PromptRequested":
+            open_[int(ev.named["prompt"])] = str(ev.named.get("kind", ""))
+        elif ev.member == "PromptCancelled":
+            open_.pop(int(ev.named["prompt"]), None)
+    cands = [p for p in open_ if p not in run.answered]
+    if not cands:
+        raise StepFailed("the dashboard has no open prompt to answer (wait for it with expect_signal: "
+                         "Phones1.PromptRequested, or give prompt: explicitly)")
+    return cands[-1]
+
+
+@action("dashboard", "open_pairing_window", "the driver taps \"add a phone\" (Phones1.OpenPairingWindow)",
+        seconds=Param("int", default=0, doc="how long (0: bluetooth.pairing_window from config)"),
+        expect_error=Param("str", doc="the call must fail with this error"))
+async def _dash_open_window(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    await dashboard_call(run, "Phones1.OpenPairingWindow", [step.params["seconds"]],
+                         expect_error=step.params["expect_error"])
+
+
+@action("dashboard", "close_pairing_window", "the driver closes the pairing window (Phones1.ClosePairingWindow)")
+async def _dash_close_window(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    await dashboard_call(run, "Phones1.ClosePairingWindow", [])
+
+
+@action("dashboard", "answer_prompt", "the driver answers the pairing prompt on screen (Phones1.AnswerPrompt)",
+        accept=Param("bool", default=True, doc="yes (true) or no (false)"),
+        value=Param("str", default="", doc="the PIN or passkey the driver typed, for enter_pin/enter_passkey"),
+        prompt=Param("int", doc="the prompt's id (default: the latest open prompt)"),
+        expect_error=Param("str", doc="the call must fail with this error (e.g. NotFound for a stale prompt)"))
+async def _dash_answer_prompt(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    p = step.params
+    prompt = run.subst(p["prompt"]) if p["prompt"] is not None else _open_prompt(run)
+    run.answered.add(int(prompt))
+    await dashboard_call(run, "Phones1.AnswerPrompt", [int(prompt), p["accept"], str(run.subst(p["value"]))],
+                         expect_error=p["expect_error"])
+
+
+def _phone_method(method: str, doc: str) -> None:
+    async def handler(run: Run, step: Step) -> None:
+        from .scenario import dashboard_call
+
+        await dashboard_call(run, f"Phones1.{method}", [_phone_address(run, step.params["phone"])],
+                             expect_error=step.params["expect_error"])
+
+    action("dashboard", method.lower(), doc,
+           phone=Param("str", required=True, doc="the phone's id (or its address)"),
+           expect_error=Param("str", doc="the call must fail with this error"))(handler)
+
+
+_phone_method("Pair", "the driver picks a phone the car found and pairs from the car side (Phones1.Pair)")
+_phone_method("Connect", "the driver connects a paired phone (Phones1.Connect)")
+_phone_method("Disconnect", "the driver disconnects a phone (Phones1.Disconnect)")
+_phone_method("Forget", "the driver forgets a phone: unpaired, and its data deleted (Phones1.Forget)")
+
+
+@action("dashboard", "set_priority", "the driver moves a phone in the reconnect order (Phones1.SetPriority)",
+        phone=Param("str", required=True, doc="the phone's id"),
+        position=Param("int", required=True, doc="0 = first"),
+        expect_error=Param("str", doc="the call must fail with this error"))
+async def _dash_priority(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    p = step.params
+    await dashboard_call(run, "Phones1.SetPriority", [_phone_address(run, p["phone"]), p["position"]],
+                         expect_error=p["expect_error"])

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 DAEMON_READY_S = 20.0
 DAEMON_STOP_S = 15.0
 DASHBOARD_CALL_S = 10.0
+SETTLE_S = 10.0
 FAKE_STOP_S = 5.0
 
 # Config the world applies before the caller's overrides: debug logs in the daemon's log file (the
@@ -446,6 +447,7 @@ class World:
         self.missing: dict[str, str] = {}  # name -> why it is not in this world
         self.config: dict[str, Any] = {}  # the daemon's config as written
         self.daemon_log = ""  # the daemon's log, kept after stop()
+        self.unsettled = ""  # why the daemon had not settled after its last start, if it had not
         self._cleanups: list[Callable[[], Any]] = []
         self._tmp: Path | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -505,7 +507,51 @@ class World:
         self.daemon = d
         d.start(wait_ready=False)
         await d.await_ready(DAEMON_READY_S)
+        await self.settle()
         return d
+
+    async def settle(self, timeout: float = SETTLE_S) -> bool:
+        """Wait (event-driven, under ``timeout``) until the daemon has found the world it runs in:
+        no component still ``starting``, and ``Phones1.State`` is ``ready`` while the fake
+        bluetoothd runs with its adapter on.  READY=1 only says the API is exported; a scenario's
+        first step should meet a daemon that knows its bluetoothd.  False (and a log line) when it
+        did not settle in time: the scenario then shows what is wrong."""
+        dash = self.dashboard
+        if dash is None or self.daemon is None:
+            return False
+        exported = set(await dash.exported_interfaces())
+        why = ""
+
+        async def settled() -> bool:
+            nonlocal why
+            health = await dash.get("Daemon1.Health")
+            starting = sorted(k for k, v in health.items() if v and v[0] == "starting")
+            if starting:
+                why = f"still starting: {', '.join(starting)}"
+                return False
+            bluez = self.fakes.get("bluez")
+            if "org.dashbridge.Phones1" in exported and bluez is not None and bluez.running \
+                    and bluez.adapter_props().get("Powered"):
+                state = await dash.get("Phones1.State")
+                if state != "ready":
+                    why = f"Phones1.State is {state}"
+                    return False
+            return True
+
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    nxt = asyncio.ensure_future(dash.changed())
+                    try:
+                        if await settled():
+                            return True
+                        await nxt
+                    finally:
+                        nxt.cancel()
+        except TimeoutError:
+            log.warning("the daemon did not settle within %.0fs (%s)", timeout, why)
+            self.unsettled = why
+            return False
 
     @property
     def tmpdir(self) -> Path:
@@ -762,11 +808,36 @@ class World:
 
     RESTARTABLE = ("bluetoothd", "obexd", "ofono", "daemon")
 
+    async def restart_bluez(self, gap: float | None = None) -> None:
+        """bluetoothd restarts.  bluetoothd forgets the devices it had not paired, but the phones
+        are still in the world (in the cabin, radios on): they are put back as unknown devices."""
+        bluez = self.fake("bluez")
+        await bluez.restart(gap=gap)
+        self._readd_phones()
+
+    async def crash_bluez(self) -> None:
+        await self.fake("bluez").crash()
+
+    async def revive_bluez(self) -> None:
+        await self.fake("bluez").revive()
+        self._readd_phones()
+
+    def _readd_phones(self) -> None:
+        bluez = self.fake("bluez")
+        for addr, p in self.phones.items():
+            try:
+                bluez.phone(addr)
+            except (KeyError, ValueError):
+                bluez.add_phone(p)
+
     async def restart(self, what: str) -> None:
         """Restart ``bluetoothd``, ``obexd``, ``ofono`` (simulated: the name drops, objects go,
         then come back) or the ``daemon`` (SIGTERM, then started again on the same state)."""
         if what == "daemon":
             await self.restart_daemon()
+            return
+        if what in ("bluetoothd", "bluez"):
+            await self.restart_bluez()
             return
         fake = self.fake(_FAKE_OF.get(what, what))
         await _maybe_await(fake.restart())

@@ -144,11 +144,22 @@ async def test_an_unsaved_reference_fails_the_step_clearly() -> None:
 async def test_a_world_without_a_fake_fails_the_step_that_needs_it() -> None:
     sc = loads(textwrap.dedent("""\
         version: 1
-        name: calling an undocumented method
+        name: a phone step in a world with no bluetoothd
+        world:
+          phones: [{id: alice, name: Alice, address: "AA:BB:CC:DD:EE:01"}]
         steps:
-          - dashboard: call
-            method: Teleport1.Go
-        """), "undoc.yaml")
+          - expect_property: Daemon1.Version
+            value: {$any: true}
+          - phone: alice
+            do: pair
+        """), "nobluez.yaml")
+    from simulator import world as world_mod
+
+    spec = sc.world_spec
+    sc.world_spec = lambda: __import__("dataclasses").replace(spec(), fakes=())  # type: ignore[method-assign]
     result = await run_scenario(sc)
     assert not result.ok
-    assert "the daemon documents no interface org.dashbridge.Teleport1" in result.error
+    assert result.line == 8
+    assert "this world has no bluez" in result.error
+    assert [s.ok for s in result.steps] == [True, False]
+    assert world_mod.FAKE_NAMES
