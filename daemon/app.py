@@ -51,6 +51,11 @@ def build_components(ctx: AppContext) -> list[Component]:
     from .bluetooth.component import BluetoothComponent
 
     components.append(BluetoothComponent(ctx))
+    # contacts (issue 5): PBAP phonebook/call history; offers ctx.services["callerid"] (set when
+    # built, loaded from the store, so caller ID works before any phone syncs) to calls/messages.
+    from profiles.pbap.sync import ContactsSync
+
+    components.append(ContactsSync(ctx))
     # calls (issue 4): HFP through oFono; after bluetooth (which fills the phone directory).
     from profiles.hfp.handler import HfpHandler
 

@@ -127,6 +127,7 @@ class BluetoothManager:
         self._evicting: set[str] = set()
         self._disc_reason: dict[str, str] = {}
         self._states: dict[str, str] = {}
+        self._edges: dict[str, int] = {}  # connections seen per phone (to notice "it connected by itself")
         self._class_warned = False
 
     # ================================================================================================
@@ -534,6 +535,7 @@ class BluetoothManager:
         current = self.directory.connected
         for addr in current:
             if addr not in roles:
+                self._explicit.discard(addr)
                 self.directory.set_disconnected(addr)
                 self._emit("phone_disconnected", addr, self._disconnect_reason(addr))
         for addr, role in roles.items():
@@ -549,7 +551,7 @@ class BluetoothManager:
             if old is None:
                 self._disc_reason.pop(addr, None)
                 self.registry.connected(addr)
-                self._explicit.discard(addr)
+                self._edges[addr] = self._edges.get(addr, 0) + 1
                 log.info("phone %s connected (%s)", redact_address(addr), role)
                 self._emit("phone_connected", addr, rec.name, role)
             else:
@@ -651,10 +653,10 @@ class BluetoothManager:
         path = names.device_path(self.adapter_path, addr)
         self._connecting.add(addr)
         self._publish()
-        done = False
+        pending = True  # bluetoothd may still be paging when we stop waiting
         try:
             await call(self.bus, names.BLUEZ_NAME, path, names.BLUEZ_DEVICE_IFACE, "Connect", timeout=budget)
-            done = True
+            pending = False
             # Connect replies after the profiles connected; the Connected change may still be in flight.
             await self._wait_for(lambda: addr in self.directory.connected or addr not in self.registry,
                                  self.cfg.bluez_call_timeout)
@@ -662,16 +664,19 @@ class BluetoothManager:
         except CallTimeout:
             return ConnectFailure("timeout", True)
         except ServiceGone:
+            pending = False
             return ConnectFailure("failed", False)
         except BusError as exc:
+            pending = False
             failure = classify_connect_error(exc.name, exc.text)
             if failure.reason == "key_missing":
                 self._needs_repair(addr)
             return failure
         finally:
             self._connecting.discard(addr)
-            if not done and self.watcher.owner is not None and not self._connected_in_bluez(addr):
-                # Abort the page still running in bluetoothd (Disconnect cancels a pending Connect).
+            if pending and self.watcher.owner is not None and not self._connected_in_bluez(addr):
+                # Out of budget (or cancelled): abort the page still running in bluetoothd
+                # (Device1.Disconnect cancels a pending Connect).
                 self._spawn(self._disconnect_device(addr), name="abort-connect")
             self._publish()
 
@@ -698,8 +703,11 @@ class BluetoothManager:
             log.info("first connection to %s, attempt %d: %s", redact_address(addr), i + 1, failure.reason)
             if not failure.retry:
                 return
-            if await self._wait_for(lambda: addr in self.directory.connected, FIRST_CONNECT_PAUSE_S):
-                return
+            # Give the phone a moment to connect by itself; then Connect() again (it succeeds at once
+            # when everything is connected already).
+            seen = self._edges.get(addr, 0)
+            await self._wait_for(lambda seen=seen: self._edges.get(addr, 0) != seen,  # type: ignore[misc]
+                                 FIRST_CONNECT_PAUSE_S)
 
     # ================================================================================================
     # pairing
