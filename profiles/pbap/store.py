@@ -17,7 +17,7 @@ import re
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +145,24 @@ class ContactStore:
                 db.executemany("INSERT INTO contact_photos(contact_id, mime, data) VALUES (?,?,?)", photos)
         return len(rows)
 
+    def commit(self, phone: str, staged: Mapping[str, Counters], histories: Mapping[str, Sequence[VCard]],
+               unchanged: Iterable[str] = (), *, now: float | None = None) -> tuple[int, int]:
+        """One sync's result in ONE transaction: staged books swapped in, call history replaced,
+        unchanged books stamped.  Returns (contacts in ``pb``, call-history entries)."""
+        now = time.time() if now is None else now
+        with self.store.transaction() as db:
+            for book, counters in staged.items():
+                db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book))
+                n = db.execute("UPDATE contacts SET book=? WHERE phone=? AND book=?",
+                               (book, phone, book + STAGING)).rowcount
+                self._set_state(db, phone, book, counters, int(n), now)
+            for book, cards in histories.items():
+                self._history(db, phone, book, cards)
+                self._set_state(db, phone, book, Counters(), len(cards), now)
+            for book in unchanged:
+                db.execute("UPDATE pbap_sync SET synced_at=? WHERE phone=? AND book=?", (now, phone, book))
+        return self.counts(phone)
+
     def commit_snapshot(self, phone: str, book: str, counters: Counters, *, now: float | None = None) -> int:
         """Replace the phone's snapshot of ``book`` with what is staged, atomically."""
         with self.store.transaction() as db:
@@ -167,8 +185,13 @@ class ContactStore:
             db.execute("UPDATE pbap_sync SET synced_at=? WHERE phone=? AND book=?",
                        (time.time() if now is None else now, phone, book))
 
-    def replace_history(self, phone: str, book: str, cards: Sequence[VCard], counters: Counters = Counters(),
-                        *, now: float | None = None) -> int:
+    def replace_history(self, phone: str, book: str, cards: Sequence[VCard], *, now: float | None = None) -> int:
+        with self.store.transaction() as db:
+            self._history(db, phone, book, cards)
+            self._set_state(db, phone, book, Counters(), len(cards), now)
+        return len(cards)
+
+    def _history(self, db: sqlite3.Connection, phone: str, book: str, cards: Sequence[VCard]) -> None:
         e164 = self.normalizer.e164
         rows = []
         for pos, c in enumerate(cards):
@@ -176,12 +199,9 @@ class ContactStore:
             kind = c.call_type or _KIND_OF_BOOK.get(book, "")
             rows.append((phone, book, kind, pos, c.display_name, number, (e164(number) or "") if number else "",
                          c.call_datetime))
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM call_history WHERE phone=? AND book=?", (phone, book))
-            db.executemany("INSERT INTO call_history(phone, book, kind, pos, name, number, e164, at)"
-                           " VALUES (?,?,?,?,?,?,?,?)", rows)
-            self._set_state(db, phone, book, counters, len(rows), now)
-        return len(rows)
+        db.execute("DELETE FROM call_history WHERE phone=? AND book=?", (phone, book))
+        db.executemany("INSERT INTO call_history(phone, book, kind, pos, name, number, e164, at)"
+                       " VALUES (?,?,?,?,?,?,?,?)", rows)
 
     def wipe_phone(self, phone: str) -> None:
         """Everything the car holds about this phone's contacts and calls (keeps the phone row)."""

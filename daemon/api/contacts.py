@@ -1,0 +1,128 @@
+"""``org.dashbridge.Contacts1`` at ``/org/dashbridge``: the phones' contacts, call history, caller ID
+and the state of each phone's PBAP sync.
+
+Thin: validate, delegate to the contacts component (``profiles/pbap/sync.py``), map errors.
+Documented in ``daemon/api/xml/org.dashbridge.Contacts1.xml`` and ``docs/api/Contacts1.md``.
+"""
+
+# No "from __future__ import annotations": dbus-fast reads these annotations at run time.
+import re
+from typing import TYPE_CHECKING, Annotated
+
+from dbus_fast import Message, Variant
+from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
+from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
+
+from ..dbus import names
+from ..errors import InvalidInput, NotFound
+from .base import api_call
+
+if TYPE_CHECKING:
+    from profiles.pbap.sync import ContactsSync, SyncStatus
+
+Props = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
+PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
+NameAndId = Annotated[tuple[str, int], DBusSignature("st")]
+StateSignal = Annotated[tuple[str, dict[str, Variant]], DBusSignature("sa{sv}")]
+Strings = Annotated[list[str], DBusSignature("as")]
+
+_ADDRESS = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+_MAX_TEXT = 256
+_MAX_NUMBER = 64
+
+
+def _phone_arg(phone: str) -> str:
+    if phone and not _ADDRESS.fullmatch(phone):
+        raise InvalidInput("phone must be a Bluetooth address like AA:BB:CC:DD:EE:FF, or empty")
+    return phone.upper()
+
+
+def status_props(st: "SyncStatus") -> dict[str, Variant]:
+    return {
+        "Phone": Variant("s", st.phone),
+        "State": Variant("s", st.state),
+        "Book": Variant("s", st.book),
+        "Done": Variant("u", max(0, st.done)),
+        "Total": Variant("u", max(0, st.total)),
+        "Message": Variant("s", st.message),
+        "LastSynced": Variant("x", int(st.last_synced)),
+        "Contacts": Variant("u", max(0, st.contacts)),
+        "CallHistory": Variant("u", max(0, st.history)),
+    }
+
+
+class Contacts1(ServiceInterface):
+    def __init__(self, sync: "ContactsSync") -> None:
+        super().__init__(names.DASHBRIDGE_CONTACTS_IFACE)
+        self._s = sync
+        sync.add_listener(self._on_status)
+
+    def _on_status(self, st: "SyncStatus") -> None:
+        msg = Message.new_signal(names.DASHBRIDGE_PATH, names.DASHBRIDGE_CONTACTS_IFACE, "SyncStateChanged",
+                                 "sa{sv}", [st.phone, status_props(st)])
+        for bus in ServiceInterface._get_buses(self):
+            bus.send(msg)
+
+    @dbus_signal()
+    def SyncStateChanged(self) -> StateSignal:  # pragma: no cover - shape only; sent by _on_status
+        raise NotImplementedError
+
+    @dbus_method()
+    @api_call
+    async def Search(self, text: DBusStr, limit: DBusUInt32) -> PropsList:
+        if len(text) > _MAX_TEXT:
+            raise InvalidInput("search text is too long")
+        return [{"Id": Variant("t", cid), "Name": Variant("s", name), "Phone": Variant("s", phone),
+                 "Number": Variant("s", number)}
+                for cid, name, phone, number in self._s.search(text, int(limit))]
+
+    @dbus_method()
+    @api_call
+    async def Lookup(self, number: DBusStr) -> NameAndId:
+        if not number.strip() or len(number) > _MAX_NUMBER:
+            raise InvalidInput("number must be a phone number")
+        found = self._s.lookup(number)
+        if found is None:
+            raise NotFound("no contact has this number")
+        return (found[1].name, found[1].contact_id)
+
+    @dbus_method()
+    @api_call
+    async def GetContact(self, id: DBusUInt64) -> Props:
+        c = self._s.contact(int(id))
+        out: dict[str, Variant] = {
+            "Id": Variant("t", c["id"]),
+            "Name": Variant("s", c["name"]),
+            "Phone": Variant("s", c["phone"]),
+            "Favourite": Variant("b", c["book"] == "fav"),
+            "Numbers": Variant("a(ss)", [[n, k] for n, k in c.get("numbers", [])]),
+            "Emails": Variant("a(ss)", [[e, k] for e, k in c.get("emails", [])]),
+            "Addresses": Variant("a(ss)", [[a, k] for a, k in c.get("addresses", [])]),
+            "Organization": Variant("s", c.get("org", "")),
+            "Title": Variant("s", c.get("title", "")),
+            "Nickname": Variant("s", c.get("nickname", "")),
+            "Birthday": Variant("s", c.get("bday", "")),
+        }
+        if "photo" in c:
+            out["Photo"] = Variant("ay", c["photo"])
+            out["PhotoType"] = Variant("s", c.get("photo_mime", ""))
+        return out
+
+    @dbus_method()
+    @api_call
+    async def GetCallHistory(self, phone: DBusStr, limit: DBusUInt32) -> PropsList:
+        rows = self._s.history(_phone_arg(phone), int(limit))
+        return [{"Kind": Variant("s", r["kind"]), "Name": Variant("s", r["name"]),
+                 "Number": Variant("s", r["number"]), "Time": Variant("s", r["at"]),
+                 "ContactId": Variant("t", r["contact_id"]), "Phone": Variant("s", r["phone"])} for r in rows]
+
+    @dbus_method()
+    @api_call
+    async def GetSyncStates(self) -> PropsList:
+        return [status_props(st) for st in self._s.statuses()]
+
+    @dbus_method()
+    @api_call
+    async def Resync(self, phone: DBusStr) -> Strings:
+        return self._s.resync(_phone_arg(phone))
+
