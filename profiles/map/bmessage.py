@@ -201,9 +201,21 @@ def _decode(raw: bytes, charset: str, warn: _Warn, *, what: str) -> tuple[str, s
     except LookupError:
         info = None
     if info is None or not info._is_text_encoding:
-        warn(f"{what}: unknown charset {charset[:40]!r}, read as UTF-8")
-        return raw.decode("utf-8", errors="replace"), "UTF-8"
+        return _guess(raw, charset, warn, what)
     return raw.decode(info.name, errors="replace"), info.name
+
+
+def _guess(raw: bytes, charset: str, warn: _Warn, what: str) -> tuple[str, str]:
+    """An unknown charset: UTF-8 if the bytes are valid UTF-8, else Windows-1252 (what
+    mislabelled Western text usually is); never fails."""
+    try:
+        text = raw.decode("utf-8")
+        used = "UTF-8"
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+        used = "WINDOWS-1252"
+    warn(f"{what}: unknown charset {charset[:40]!r}, read as {used}")
+    return text, used
 
 
 def _read_vcard(lines: _Lines, warn: _Warn) -> VCard:
@@ -477,7 +489,9 @@ def _read_body(lines: _Lines, body: _Body, warn: _Warn, truncated: bool) -> None
     raw_parts, end_pos = _parts_by_length(data, msg_start, length)
     if raw_parts is None:
         raw_parts, end_pos, closed = _parts_by_markers(data, msg_start, truncated)
-        if length is None:
+        if truncated:
+            pass  # a cut file cannot match its LENGTH; the caller knows it is truncated
+        elif length is None:
             warn("no LENGTH; used the END:MSG markers")
         else:
             warn(f"LENGTH {length} does not match the content; used the END:MSG markers")

@@ -101,7 +101,9 @@ def parse_email(raw: bytes | str, *, max_input: int = MAX_INPUT, max_text: int =
         filename = _filename(part, warnings)
         disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         if ctype.startswith("multipart/"):
-            continue  # a multipart whose boundary never came: nothing to show
+            # A multipart whose boundary never came: its text is still the body.
+            plain.append(_part_text(part, warnings))
+            continue
         is_attachment = disposition == "attachment" or (bool(filename) and disposition != "inline")
         if is_attachment or ctype not in ("text/plain", "text/html"):
             if len(attachments) < MAX_ATTACHMENTS:
@@ -142,7 +144,7 @@ def parse_email(raw: bytes | str, *, max_input: int = MAX_INPUT, max_text: int =
         html_only=html_only,
         attachments=tuple(attachments),
         links=tuple(uniq),
-        warnings=tuple(warnings[:16]),
+        warnings=tuple(dict.fromkeys(warnings))[:16],
         truncated=truncated,
     )
 
@@ -220,8 +222,16 @@ def _decode(data: bytes, charset: str, warnings: list[str]) -> str:
         if not info._is_text_encoding:
             raise LookupError(cs)
     except LookupError:
-        warnings.append(f"unknown charset {charset[:40]!r}, read as UTF-8")
-        return data.decode("utf-8", errors="replace")
+        # Unknown label: UTF-8 if the bytes are valid UTF-8, else Windows-1252 (what mislabelled
+        # Western mail usually is).
+        try:
+            text = data.decode("utf-8")
+            used = "UTF-8"
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", errors="replace")
+            used = "Windows-1252"
+        warnings.append(f"unknown charset {charset[:40]!r}, read as {used}")
+        return text
     try:
         return data.decode(info.name, errors="replace")
     except Exception:  # a codec that fails on errors="replace" (rare)
