@@ -739,7 +739,8 @@ _PHONE_FIELDS = {f.name: f for f in dataclasses.fields(VirtualPhone)}
 _PHONE_HINTS = typing.get_type_hints(VirtualPhone)
 PHONE_SUGAR = {
     "id": "the phone's handle in steps (default: its name)",
-    "contacts": "{generated: N} or {vcf: file.vcf} (relative to the scenario file)",
+    "contacts": "[{name, number}, ...], {generated: N} or {vcf: file.vcf} (relative to the scenario file), "
+                "the last two with plus: [{name, number}, ...]",
 }
 
 
@@ -752,14 +753,20 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
     kwargs: dict[str, Any] = {}
     pid: str | None = None
     extra: dict[str, Any] = {}
+    plus: list[dict[str, Any]] = []
     for key, kn, v in items:
         where = f"world.phones[{i}].{key}"
         if key == "id":
             pid = _conv_name(f, v, where, Param("name"))
         elif key == "contacts":
+            if isinstance(v, yaml.SequenceNode):
+                plus = _load_contacts(f, v, where)
+                continue
             c = _conv_map(f, v, where, Param("map"))
-            if set(c) - {"generated", "vcf"} or len(c) != 1:
-                f.fail(v, f"{where}: expected {{generated: N}} or {{vcf: file.vcf}}, got {_show(c)}")
+            if set(c) - {"generated", "vcf", "plus"} or not ({"generated", "vcf"} & set(c)) or \
+                    {"generated", "vcf"} <= set(c):
+                f.fail(v, f"{where}: expected a list of {{name, number}}, {{generated: N}} or {{vcf: file.vcf}} "
+                          f"(either with plus: [more contacts]), got {_show(c)}")
             if "generated" in c:
                 if isinstance(c["generated"], bool) or not isinstance(c["generated"], int) or c["generated"] < 0:
                     f.fail(v, f"{where}.generated: expected a whole number >= 0, got {_show(c['generated'])}")
@@ -769,6 +776,11 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
                 if not vcf.is_file():
                     f.fail(v, f"{where}.vcf: no such file {vcf}")
                 kwargs["contacts_vcf"] = str(vcf)
+            if "plus" in c:
+                pnode = next(pv for pk, pv in v.value if pk.value == "plus")
+                if not isinstance(pnode, yaml.SequenceNode):
+                    f.fail(pnode, f"{where}.plus: expected a list of {{name, number}}")
+                plus = _load_contacts(f, pnode, where + ".plus")
         elif key in _PHONE_FIELDS and key != "extra":
             kwargs[key] = _phone_field(f, v, where, _PHONE_HINTS[key])
         elif key == "extra":
@@ -785,6 +797,8 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
                                         f"(known: {', '.join(PROFILE_UUIDS)})")
     phone = VirtualPhone(**kwargs)
     phone.extra.update(extra)
+    if plus:
+        _add_contacts(phone, plus)
     pid = pid or re.sub(r"\W+", "_", phone.name).strip("_").lower() or f"phone{i + 1}"
     for e in earlier:
         if e.id == pid:
@@ -792,6 +806,41 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
         if e.phone.address == phone.address:
             f.fail(node, f"world.phones[{i}]: address {phone.address} is already used at line {e.line}")
     return PhoneSpec(pid, _line(node) or 0, phone)
+
+
+CONTACT_KEYS = {"name": "shown name (FN)", "number": "a phone number", "numbers": "several numbers",
+                "type": "cell|home|work (default cell)", "email": "an e-mail address"}
+
+
+def _load_contacts(f: _File, node: yaml.SequenceNode, where: str) -> list[dict[str, Any]]:
+    out = []
+    for i, cn in enumerate(node.value):
+        items = _mapping(f, cn, f"{where}[{i}]")
+        c: dict[str, Any] = {}
+        for key, kn, v in items:
+            if key not in CONTACT_KEYS:
+                f.fail(kn, f"{where}[{i}]: unknown key {key} (known: {', '.join(CONTACT_KEYS)})")
+            c[key] = _construct(v)
+        if "name" not in c or not ({"number", "numbers", "email"} & set(c)):
+            f.fail(cn, f"{where}[{i}]: a contact needs name and a number (or email)")
+        out.append(c)
+    return out
+
+
+def _add_contacts(phone: VirtualPhone, contacts: list[dict[str, Any]]) -> None:
+    """Contacts written in the scenario, added to the phone's phonebook (after the generated ones
+    or the .vcf's) — so a scenario knows a caller's number and name."""
+    from .obex_pbap import book_for
+    from .vcards import SimContact
+
+    book = book_for(phone)
+    for c in contacts:
+        numbers = [str(n) for n in c.get("numbers", [])] + ([str(c["number"])] if "number" in c else [])
+        name = str(c["name"])
+        given, _, family = name.partition(" ")
+        book.contacts.append(SimContact(family=family, given=given, fn=name,
+                                        numbers=[(n, str(c.get("type", "cell"))) for n in numbers],
+                                        emails=[str(c["email"])] if "email" in c else []))
 
 
 def _phone_field(f: _File, node: yaml.Node, where: str, tp: Any) -> Any:

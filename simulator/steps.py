@@ -496,3 +496,98 @@ async def _dash_priority(run: Run, step: Step) -> None:
     p = step.params
     await dashboard_call(run, "Phones1.SetPriority", [_phone_address(run, p["phone"]), p["position"]],
                          expect_error=p["expect_error"])
+
+
+# =============================================================================================
+# Navigation: the dashboard's navigation service (simulator/navsvc.py) and Navigation1
+# =============================================================================================
+
+
+@action("navigation", "start", "the dashboard's navigation service starts (owns its bus name)",
+        needs=["navigation"])
+async def _nav_start(run: Run, step: Step) -> None:
+    await run.w.navigation_start()
+
+
+@action("navigation", "stop", "the navigation service stops (its bus name goes away)", needs=["navigation"])
+async def _nav_stop(run: Run, step: Step) -> None:
+    await run.w.navigation_stop()
+
+
+@action("navigation", "mode", "how the navigation service answers from now on", needs=["navigation"],
+        answer=Param("str", required=True, choices=("ok", "error", "hang"),
+                     doc="ok; error (org.dashboard.Navigation.Error.Unavailable); hang (never answers)"))
+async def _nav_mode(run: Run, step: Step) -> None:
+    run.w.fake("navigation").set_mode(step.params["answer"])
+
+
+@value_kind("expect_navigation", Param("str", required=True, choices=("received",),
+                                       doc="received: the destinations the service was given"),
+            "what the dashboard's navigation service received (a list of destination dictionaries: "
+            "id, kind, label, query, url, source, confidence, latitude, longitude), within the deadline",
+            needs=["navigation"],
+            value=Param("matcher", required=True, doc="e.g. {$contains: {label: {$contains: Baker}}}"),
+            within=Param("duration", doc="deadline (default: defaults.within)"))
+async def _expect_navigation(run: Run, step: Step) -> None:
+    p = step.params
+    nav = run.w.fake("navigation")
+    within = p["within"] if p["within"] is not None else run.sc.within
+    want = run.subst(p["value"])
+    last: Any = None
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                last = list(nav.destinations)
+                if match(want, last) is None:
+                    return
+                # The next destination the service receives, or the next daemon signal.
+                waits = [asyncio.ensure_future(nav.wait_for(len(last) + 1, within + 1)),
+                         asyncio.ensure_future(run.dash.changed())]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+    except TimeoutError:
+        raise StepFailed(f"not so within {fmt_duration(within)}: {match(want, last)}") from None
+
+
+def _latest_intent(run: Run) -> str:
+    """The most recent intent offered to the dashboard that is still pending."""
+    pending: dict[str, str] = {}
+    for ev in run.dash.events:
+        if ev.interface != "org.dashbridge.Navigation1":
+            continue
+        if ev.member == "IntentOffered":
+            intent = ev.named.get("intent", {})
+            pending[str(intent.get("id"))] = str(intent.get("state", "offered"))
+        elif ev.member == "IntentChanged":
+            pending[str(ev.named.get("intent_id"))] = str(ev.named.get("state"))
+    cands = [i for i, st in pending.items() if st in ("offered", "pending", "")]
+    if not cands:
+        raise StepFailed("the dashboard has been offered no intent to act on (wait for "
+                         "expect_signal: Navigation1.IntentOffered, or give intent: explicitly)")
+    return cands[-1]
+
+
+@action("dashboard", "accept_intent", "the driver taps \"navigate there\" (Navigation1.Accept)",
+        intent=Param("str", doc="the intent id (default: the latest one offered)"),
+        expect_error=Param("str", doc="the call must fail with this error"),
+        save=Param("name", doc="keep the resulting state under this name"))
+async def _dash_accept(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    p = step.params
+    intent = run.subst(p["intent"]) or _latest_intent(run)
+    await dashboard_call(run, "Navigation1.Accept", [intent], expect_error=p["expect_error"], save=p["save"])
+
+
+@action("dashboard", "dismiss_intent", "the driver dismisses an offered destination (Navigation1.Dismiss)",
+        intent=Param("str", doc="the intent id (default: the latest one offered)"),
+        expect_error=Param("str", doc="the call must fail with this error"))
+async def _dash_dismiss(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    p = step.params
+    intent = run.subst(p["intent"]) or _latest_intent(run)
+    await dashboard_call(run, "Navigation1.Dismiss", [intent], expect_error=p["expect_error"])

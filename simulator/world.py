@@ -664,8 +664,33 @@ class World:
         return await mod.FakeObexd.start(self.session.address, self._phones(), tmpdir=self.tmpdir / "obex")
 
     async def _start_navigation(self) -> Any | None:
-        self.missing["navigation"] = "simulator/navsvc.py has not landed"
-        return None
+        mod = _optional_module("simulator.navsvc")
+        if mod is None:
+            self.missing["navigation"] = "simulator/navsvc.py has not landed"
+            return None
+        assert self.system is not None
+        opts = self.spec.navigation
+        # The dashboard's navigation service lives on the system bus, where the daemon calls it
+        # (navigation.service.* in config; the fake takes the configured name/path/method).
+        from daemon.config import Config
+
+        try:
+            cfg = config_overrides(Config(), {"navigation": self.spec.config.get("navigation", {})})
+        except Exception as exc:
+            raise WorldError(str(exc)) from None
+        fake = mod.FakeNavigation.from_config(self.system.address, cfg.navigation.service,
+                                              mode=opts.get("mode", "ok"))
+        if opts.get("running", True):
+            await fake.up()
+        return fake
+
+    async def navigation_start(self) -> None:
+        nav = self.fake("navigation")
+        if nav.bus is None:
+            await nav.up()
+
+    async def navigation_stop(self) -> None:
+        await self.fake("navigation").stop()
 
     async def _start_backend(self) -> Any | None:
         self.missing["backend"] = "simulator/cloud.py has not landed"
