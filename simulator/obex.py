@@ -459,6 +459,7 @@ class ObexControl:
 
     rate: dict[str, int] = field(default_factory=dict)  # bytes/s (0 = as fast as possible)
     fail_next: dict[str, int] = field(default_factory=dict)  # one-shot: error after N bytes
+    stall_next: dict[str, int] = field(default_factory=dict)  # one-shot: silence after N bytes
     refuse_connect: dict[str, str] = field(default_factory=dict)  # CreateSession fails with text
     connect_delay: dict[str, float] = field(default_factory=dict)
 
@@ -467,6 +468,10 @@ class ObexControl:
 
     def fail_next_transfer(self, address: str, after_bytes: int = 0) -> None:
         self.fail_next[address.upper()] = max(0, int(after_bytes))
+
+    def stall_next_transfer(self, address: str, after_bytes: int = 0) -> None:
+        """The phone goes quiet mid-transfer (no error, no progress) until the client cancels."""
+        self.stall_next[address.upper()] = max(0, int(after_bytes))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -637,6 +642,7 @@ class Session(FakeInterface):
         fail_after = t.spec.fail_after
         if addr in ctl.fail_next:
             fail_after = ctl.fail_next.pop(addr)
+        stall_after = ctl.stall_next.pop(addr, None)
         rate = t.spec.rate if t.spec.rate is not None else ctl.rate.get(addr, 0)
         t.started = True
         t.status = "active"
@@ -658,7 +664,13 @@ class Session(FakeInterface):
                 if not t._resume.is_set():
                     await t._resume.wait()
                     continue
+                if stall_after is not None and pos >= stall_after:
+                    wake.clear()
+                    await wake.wait()  # silent until Cancel (or obexd goes away)
+                    continue
                 step = limit - pos if rate <= 0 else max(1, int(rate * CHUNK_INTERVAL_S))
+                if stall_after is not None:
+                    step = min(step, stall_after - pos)
                 chunk = data[pos:pos + step]
                 if fh is not None:
                     fh.write(chunk)
@@ -784,6 +796,7 @@ class SimControl(FakeInterface):
         ctl = obexd.control
         self.method("SetRate", "su", "", lambda c, a, r: ctl.set_rate(a, r))
         self.method("FailNextTransfer", "su", "", lambda c, a, n: ctl.fail_next_transfer(a, n))
+        self.method("StallNextTransfer", "su", "", lambda c, a, n: ctl.stall_next_transfer(a, n))
         self.method("RefuseConnect", "ss", "", lambda c, a, t: self._refuse(a, t))
         self.method("Restart", "", "", self._restart)
         self.method("Sessions", "", "a(sss)", lambda c: [[[p, s.phone.address, s.profile.names[0]]
