@@ -135,40 +135,56 @@ class OffsetClock(RealClock):
 class SimClock(Clock):
     """Simulated time.  ``run_until``/``advance`` move it from timer to timer; between jumps every
     woken sleeper runs until it sleeps again (``settle``), so results are deterministic for a
-    given rng seed as long as the sleepers do no real I/O."""
+    given rng seed as long as the sleepers do no real I/O.
 
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
+    Sleepers that do real I/O between sleeps (an engine talking HTTPS to the fake backend in a
+    test) are supported with ``expect_sleepers=n``: ``settle`` then also waits, under a real-time
+    deadline, until ``n`` sleepers are parked again."""
+
+    def __init__(self, start: float = 1_700_000_000.0, *, expect_sleepers: int = 0,
+                 settle_timeout: float = 10.0) -> None:
         self._now = start
         self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = 0
         self._woken = 0  # resolved sleeps whose sleeper has not resumed yet
+        self._sleeping = 0  # sleeps waiting for their time
+        self._parked: asyncio.Event | None = None
+        self.expect_sleepers = expect_sleepers
+        self.settle_timeout = settle_timeout
 
     def now(self) -> float:
         return self._now
 
+    @property
+    def sleeping(self) -> int:
+        return self._sleeping
+
     def _fire(self, fut: asyncio.Future[None]) -> None:
         if not fut.done():
             self._woken += 1
+            self._sleeping -= 1
             fut.set_result(None)
 
     async def sleep_until(self, when: float, wake: Wake | None = None) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        if wake is not None and wake.is_set:
-            self._fire(fut)
-        elif when <= self._now:
+        self._sleeping += 1
+        if (wake is not None and wake.is_set) or when <= self._now:
             self._fire(fut)  # still yield, so a loop that is always due cannot starve the others
         else:
             self._seq += 1
             heapq.heappush(self._heap, (when, self._seq, fut))
             if wake is not None:
                 wake._fire = lambda: self._fire(fut)
+            if self._parked is not None:
+                self._parked.set()
         try:
             await fut
         finally:
             if fut.done() and not fut.cancelled():
                 self._woken -= 1
             else:
+                self._sleeping -= 1
                 fut.cancel()
             if wake is not None:
                 wake._fire = None
@@ -178,6 +194,16 @@ class SimClock(Clock):
         await asyncio.sleep(0)
         while self._woken > 0:
             await asyncio.sleep(0)
+        if self.expect_sleepers:
+            if self._parked is None:
+                self._parked = asyncio.Event()
+            async with asyncio.timeout(self.settle_timeout):
+                while self._sleeping < self.expect_sleepers or self._woken > 0:
+                    self._parked.clear()
+                    if self._woken > 0:
+                        await asyncio.sleep(0)
+                        continue
+                    await self._parked.wait()
 
     def next_timer(self) -> float | None:
         while self._heap and self._heap[0][2].done():

@@ -238,10 +238,12 @@ def evaluate(held: EntitlementDoc | None, now: float, *, grace: float, skew: flo
         names |= set(held.features)
     changes: list[float] = []
     source: Source
-    if held is not None and now <= held.not_after + skew:
+    # Boundaries are half-open ([start, end)) and the next change is strictly in the future, so
+    # a loop that wakes exactly at a boundary sees the new state and never spins on it.
+    if held is not None and now < held.not_after + skew:
         source = "backend" if confirmed else "cached"
         changes.append(held.not_after + skew)
-    elif held is not None and now <= held.not_after + skew + grace:
+    elif held is not None and now < held.not_after + skew + grace:
         source = "grace"
         changes.append(held.not_after + skew + grace)
     else:
@@ -262,14 +264,14 @@ def evaluate(held: EntitlementDoc | None, now: float, *, grace: float, skew: flo
             out[name] = FeatureState(False, source, f"not in entitlement v{held.version}; {lease_note}")
         elif not grant.enabled:
             out[name] = FeatureState(False, source, f"not entitled (v{held.version}); {lease_note}")
-        elif grant.not_after is not None and now > grant.not_after + skew:
+        elif grant.not_after is not None and now >= grant.not_after + skew:
             out[name] = FeatureState(False, source, f"entitlement ended {_iso(grant.not_after)}")
         else:
             if grant.not_after is not None:
                 changes.append(grant.not_after + skew)
             until = f" until {_iso(grant.not_after)}" if grant.not_after is not None else ""
             out[name] = FeatureState(True, source, f"entitled{until} (v{held.version}); {lease_note}")
-    future = [c for c in changes if c >= now]
+    future = [c for c in changes if c > now]
     return Lease(
         source=source, features=out, next_change=min(future) if future else None,
         not_after=held.not_after if held is not None else 0.0,

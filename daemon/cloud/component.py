@@ -1,0 +1,188 @@
+"""The cloud component: builds the engine from config, exports ``org.dashbridge.Cloud1`` and runs
+the engine once the daemon is READY.
+
+Start-up cost is kept off the path to READY: the engine is built from SQLite (a few small reads);
+aiohttp and ``cryptography`` are imported in a worker thread when :meth:`run` starts.  With
+``cloud.enabled: false`` (the default) nothing is built and the component reports "disabled".
+
+The cloud must never disturb local features, so its failures stay here: a bad TLS/key file is
+reported (health ``down`` with the reason) and retried rarely; an unexpected error in the engine
+is logged and the engine restarted with capped backoff by this component, never raised to the
+daemon's supervisor (whose crash count feeds the systemd watchdog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..config import CloudConfig
+from ..context import AppContext
+from .clock import Clock, OffsetClock, RealClock
+from .engine import CloudEngine, EngineSettings
+from .entitlements import LOCAL_FEATURES
+from .outbox import CloudDb
+from .policy import Backoff
+
+if TYPE_CHECKING:
+    from dbus_fast.service import ServiceInterface
+
+    from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+TEST_CLOCK_ENV = "DASHBRIDGE_CLOUD_TEST_CLOCK"
+# After a configuration problem (unreadable certificate, bad anchors) try again this often: the
+# files may be provisioned later.  After an unexpected engine error, restart with this ladder.
+CONFIG_RETRY_S = 600.0
+RESTART_BASE_S = 1.0
+RESTART_CAP_S = 300.0
+
+
+def settings_from_config(cfg: CloudConfig) -> EngineSettings:
+    r = cfg.retry
+    return EngineSettings(
+        vehicle_id=cfg.vehicle_id or "",
+        base_url=cfg.url or "",
+        request_timeout=cfg.request_timeout,
+        sync_interval=cfg.sync_interval,
+        sync_jitter=cfg.sync_jitter,
+        startup_delay=cfg.startup_delay,
+        retry=Backoff(r.base_delay, r.max_delay),
+        breaker_threshold=r.breaker_threshold,
+        breaker_cooldown=Backoff(r.breaker_cooldown, max(r.breaker_cooldown, r.breaker_max_cooldown)),
+        max_retry_after=r.max_retry_after,
+        clock_skew=cfg.clock_skew,
+        grace=cfg.grace,
+        offline_policy=dict(cfg.offline_policy),
+        gated_local=tuple(cfg.gated_local_features),
+        software_version=__version__,
+    )
+
+
+class CloudComponent:
+    name = "cloud"
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.config.cloud
+        self.test_clock = os.environ.get(TEST_CLOCK_ENV) == "1"
+        self.clock: Clock = OffsetClock() if self.test_clock else RealClock()
+        self.engine: CloudEngine | None = None
+        if self.cfg.enabled:
+            self.engine = CloudEngine(settings_from_config(self.cfg), CloudDb(ctx.store.conn), self.clock,
+                                      random.Random(), navigation=self._navigation)
+            self.engine.subscribe(self._health_from_engine)
+        ctx.services["entitlements"] = self
+        from ..api.cloud import Cloud1
+
+        self.api = Cloud1(self)
+
+    def interfaces(self) -> list[ServiceInterface]:
+        out: list[ServiceInterface] = [self.api]
+        if self.test_clock:
+            from ..api.cloud import CloudTestClock1
+
+            out.append(CloudTestClock1(self))
+        return out
+
+    # -- services for other components ------------------------------------------------------------
+    def feature_enabled(self, name: str) -> bool:
+        """Is a feature on right now?  Local phone features are on unless config gates them."""
+        if self.engine is not None:
+            st = self.engine.features.get(name)
+            if st is not None:
+                return st.enabled
+        return self.disabled_features().get(name, [False])[0] is True
+
+    def disabled_features(self) -> dict[str, list[Any]]:
+        """Features when the cloud is disabled: local ones on (unless gated), the rest by policy."""
+        out: dict[str, list[Any]] = {}
+        policy: Mapping[str, bool] = self.cfg.offline_policy
+        for name in sorted(set(LOCAL_FEATURES) | set(policy)):
+            if name in LOCAL_FEATURES and name not in self.cfg.gated_local_features:
+                out[name] = [True, "local", "local phone feature; the cloud never gates it"]
+            elif name in policy:
+                out[name] = [policy[name], "offline-policy",
+                             f"the cloud is disabled; offline policy says {'on' if policy[name] else 'off'}"]
+            else:
+                out[name] = [False, "offline-policy", "the cloud is disabled; offline policy does not list it"]
+        return out
+
+    def _navigation(self) -> Any:
+        return self.ctx.services.get("navigation")
+
+    def advance_clock(self, seconds: float) -> float:
+        assert isinstance(self.clock, OffsetClock)
+        return self.clock.advance(seconds)
+
+    def _health_from_engine(self, kind: str, args: tuple[Any, ...]) -> None:
+        if kind != "backend":
+            return
+        state, reason = args
+        if state in ("online", "unknown"):
+            self.ctx.health.set(self.name, "ok", f"backend {state}")
+        else:
+            self.ctx.health.set(self.name, "degraded", f"backend {state}: {reason}"[:200])
+
+    # -- run ----------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        engine = self.engine
+        if engine is None:
+            self.ctx.health.set(self.name, "ok", "disabled")
+            return  # nothing to do, ever: no task, no wake-ups
+        restarts = 0
+        rng = random.Random()
+        while True:
+            try:
+                transport, anchors, problems = await asyncio.to_thread(self._prepare)
+            except (OSError, ValueError) as exc:
+                reason = f"cannot set up TLS from cloud.tls ({exc})"[:200]
+                log.error("cloud: %s; retrying in %.0fs", reason, CONFIG_RETRY_S)
+                self.ctx.health.set(self.name, "down", reason)
+                await asyncio.sleep(CONFIG_RETRY_S)
+                continue
+            for p in problems:
+                log.error("cloud: %s", p)
+            if not anchors:
+                self.ctx.health.set(self.name, "degraded", "no usable trust anchors: entitlements cannot be verified")
+            else:
+                self.ctx.health.set(self.name, "ok", f"backend {engine.backend_state}")
+            engine.attach(transport, anchors)
+            try:
+                await engine.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                restarts += 1
+                delay = rng.uniform(0, min(RESTART_CAP_S, RESTART_BASE_S * 2 ** min(restarts, 20)))
+                log.error("cloud engine failed (%s: %s); restarting in %.1fs", type(exc).__name__, exc, delay,
+                          exc_info=exc)
+                self.ctx.health.set(self.name, "down", f"restarting after {type(exc).__name__}")
+                await asyncio.sleep(delay)
+            finally:
+                await _close(transport)
+
+    def _prepare(self) -> tuple[Transport, dict[str, Any], list[str]]:
+        """In a worker thread: the heavy imports, TLS context, trust anchors."""
+        from .entitlements import load_anchors
+        from .https import AiohttpTransport, make_ssl_context
+
+        tls = self.cfg.tls
+        ctx = make_ssl_context(tls.ca_file, tls.cert_file, tls.key_file)
+        anchors, problems = load_anchors(self.cfg.trust_anchors)
+        return AiohttpTransport(ctx, f"dashbridge/{__version__}"), dict(anchors), problems
+
+
+async def _close(transport: Transport) -> None:
+    try:
+        async with asyncio.timeout(2.0):
+            await transport.close()
+    except Exception as exc:  # closing is best effort
+        log.debug("cloud: closing the HTTP client: %s", exc)
