@@ -70,6 +70,11 @@ def build_components(ctx: AppContext) -> list[Component]:
     ctx.services["navigation"] = navigation
     components.append(navigation)
     components.append(MessagesComponent(ctx))
+    # cloud (issue 7): last; looks up ctx.services["navigation"] at run time.  Imports nothing
+    # heavy here (aiohttp/cryptography load in a thread once the daemon is READY).
+    from .cloud.component import CloudComponent
+
+    components.append(CloudComponent(ctx))
     return components
 
 

@@ -157,6 +157,10 @@ class CloudRetryConfig:
     max_delay: Duration = Duration(3600.0)
     breaker_threshold: int = 5
     breaker_cooldown: Duration = Duration(60.0)
+    # The breaker's cool-down doubles (full jitter) from breaker_cooldown up to this; it bounds
+    # how long after the backend's return a car notices (bench: fleet_recovery_drain_s).
+    breaker_max_cooldown: Duration = Duration(600.0)
+    max_retry_after: Duration = Duration(6 * 3600.0)  # a longer Retry-After is cut to this
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,8 @@ class CloudConfig:
     vehicle_id: str | None = None
     request_timeout: Duration = Duration(10.0)
     sync_interval: Duration = Duration(3600.0)
+    sync_jitter: float = 0.2  # each interval is sync_interval * U[1 - j, 1 + j]
+    startup_delay: Duration = Duration(30.0)  # first sync after start: U[0, startup_delay]
     tls: CloudTlsConfig = field(default_factory=CloudTlsConfig)
     retry: CloudRetryConfig = field(default_factory=CloudRetryConfig)
     trust_anchors: dict[str, str] = field(default_factory=dict)  # kid -> base64url Ed25519 key
@@ -311,6 +317,14 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail(None, "bluetooth.alias", "longer than 248 bytes")
     if cfg.cloud.enabled and not cfg.cloud.url:
         ctx.fail(None, "cloud.url", "required when cloud.enabled is true")
+    if cfg.cloud.enabled and not (cfg.cloud.url or "").startswith("https://"):
+        ctx.fail(None, "cloud.url", f"expected an https:// URL, got \"{cfg.cloud.url}\"")
+    if cfg.cloud.enabled and not cfg.cloud.vehicle_id:
+        ctx.fail(None, "cloud.vehicle_id", "required when cloud.enabled is true")
+    if not 0.0 <= cfg.cloud.sync_jitter <= 0.9:
+        ctx.fail(None, "cloud.sync_jitter", f"expected 0 to 0.9, got {cfg.cloud.sync_jitter}")
+    if bool(cfg.cloud.tls.cert_file) != bool(cfg.cloud.tls.key_file):
+        ctx.fail(None, "cloud.tls", "cert_file and key_file go together")
     if cfg.contacts.page_size < 1 or cfg.contacts.page_size > 65535:
         ctx.fail(None, "contacts.page_size", f"expected 1 to 65535, got {cfg.contacts.page_size}")
     m = cfg.messages

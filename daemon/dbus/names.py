@@ -116,6 +116,8 @@ DASHBRIDGE_CONTACTS_IFACE: Final = "org.dashbridge.Contacts1"
 DASHBRIDGE_MESSAGES_IFACE: Final = "org.dashbridge.Messages1"
 DASHBRIDGE_NAVIGATION_IFACE: Final = "org.dashbridge.Navigation1"
 DASHBRIDGE_CLOUD_IFACE: Final = "org.dashbridge.Cloud1"
+# Only exported with DASHBRIDGE_CLOUD_TEST_CLOCK=1 (simulated-time tests); never on a head unit.
+DASHBRIDGE_CLOUD_TEST_CLOCK_IFACE: Final = "org.dashbridge.CloudTestClock1"
 
 # Errors the API returns to dashboard callers (stable names, documented in docs/dbus-api.md).
 DB_ERR_ACCESS_DENIED: Final = "org.dashbridge.Error.AccessDenied"
