@@ -364,7 +364,7 @@ class FakeBluez:
 
     def __init__(self, bus_address: str, *, timings: BluezTimings | None = None, adapter: str = "hci0",
                  adapter_address: str = "00:1A:7D:DA:71:13", adapter_name: str = "dashbridge-sim",
-                 adapter_class: int = 0x200420, control: bool = True) -> None:
+                 adapter_class: int = 0x200420, powered: bool = True, control: bool = True) -> None:
         self.address = bus_address
         self.t = timings or BluezTimings()
         self.adapter_path = f"{ROOT}/{adapter}"
@@ -397,7 +397,7 @@ class FakeBluez:
         self.running = False
         self._adapter_state: dict[str, Any] = {
             "Address": self.adapter_address, "AddressType": "public", "Name": adapter_name, "Alias": adapter_name,
-            "Class": adapter_class, "Connectable": True, "Powered": True, "PowerState": "on",
+            "Class": adapter_class, "Connectable": True, "Powered": powered, "PowerState": "on" if powered else "off",
             "Discoverable": False, "DiscoverableTimeout": 180, "Pairable": True, "PairableTimeout": 0,
             "Discovering": False, "UUIDs": sorted({*BUILTIN_PROFILES, uuid16(0x111E), uuid16(0x1200)}),
             "Modalias": "usb:v1D6Bp0246d0550", "Roles": ["central", "peripheral"], "Manufacturer": 2, "Version": 9,
@@ -436,6 +436,10 @@ class FakeBluez:
     async def crash(self) -> None:
         """bluetoothd gone and not coming back (until :meth:`revive`)."""
         await self._go_down(clean=False)
+
+    async def go_down_cleanly(self) -> None:
+        """``systemctl stop bluetooth``: agents and profiles get ``Release`` first."""
+        await self._go_down(clean=True)
 
     async def revive(self) -> None:
         await self._come_up()
@@ -503,12 +507,14 @@ class FakeBluez:
             if self._device_state(dev).get("Connected"):
                 self._notify_profiles(dev, set(dev.profiles), connected=False)
             dev.profiles.clear()
-        # Every connection drops with bluetoothd; temporary (unpaired) devices are forgotten.
-        for addr, dev in list(self._devices.items()):
+        # Every connection drops with bluetoothd; temporary (unpaired) devices are forgotten by it
+        # (the phones themselves stay in the world).
+        for dev in self._devices.values():
             st = self._device_state(dev)
             st.update({"Connected": False, "ServicesResolved": False, "RSSI": None})
             if not dev.paired:
-                del self._devices[addr]
+                dev.state = {}
+                dev.services_known = False
         for t in (self._discoverable_timer, self._pairable_timer):
             if t:
                 t.cancel()

@@ -129,6 +129,7 @@ class BluetoothManager:
         self._states: dict[str, str] = {}
         self._edges: dict[str, int] = {}  # connections seen per phone (to notice "it connected by itself")
         self._class_warned = False
+        self._last_state = ""
 
     # ================================================================================================
     # events for the API layer
@@ -406,7 +407,10 @@ class BluetoothManager:
             h.set("bluetooth", "degraded", "pairing agent not registered")
         else:
             h.set("bluetooth", "ok")
-        self._emit("state_changed", self.state)
+        state = self.state
+        if state != self._last_state:
+            self._last_state = state
+            self._emit("state_changed", state)
 
     @property
     def state(self) -> str:

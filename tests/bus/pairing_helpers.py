@@ -92,3 +92,13 @@ async def wait_ready(client: MessageBus, signals: Any, timeout: float = 5.0) -> 
     if await phones_state(client) == "ready":
         return
     await signals.wait(props_changed("State", "ready"), timeout)
+
+
+def fresh(signals: Any, pred: Callable[[Message], bool]) -> Callable[[Message], bool]:
+    """``pred`` limited to signals that arrive from now on."""
+    mark = len(signals.messages)
+
+    def check(m: Message) -> bool:
+        return pred(m) and any(m is x for x in signals.messages[mark:])
+
+    return check
