@@ -959,6 +959,7 @@ class ScenarioResult:
     line: int | None = None  # where
     details: str = ""  # what was seen (signals, daemon log tail)
     load_error: bool = False  # the file itself is bad (JUnit <error>)
+    leftovers: list[str] = field(default_factory=list)  # what the world left running (should be none)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -1089,6 +1090,7 @@ class Run:
             if self.world is not None:
                 with contextlib.suppress(Exception):
                     await self.world.stop()
+                result.leftovers = self.world.leftovers()
         if failing is not None and not result.ok:
             result.line = failing.line
             done = {s.index for s in result.steps}
@@ -1100,6 +1102,9 @@ class Run:
             if tail:
                 result.details += ("\n" if result.details else "") + "    daemon log (last lines):\n" + \
                     "\n".join("      " + ln for ln in tail)
+        if result.ok and result.leftovers:
+            result.ok = False
+            result.error = "the world did not stop cleanly: " + "; ".join(result.leftovers)
         result.seconds = time.monotonic() - self.t0
         return result
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -451,6 +452,7 @@ class World:
         self._cleanups: list[Callable[[], Any]] = []
         self._tmp: Path | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._started: list[tuple[str, int, Path]] = []  # what this world started: (what, pid, its dir)
         self.t0 = time.monotonic()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -468,6 +470,9 @@ class World:
             self.config = self._daemon_config({})
             self.system = await PrivateBus("system").astart()
             self.session = await PrivateBus("session").astart()
+            for bus in (self.system, self.session):
+                if bus.pid is not None:
+                    self._started.append((f"dbus-daemon ({bus.kind} bus)", bus.pid, bus.directory))
             for p in self.spec.phones:
                 self.phones[p.address] = p
             await self._start_fakes()
@@ -506,6 +511,7 @@ class World:
                           state_dir=self._state_dir(), log_path=self.spec.log_path)
         self.daemon = d
         d.start(wait_ready=False)
+        self._started.append(("dashbridged", d.pid, d.workdir))
         await d.await_ready(DAEMON_READY_S)
         await self.settle()
         return d
@@ -608,7 +614,24 @@ class World:
         self._cleanups.clear()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+
+    def leftovers(self) -> list[str]:
+        """After :meth:`stop`: anything this world started that is still there (should be [])."""
+        out = []
+        for what, pid, directory in self._started:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                pass
+            except PermissionError:  # the pid was reused by someone else's process
+                pass
+            else:
+                out.append(f"{what} (pid {pid}) is still running")
+            if directory.exists():
+                out.append(f"{what}'s directory {directory} is still there")
+        if self._tmp is not None and self._tmp.exists():
+            out.append(f"the world's directory {self._tmp} is still there")
+        return out
 
     # -- fakes --------------------------------------------------------------------------------
 
