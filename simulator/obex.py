@@ -458,7 +458,7 @@ class ObexControl:
     """Fault knobs the tests and scenarios turn (per phone address, upper case)."""
 
     rate: dict[str, int] = field(default_factory=dict)  # bytes/s (0 = as fast as possible)
-    fail_next: dict[str, int] = field(default_factory=dict)  # one-shot: error after N bytes
+    fail_next: dict[str, list[int]] = field(default_factory=dict)  # one-shot: [transfers to skip, bytes]
     stall_next: dict[str, int] = field(default_factory=dict)  # one-shot: silence after N bytes
     refuse_connect: dict[str, str] = field(default_factory=dict)  # CreateSession fails with text
     connect_delay: dict[str, float] = field(default_factory=dict)
@@ -466,8 +466,9 @@ class ObexControl:
     def set_rate(self, address: str, bytes_per_s: int) -> None:
         self.rate[address.upper()] = max(0, int(bytes_per_s))
 
-    def fail_next_transfer(self, address: str, after_bytes: int = 0) -> None:
-        self.fail_next[address.upper()] = max(0, int(after_bytes))
+    def fail_next_transfer(self, address: str, after_bytes: int = 0, *, skip: int = 0) -> None:
+        """The link fails after ``after_bytes`` of the phone's next transfer (after ``skip`` good ones)."""
+        self.fail_next[address.upper()] = [max(0, int(skip)), max(0, int(after_bytes))]
 
     def stall_next_transfer(self, address: str, after_bytes: int = 0) -> None:
         """The phone goes quiet mid-transfer (no error, no progress) until the client cancels."""
@@ -640,8 +641,12 @@ class Session(FakeInterface):
         ctl = self.obexd.control
         data = t.spec.content() if callable(t.spec.content) else t.spec.content
         fail_after = t.spec.fail_after
-        if addr in ctl.fail_next:
-            fail_after = ctl.fail_next.pop(addr)
+        armed = ctl.fail_next.get(addr)
+        if armed is not None:
+            if armed[0] > 0:
+                armed[0] -= 1
+            else:
+                fail_after = ctl.fail_next.pop(addr)[1]
         stall_after = ctl.stall_next.pop(addr, None)
         rate = t.spec.rate if t.spec.rate is not None else ctl.rate.get(addr, 0)
         t.started = True

@@ -119,10 +119,14 @@ class PhoneBook:
     # -- folders ------------------------------------------------------------------------------------
     def entries(self, folder: str) -> list[tuple[SimContact | None, SimCall | None]]:
         """Entries of a folder in handle order (pb: handle 0 is the owner card)."""
+        out: list[tuple[SimContact | None, SimCall | None]] = []
         if folder == "pb":
-            return [(self.owner, None)] + [(c, None) for c in self.contacts]
+            out.append((self.owner, None))
+            out.extend((c, None) for c in self.contacts)
+            return out
         if folder == "fav":
-            return [(self.contacts[i], None) for i in self.favourites]
+            out.extend((self.contacts[i], None) for i in self.favourites)
+            return out
         kinds = {"ich": ("received",), "och": ("dialed",), "mch": ("missed",),
                  "cch": ("received", "dialed", "missed")}.get(folder)
         if kinds is None:
@@ -243,11 +247,15 @@ def from_vcf(path: str | Path, *, style: Style = "android", history: int = 10, s
 
 
 def split_cards(data: bytes) -> list[bytes]:
-    """Raw ``BEGIN:VCARD`` .. ``END:VCARD`` blocks (CRLF-normalised), garbage between kept out."""
-    cards, cur = [], None
+    """Raw ``BEGIN:VCARD`` .. ``END:VCARD`` blocks (CRLF-normalised), garbage between kept out; an
+    unterminated card is kept as it is (a phone serving a broken entry)."""
+    cards: list[bytes] = []
+    cur: list[bytes] | None = None
     for line in data.replace(b"\r\n", b"\n").split(b"\n"):
         up = line.strip().upper()
         if up == b"BEGIN:VCARD":
+            if cur is not None:  # a card the phone never finished: served as it is (broken)
+                cards.append(b"\r\n".join(cur) + b"\r\n")
             cur = [line]
         elif cur is not None:
             cur.append(line)

@@ -141,6 +141,7 @@ class _PhoneSync:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     session: str | None = None
     last_emit: float = 0.0
+    trailing: asyncio.TimerHandle | None = None
 
 
 class ContactsSync:
@@ -279,21 +280,41 @@ class ContactsSync:
         return [self.status(p) for p in sorted(phones)]
 
     def _set(self, phone: str, *, progress: bool = False, **changes: Any) -> None:
+        """Update a phone's status and tell the listeners; progress-only updates are throttled to
+        one per PROGRESS_INTERVAL_S, the latest one always delivered (trailing)."""
         old = self.status(phone)
         new = replace(old, **changes)
         self._status[phone] = new
         ps = self._phones.get(phone)
-        now = time.monotonic()
-        if progress and ps is not None and now - ps.last_emit < PROGRESS_INTERVAL_S and new.state == old.state:
+        if progress and ps is not None and new.state == old.state:
+            wait = ps.last_emit + PROGRESS_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                if ps.trailing is None:
+                    ps.trailing = asyncio.get_running_loop().call_later(wait, self._trailing, phone)
+                return
+        elif new == old and progress:
             return
+        self._emit(phone)
+
+    def _trailing(self, phone: str) -> None:
+        ps = self._phones.get(phone)
         if ps is not None:
-            ps.last_emit = now
-        if new != old or not progress:
-            for cb in list(self._listeners):
-                try:
-                    cb(new)
-                except Exception:
-                    log.exception("contacts status listener failed")
+            ps.trailing = None
+            self._emit(phone)
+
+    def _emit(self, phone: str) -> None:
+        ps = self._phones.get(phone)
+        if ps is not None:
+            ps.last_emit = time.monotonic()
+            if ps.trailing is not None:
+                ps.trailing.cancel()
+                ps.trailing = None
+        st = self.status(phone)
+        for cb in list(self._listeners):
+            try:
+                cb(st)
+            except Exception:
+                log.exception("contacts status listener failed")
 
     # ------------------------------------------------------------------ API operations
 
@@ -382,8 +403,11 @@ class ContactsSync:
 
     def _drop(self, address: str) -> None:
         ps = self._phones.pop(address, None)
-        if ps is not None and ps.task is not None:
-            ps.task.cancel()
+        if ps is not None:
+            if ps.trailing is not None:
+                ps.trailing.cancel()
+            if ps.task is not None:
+                ps.task.cancel()
 
     def _wipe(self, address: str) -> None:
         try:
