@@ -348,14 +348,25 @@ class BluetoothManager:
                 continue
             rec = self.registry.get(addr)
             if rec is None:
-                if props.get("Paired") and looks_like_phone(props):
-                    name = clean_name(props.get("Alias") or props.get("Name"), addr)
-                    self.registry.add(addr, name, profiles_of(valid_uuids(props.get("UUIDs"))))
-                    log.info("adopted phone %s, paired outside dashbridge", redact_address(addr))
+                self._adopt(addr, props)
                 continue
             if props.get("Paired") and not props.get("Trusted"):
                 self._spawn(self._trust(addr), name="trust")
             self._sync_record(addr, props)
+
+    def _adopt(self, addr: str, props: dict[str, Any]) -> bool:
+        """A phone bluetoothd has paired that we did not pair (bluetoothctl, a lost state database,
+        a pairing that finished while we were away): take it into the registry, last in priority."""
+        if not props.get("Paired") or not looks_like_phone(props) or addr in self.registry:
+            return False
+        if addr in self.registry.removals():
+            return False  # forgotten: its bond is about to be removed
+        name = clean_name(props.get("Alias") or props.get("Name"), addr)
+        self.registry.add(addr, name, profiles_of(valid_uuids(props.get("UUIDs"))))
+        log.info("adopted phone %s, paired outside dashbridge", redact_address(addr))
+        if not props.get("Trusted"):
+            self._spawn(self._trust(addr), name="trust")
+        return True
 
     def _devices(self) -> dict[str, dict[str, Any]]:
         prefix = self.adapter_path + "/"
@@ -438,12 +449,17 @@ class BluetoothManager:
             return
         if kind == "added":
             if not self._loading:
+                self._adopt(addr, props)
                 self._maybe_found(addr, props)
                 if props.get("Connected"):
                     self._publish()
         elif kind == "changed":
             if props.get("Paired") is True:
-                self._on_paired(addr)
+                att = self._attempts.get(addr)
+                if att is not None and not att.done:
+                    self._on_paired(addr)
+                elif self._adopt(addr, self._device(addr) or props):
+                    self._publish()
             if "Connected" in props:
                 if not props["Connected"]:
                     self._on_link_down(addr)

@@ -30,7 +30,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("pair", help="open the pairing window and pair a phone")
     p.add_argument("--seconds", type=int, default=0, help="how long the car stays discoverable (default: config)")
-    p.add_argument("--address", help="pair from the car with this nearby phone (default: wait for the phone)")
+    # (--address is taken: it is dashbridgectl's bus address)
+    p.add_argument("--phone", metavar="ADDRESS",
+                   help="pair from the car with this nearby phone (default: wait for the phone to pair)")
     answer = p.add_mutually_exclusive_group()
     answer.add_argument("--accept", action="store_true", help="accept the prompt without asking (scripts)")
     answer.add_argument("--reject", action="store_true", help="reject the prompt without asking (scripts)")
@@ -41,12 +43,12 @@ def register(sub: Any) -> None:
                            ("disconnect", "disconnect a phone (it stays paired)"),
                            ("forget", "unpair a phone and delete everything stored about it")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("address", help="the phone's Bluetooth address, AA:BB:CC:DD:EE:FF")
+        p.add_argument("phone", metavar="address", help="the phone's Bluetooth address, AA:BB:CC:DD:EE:FF")
         p.set_defaults(func=_simple(name.capitalize()))
 
     p = sub.add_parser("priority", help="move a phone in the auto-connect order (0 = first)")
-    p.add_argument("address")
-    p.add_argument("position", type=int)
+    p.add_argument("phone", metavar="address", help="the phone's Bluetooth address")
+    p.add_argument("position", type=int, help="0 = first")
     p.set_defaults(func=priority)
 
 
@@ -68,9 +70,9 @@ async def phones(ctx: CtlContext, args: argparse.Namespace) -> int:
 
 def _simple(member: str) -> Any:
     async def run(ctx: CtlContext, args: argparse.Namespace) -> int:
-        await ctx.call(IFACE, member, "s", [args.address])
-        ctx.out({"address": args.address.upper(), "done": member.lower()},
-                f"{member.lower()}: {args.address.upper()} ok")
+        await ctx.call(IFACE, member, "s", [args.phone])
+        ctx.out({"address": args.phone.upper(), "done": member.lower()},
+                f"{member.lower()}: {args.phone.upper()} ok")
         return 0
 
     return run
@@ -80,9 +82,9 @@ async def priority(ctx: CtlContext, args: argparse.Namespace) -> int:
     if args.position < 0:
         print("dashbridgectl: position must be 0 or more", file=sys.stderr)
         return 2
-    await ctx.call(IFACE, "SetPriority", "su", [args.address, args.position])
-    ctx.out({"address": args.address.upper(), "position": args.position},
-            f"{args.address.upper()} moved to position {args.position}")
+    await ctx.call(IFACE, "SetPriority", "su", [args.phone, args.position])
+    ctx.out({"address": args.phone.upper(), "position": args.position},
+            f"{args.phone.upper()} moved to position {args.position}")
     return 0
 
 
@@ -108,7 +110,7 @@ async def pair(ctx: CtlContext, args: argparse.Namespace) -> int:
     await call(ctx.bus, names.DBUS_NAME, names.DBUS_PATH, names.DBUS_IFACE, "AddMatch", "s",
                [f"type='signal',sender='{names.DASHBRIDGE_NAME}',interface='{IFACE}'"], timeout=ctx.timeout)
     (granted,) = await ctx.call(IFACE, "OpenPairingWindow", "u", [max(0, args.seconds)])
-    target = args.address.upper() if args.address else None
+    target = args.phone.upper() if args.phone else None
     if target:
         await ctx.call(IFACE, "Pair", "s", [target])
         _say(ctx, f"pairing with {target}...")
