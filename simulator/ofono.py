@@ -9,9 +9,9 @@ Faithful to oFono's own conventions (reference §4, §7 items 16-18, checked aga
 * one HFP modem per paired phone offering HFP at ``/hfp/org/bluez/hciN/dev_XX_...`` with
   ``Type=hfp``, ``Serial=<address>``, ``Name=<alias>``, ``Powered=false`` until a client powers it;
   powering runs a (simulated) ``ConnectProfile`` + service-level connection, then the modem goes
-  ``Online`` and ``Interfaces`` grows (VoiceCallManager, NetworkRegistration, Handsfree,
-  CallVolume) in one ``PropertyChanged("Interfaces")``; calls the phone already has are announced
-  with ``CallAdded`` *after* that, as oFono's ``AT+CLCC`` at start-up does;
+  ``Online``, gets its ``Serial`` (only then, as real oFono 1.31) and ``Interfaces`` grows in two
+  steps (NetworkRegistration, Handsfree, CallVolume; then VoiceCallManager); calls the phone
+  already has are announced with ``CallAdded`` *after* that, as oFono's ``AT+CLCC`` does;
 * ``voicecall%02d`` paths with the CLCC index as id (ids are reused once free); ``Dial`` replies
   with the call path *then* emits ``CallAdded``; ``DisconnectReason`` precedes the final
   ``State=disconnected``, and ``CallRemoved`` follows it; ``Deflect`` and ``CallVolume.Muted``
@@ -215,7 +215,12 @@ class FakeOfono:
         for m in self.modems.values():
             self._signal("/", names.OFONO_MANAGER_IFACE, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
 
-    async def _go_down(self) -> None:
+    async def _go_down(self, graceful: bool = True) -> None:
+        # A clean ofonod exit (SIGTERM) removes every modem (ModemRemoved) before leaving the
+        # bus, as the real one does; a crash just drops the connection.
+        if graceful:
+            for m in list(self.modems.values()):
+                self._signal("/", names.OFONO_MANAGER_IFACE, "ModemRemoved", "o", [m.path])
         for t in list(self._timers):
             t.cancel()
         self._timers.clear()
@@ -232,13 +237,14 @@ class FakeOfono:
                 async with asyncio.timeout(2):
                     await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
 
-    async def stop(self) -> None:
-        await self._go_down()
+    async def stop(self, graceful: bool = True) -> None:
+        await self._go_down(graceful)
 
-    async def restart(self) -> None:
-        """Simulated ofonod restart: the name goes away with every object; a new instance owns
-        it again with unpowered modems.  Calls live on in the phones."""
-        await self._go_down()
+    async def restart(self, graceful: bool = True) -> None:
+        """Simulated ofonod restart: the name goes away with every object (after ModemRemoved for
+        each when ``graceful``, as on SIGTERM; without when it crashed); a new instance owns it
+        again with unpowered modems.  Calls live on in the phones."""
+        await self._go_down(graceful)
         await self._come_up()
 
     @property
@@ -345,17 +351,21 @@ class FakeOfono:
     def _modem_props(self, m: Modem) -> dict[str, Variant]:
         p = m.side.phone
         feats = ["net"] if names.OFONO_NETREG_IFACE in m.interfaces else []
-        return {
+        props = {
             "Online": _v("b", m.online),
             "Powered": _v("b", m.powered),
             "Lockdown": _v("b", m.lockdown),
             "Emergency": _v("b", False),
             "Name": _v("s", p.name),
-            "Serial": _v("s", p.address),
             "Features": _v("as", feats),
             "Interfaces": _v("as", list(m.interfaces)),
             "Type": _v("s", "hfp"),
         }
+        if m.powered:
+            # As real oFono 1.31: Serial (= the phone's address) comes from the devinfo atom, so an
+            # unpowered modem has none (the reference says otherwise).
+            props["Serial"] = _v("s", p.address)
+        return props
 
     def _modem_method(self, msg: Message, m: Modem, member: str) -> Message | None:
         if member == "GetProperties":
@@ -414,12 +424,22 @@ class FakeOfono:
         self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Powered", _v("b", True))
         m.online = True
         self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Online", _v("b", True))
-        m.interfaces = list(HFP_INTERFACES)
+        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Serial", _v("s", m.address))
+        # As real oFono: the voice-call atom registers last (after AT+CLIP/AT+CCWA are answered),
+        # so Interfaces grows twice; then AT+CLCC announces the calls the phone already has.
+        m.interfaces = [i for i in HFP_INTERFACES if i != names.OFONO_VOICECALL_MANAGER_IFACE]
         self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Interfaces", _v("as", list(m.interfaces)))
         self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Features", _v("as", ["net"]))
-        # AT+CLCC at voicecall start-up: calls the phone already has appear after the atom.
         gen = m.link_generation
-        self._later(0, lambda: self._publish_existing(m, gen))
+
+        def voicecall_atom() -> None:
+            if gen != m.link_generation or not m.powered:
+                return
+            m.interfaces = [names.OFONO_VOICECALL_MANAGER_IFACE, *m.interfaces]
+            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Interfaces", _v("as", list(m.interfaces)))
+            self._later(0, lambda: self._publish_existing(m, gen))
+
+        self._later(0, voicecall_atom)
 
     def _publish_existing(self, m: Modem, gen: int) -> None:
         if gen != m.link_generation or not m.up:

@@ -84,6 +84,10 @@ POWER_RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 # the phone still has (its AT+CLCC) shortly after the interface; calls from before the restart
 # that have not reappeared this long after our GetCalls are over.
 LIMBO_SETTLE_S = 2.0
+# A modem removed while oFono stays (device unpaired, HFP UUID gone) — or ofonod shutting down
+# cleanly, which removes every modem *before* it leaves the bus: calls wait this long for oFono to
+# go (then restart_grace applies) or the modem to come back, else they end with "link-lost".
+MODEM_GONE_GRACE_S = 2.0
 # Retry ladder for reading state from oFono (GetModems / GetCalls / GetProperties) that failed.
 LOAD_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -117,6 +121,7 @@ class _Phone:
     by_path: dict[str, str] = field(default_factory=dict)  # oFono path -> our id
     limbo: dict[str, Call] = field(default_factory=dict)  # from before an oFono restart
     limbo_timer: asyncio.TimerHandle | None = None
+    limbo_reason: str = "ofono-lost"
     reasons: dict[str, str] = field(default_factory=dict)  # oFono path -> DisconnectReason
 
 
@@ -343,30 +348,34 @@ class HfpHandler:
             if m.power_timer:
                 m.power_timer.cancel()
         self._modems.clear()
-        loop = asyncio.get_running_loop()
         for p in self._phones.values():
-            for cid, c in list(p.calls.items()):
-                p.limbo[cid] = c
-            p.calls.clear()
-            p.by_path.clear()
-            p.reasons.clear()
-            self._set_status(p, replace(p.status, ready=False))
-            if p.limbo:
-                self._arm_limbo(p, self.cfg.restart_grace, loop)
+            self._to_limbo(p, self.cfg.restart_grace, "ofono-lost")
 
-    def _arm_limbo(self, p: _Phone, delay: float, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def _to_limbo(self, p: _Phone, grace: float, reason: str) -> None:
+        """Keep the phone's calls (listed, same ids) while oFono may give them back; those not
+        back within ``grace`` end with ``reason``."""
+        for cid, c in list(p.calls.items()):
+            p.limbo[cid] = c
+        p.calls.clear()
+        p.by_path.clear()
+        p.reasons.clear()
+        self._set_status(p, replace(p.status, ready=False))
+        if p.limbo:
+            p.limbo_reason = reason
+            self._arm_limbo(p, grace)
+
+    def _arm_limbo(self, p: _Phone, delay: float) -> None:
         if p.limbo_timer:
             p.limbo_timer.cancel()
-        loop = loop or asyncio.get_running_loop()
-        p.limbo_timer = loop.call_later(delay, self._limbo_expired, p)
+        p.limbo_timer = asyncio.get_running_loop().call_later(delay, self._limbo_expired, p)
 
     def _limbo_expired(self, p: _Phone) -> None:
         p.limbo_timer = None
         if self._phones.get(p.link.address) is not p:
             return
         for c in list(p.limbo.values()):
-            log.info("call %s on %s did not come back after oFono returned", c.id, redact_address(c.phone))
-            self._end_call(p, c, "ofono-lost")
+            log.info("call %s on %s did not come back", c.id, redact_address(c.phone))
+            self._end_call(p, c, p.limbo_reason)
         p.limbo.clear()
 
     async def _load_modems(self, gen: int) -> None:
@@ -479,7 +488,7 @@ class HfpHandler:
     # ------------------------------------------------------------------ modems
 
     def _modem_seen(self, path: str, props: dict[str, Any]) -> None:
-        mp = parse_modem_props(props)
+        mp = parse_modem_props(props, path)
         if mp.type != "hfp" or not mp.address:
             return
         m = self._modems.get(path)
@@ -500,7 +509,10 @@ class HfpHandler:
         self._buffers.pop(path, None)
         p = self._phones.get(m.address)
         if p is not None:
-            self._link_lost(p, "the phone's hands-free modem was removed")
+            if p.calls:
+                log.info("hands-free modem of %s removed with %d call(s): waiting %.0fs for it (or oFono's "
+                         "exit)", redact_address(m.address), len(p.calls), MODEM_GONE_GRACE_S)
+            self._to_limbo(p, MODEM_GONE_GRACE_S, "link-lost")
 
     def _modem_changed(self, m: _Modem, name: str, value: Any) -> None:
         before = m.props
@@ -594,6 +606,7 @@ class HfpHandler:
                 self._flush(m.path)
                 return
             p = self._phones.get(m.address)
+            log.debug("read %s of %s", iface.rsplit(".", 1)[-1], redact_address(m.address))
             if p is not None:
                 if iface == names.OFONO_VOICECALL_MANAGER_IFACE:
                     self._rebuild_calls(p, m, result, known_before)

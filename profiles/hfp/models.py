@@ -223,20 +223,36 @@ class ModemProps:
     name: str = ""
     type: str = ""
     interfaces: frozenset[str] = field(default_factory=frozenset)
+    path_address: str = ""  # from the object path /hfp/org/bluez/hciN/dev_XX_XX_XX_XX_XX_XX
 
     @property
     def address(self) -> str:
-        """The phone's Bluetooth address (HFP modems: Serial), upper-case, or ""."""
+        """The phone's Bluetooth address, upper-case, or "".
+
+        REF≠REAL: the reference says HFP modems carry ``Serial`` = address; real oFono 1.31 only
+        has ``Serial`` once the modem is powered (it comes from the devinfo atom), so an unpowered
+        modem is recognised by its object path (``"hfp" + <BlueZ device path>``)."""
         s = self.serial.strip().upper()
-        return s if _ADDRESS.fullmatch(s) else ""
+        return s if _ADDRESS.fullmatch(s) else self.path_address
 
 
 _ADDRESS = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
 
 
-def parse_modem_props(props: Any) -> ModemProps:
+def address_from_modem_path(path: str) -> str:
+    """``/hfp/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF`` -> ``AA:BB:CC:DD:EE:FF`` (else "")."""
+    if not isinstance(path, str):
+        return ""
+    last = path.rsplit("/", 1)[-1]
+    if not last.startswith("dev_"):
+        return ""
+    addr = last[4:].replace("_", ":").upper()
+    return addr if _ADDRESS.fullmatch(addr) else ""
+
+
+def parse_modem_props(props: Any, path: str = "") -> ModemProps:
     if not isinstance(props, dict):
-        return ModemProps()
+        return ModemProps(path_address=address_from_modem_path(path))
     return ModemProps(
         powered=_bool(props, "Powered"),
         online=_bool(props, "Online"),
@@ -244,6 +260,7 @@ def parse_modem_props(props: Any) -> ModemProps:
         name=_str(props, "Name")[:256],
         type=_str(props, "Type"),
         interfaces=frozenset(_strs(props, "Interfaces")),
+        path_address=address_from_modem_path(path),
     )
 
 

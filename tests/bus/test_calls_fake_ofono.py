@@ -90,7 +90,8 @@ async def test_manager_modems_and_no_object_manager(env: tuple[FakeOfono, Client
     (modems,) = await c.call("/", names.OFONO_MANAGER_IFACE, "GetModems")
     assert [m[0] for m in modems] == [MP]  # only the phone offering HFP has a modem
     props = modems[0][1]
-    assert props["Type"] == "hfp" and props["Serial"] == A and props["Name"] == "Pixel"
+    # As real oFono 1.31: no Serial until powered; the path names the device.
+    assert props["Type"] == "hfp" and "Serial" not in props and props["Name"] == "Pixel"
     assert props["Powered"] is False and props["Online"] is False and props["Interfaces"] == []
     err = await c.error("/", names.OBJECT_MANAGER_IFACE, "GetManagedObjects")
     assert err == names.ERR_UNKNOWN_METHOD
@@ -102,9 +103,13 @@ async def test_manager_modems_and_no_object_manager(env: tuple[FakeOfono, Client
 async def test_powering_brings_interfaces_in_order(env: tuple[FakeOfono, Client]) -> None:
     _fake, c = env
     await power(c)
-    changes = [b[0] for p, b in c.signals("PropertyChanged") if p == MP]
-    assert changes[:3] == ["Powered", "Online", "Interfaces"]
+    changes = [b for p, b in c.signals("PropertyChanged") if p == MP]
+    assert [b[0] for b in changes[:4]] == ["Powered", "Online", "Serial", "Interfaces"]
+    # The voice-call atom registers last, in a second Interfaces change (as real oFono).
+    ifaces = [b[1] for b in changes if b[0] == "Interfaces"]
+    assert VCM not in ifaces[0] and VCM in ifaces[-1]
     (props,) = await c.call(MP, names.OFONO_MODEM_IFACE, "GetProperties")
+    assert props["Serial"] == A
     assert set(props["Interfaces"]) >= {VCM, names.OFONO_HANDSFREE_IFACE, names.OFONO_NETREG_IFACE,
                                         names.OFONO_CALLVOLUME_IFACE}
     (hf,) = await c.call(MP, names.OFONO_HANDSFREE_IFACE, "GetProperties")

@@ -54,12 +54,14 @@ async def test_an_ofono_that_does_not_answer_gives_a_timeout_and_no_wedge(world:
     await world.wait("CallRemoved", lambda b: b[0] == cid)
 
 
-async def test_ofono_restart_mid_call_keeps_the_call_and_tells_the_dashboard(world: CallsWorld) -> None:
+@pytest.mark.parametrize("graceful", [True, False], ids=["sigterm", "crash"])
+async def test_ofono_restart_mid_call_keeps_the_call_and_tells_the_dashboard(world: CallsWorld, graceful: bool
+                                                                             ) -> None:
     await world.connect_ready(A)
     cid = await active_call(world)
     start = next(c for c in await world.calls() if c["Id"] == cid)["StartTime"]
     mark = world.mark()
-    await world.fake.restart()
+    await world.fake.restart(graceful=graceful)  # SIGTERM: ModemRemoved first, then the name goes
     # The dashboard is told the phone's link went down and came back...
     await world.wait("PhoneChanged", lambda b: b[0] == A and not b[1]["Ready"], after=mark)
     await world.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Ready"], after=mark)
@@ -196,3 +198,14 @@ async def test_two_phones_link_loss_on_one_leaves_the_other(world: CallsWorld) -
     world.fake.link_loss(B)
     assert (await world.wait("CallRemoved", lambda b: b[0] == cb, after=mark))[1] == "link-lost"
     assert [c["Id"] for c in await world.calls() if c["Phone"] == A] == [ca]
+
+
+async def test_modem_removed_while_ofono_stays_ends_calls_after_a_short_wait(world: CallsWorld) -> None:
+    await world.connect_ready(A)
+    cid = await active_call(world)
+    mark = world.mark()
+    t0 = time.monotonic()
+    world.fake.remove_phone(A)  # e.g. the HFP UUID disappeared: ModemRemoved, oFono stays
+    await world.wait("PhoneChanged", lambda b: b[0] == A and not b[1]["Ready"], after=mark)
+    assert (await world.wait("CallRemoved", lambda b: b[0] == cid, after=mark))[1] == "link-lost"
+    assert time.monotonic() - t0 >= 1.5

@@ -181,3 +181,14 @@ def test_start_time_round_trips_the_fake_format() -> None:
     assert parse_start_time(text) == now
     east = datetime.fromtimestamp(now, timezone(timedelta(hours=5, minutes=30)))
     assert parse_start_time(east.strftime("%Y-%m-%dT%H:%M:%S%z")) == now
+
+
+def test_modem_address_from_path_when_there_is_no_serial() -> None:
+    # Real oFono 1.31: an unpowered HFP modem has no Serial; its path names the BlueZ device.
+    path = "/hfp/org/bluez/hci0/dev_AA_BB_CC_DD_EE_0F"
+    m = parse_modem_props({"Type": "hfp", "Powered": False}, path)
+    assert m.address == "AA:BB:CC:DD:EE:0F"
+    assert parse_modem_props({"Serial": "11:22:33:44:55:66"}, path).address == "11:22:33:44:55:66"
+    assert parse_modem_props({}, "/ril_0").address == ""
+    assert parse_modem_props({}, "/hfp/dev_nope").address == ""
+    assert apply_modem_change(m, "Powered", True).address == "AA:BB:CC:DD:EE:0F"
