@@ -21,6 +21,8 @@ _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 # Bidirectional overrides and isolates (category Cf) can make a name display as something else.
 _BIDI = {"\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
          "\u200e", "\u200f", "\u061c"}
+# Zero-width (non-)joiners are format characters too, but emoji sequences and some scripts need them.
+_JOINERS = {"\u200c", "\u200d"}
 
 # Phone-side UUIDs we know, by the short profile names the registry and the API use (reference §1.9).
 PROFILE_BY_UUID: dict[str, str] = {
@@ -63,11 +65,11 @@ def clean_name(raw: object, address: str = "") -> str:
     text = raw if isinstance(raw, str) else ""
     out = []
     for ch in text:
-        if ch in _BIDI:
-            continue
         cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cs", "Co", "Cn") or ch in "\u2028\u2029":
-            out.append(" ")
+        if ch in _BIDI or (cat == "Cf" and ch not in _JOINERS):
+            continue  # invisible format characters (bidi overrides, soft hyphens...): dropped
+        if cat in ("Cc", "Cs", "Co", "Cn") or cat.startswith("Z"):
+            out.append(" ")  # control characters and odd spaces: one plain space
             continue
         out.append(ch)
     name = " ".join("".join(out).split())
