@@ -91,15 +91,15 @@ def driver_view(ev: Event) -> str | None:
         if a.get("state") == "accepted":
             return "navigation: destination sent to the navigation system"
         return None
-    if key == "Cloud1.RegistrationChanged" or (ev.interface == "org.dashbridge.Cloud1" and
-                                                ev.member == "PropertiesChanged"):
-        changed = a.get("changed", a)
-        parts = []
-        if "Registration" in changed:
-            parts.append(f"registration: {changed['Registration']}")
-        if "BackendState" in changed:
-            parts.append(f"backend: {changed['BackendState']}")
-        return "cloud: " + ", ".join(parts) if parts else None
+    if key in ("Cloud1.RegistrationChanged", "Cloud1.BackendStateChanged"):
+        args = list(a.values())
+        state = args[0] if args else ""
+        reason = f" — {_short(args[1], 80)}" if len(args) > 1 and args[1] else ""
+        if key == "Cloud1.RegistrationChanged":
+            text = {"pending": "“Registration pending — it completes when the carmaker's service is back”",
+                    "registered": "“Car registered”"}.get(str(state), f"registration: {state}")
+            return f"{text}{reason if state != 'pending' else ''}"
+        return f"connected services: backend {state}{reason}"
     return None
 
 

@@ -591,3 +591,156 @@ async def _dash_dismiss(run: Run, step: Step) -> None:
     p = step.params
     intent = run.subst(p["intent"]) or _latest_intent(run)
     await dashboard_call(run, "Navigation1.Dismiss", [intent], expect_error=p["expect_error"])
+
+
+# =============================================================================================
+# The carmaker's backend (simulator/cloud.py) and simulated time
+# =============================================================================================
+
+LISTENER_MODES = ("up", "offline", "blackhole", "untrusted_tls")
+
+
+@value_kind("advance", Param("duration", required=True, doc="how much simulated time passes, e.g. 3w"),
+            "simulated time passes at once for the daemon's cloud clock and the backend (leases, grace, "
+            "retries, the sync schedule); radios and buses keep real time")
+async def _advance(run: Run, step: Step) -> None:
+    await run.w.advance(step.params["advance"])
+
+
+def _backend(run: Run) -> Any:
+    return run.w.fake("backend")
+
+
+@action("backend", "offline", "the backend's address refuses connections (the carmaker's outage)",
+        needs=["backend"], address=Param("str", default="old", choices=("old", "new"),
+                                          doc="the car's configured address (old) or the migrated one (new)"))
+async def _backend_offline(run: Run, step: Step) -> None:
+    await _backend(run).set_listener(step.params["address"], "offline")
+
+
+@action("backend", "online", "the backend answers again at that address", needs=["backend"],
+        address=Param("str", default="old", choices=("old", "new"), doc="old or new"))
+async def _backend_online(run: Run, step: Step) -> None:
+    await _backend(run).set_listener(step.params["address"], "up")
+
+
+@action("backend", "blackhole", "the backend accepts connections and never answers", needs=["backend"],
+        address=Param("str", default="old", choices=("old", "new"), doc="old or new"))
+async def _backend_blackhole(run: Run, step: Step) -> None:
+    await _backend(run).set_listener(step.params["address"], "blackhole")
+
+
+@action("backend", "untrusted_tls", "the backend's address presents a certificate the car must not trust",
+        needs=["backend"], address=Param("str", default="old", choices=("old", "new"), doc="old or new"))
+async def _backend_untrusted(run: Run, step: Step) -> None:
+    await _backend(run).set_listener(step.params["address"], "untrusted_tls")
+
+
+@action("backend", "migrate", "the backend migrates: migrating = a new address serves API v1+v2 and the old "
+        "one answers 308 to it; migrated = old endpoints answer 410, v1 is retired", needs=["backend"],
+        phase=Param("str", required=True, choices=("migrating", "migrated"), doc="migrating or migrated"))
+async def _backend_migrate(run: Run, step: Step) -> None:
+    await _backend(run).migrate(step.params["phase"])
+
+
+@action("backend", "fault", "the backend misbehaves on requests (until backend: clear_faults, or count times)",
+        needs=["backend"],
+        mode=Param("str", required=True, choices=("status", "slow", "malformed_json", "wrong_content_type",
+                                                  "drop_response", "bad_signature", "expired", "rolled_back",
+                                                  "wrong_vehicle"), doc="what goes wrong"),
+        status=Param("int", default=0, doc="for mode status: 500, 502, 503, 429 ..."),
+        retry_after=Param("str", doc="for mode status: the Retry-After header"),
+        delay=Param("duration", default=0.0, doc="for mode slow: how long each answer takes"),
+        count=Param("int", doc="only this many times (default: until cleared)"),
+        op=Param("str", doc="only for this operation (discovery, register, entitlements, destinations ...)"))
+async def _backend_fault(run: Run, step: Step) -> None:
+    p = step.params
+    kw: dict[str, Any] = {"status": p["status"], "retry_after": p["retry_after"], "delay": p["delay"],
+                          "count": p["count"], "op": p["op"]}
+    _backend(run).set_fault(p["mode"], **kw)
+
+
+@action("backend", "clear_faults", "the backend behaves again", needs=["backend"])
+async def _backend_clear(run: Run, step: Step) -> None:
+    _backend(run).clear_faults()
+
+
+@action("backend", "approve", "the carmaker approves a pending registration", needs=["backend"])
+async def _backend_approve(run: Run, step: Step) -> None:
+    _backend(run).approve(run.w.vehicle_id)
+
+
+@action("backend", "send_to_car", "someone sends a destination to the car from the carmaker's app",
+        needs=["backend"], label=Param("str", required=True, doc="what the driver sees"),
+        latitude=Param("number", doc="degrees"), longitude=Param("number", doc="degrees"),
+        address=Param("str", default="", doc="a street address"))
+async def _backend_send(run: Run, step: Step) -> None:
+    p = step.params
+    _backend(run).send_to_car(run.w.vehicle_id, str(run.subst(p["label"])), lat=p["latitude"],
+                              lon=p["longitude"], address=str(run.subst(p["address"])))
+
+
+@action("backend", "issue_entitlements", "the backend issues a new entitlements document", needs=["backend"],
+        features=Param("map", doc="feature -> {enabled: true|false, ...}"),
+        lease=Param("duration", doc="how long it is valid"))
+async def _backend_issue(run: Run, step: Step) -> None:
+    _backend(run).issue_entitlements(run.w.vehicle_id, step.params["features"], lease=step.params["lease"])
+
+
+def _backend_view(run: Run, what: str) -> Any:
+    b = _backend(run)
+    if what == "requests":
+        return [{"listener": r.listener, "method": r.method, "path": r.path, "status": r.status, "op": r.op,
+                 "key": r.key, "replayed": r.replayed, "version": r.version} for r in b.log]
+    if what == "effects":
+        return [{"op": e.op, "vehicle": e.vehicle, "key": e.key, "detail": e.detail} for e in b.effects]
+    if what == "idempotency":
+        return [{"vehicle": vid, "key": key, "status": status} for (vid, key), (_fp, _r, status) in
+                sorted(b.idempotency.items())]
+    v = b.vehicles[run.w.vehicle_id]
+    return {"registration": v.registration, "linked": v.linked, "entitlements_version": v.ent_version,
+            "phase": b.phase, "old": b.old.mode, "new": b.new.mode,
+            "destinations": [{k: x for k, x in d.items()} for d in v.destinations.values()]}
+
+
+@value_kind("expect_backend", Param("str", required=True, choices=("requests", "effects", "idempotency", "state"),
+                                    doc="requests (the log), effects (what the backend did, for exactly-once), "
+                                        "idempotency (the store), state (registration, phase ...)"),
+            "what the backend saw or did, within the deadline (re-checked on every request it gets and every "
+            "daemon signal)", needs=["backend"],
+            value=Param("matcher", required=True,
+                        doc="e.g. {$contains: {op: register}} or, for exactly once, "
+                            "{$each: ..., $len: 1} on a filtered view (see where)"),
+            where=Param("matcher", doc="only the items (requests/effects/idempotency) matching this"),
+            within=Param("duration", doc="deadline (default: defaults.within)"))
+async def _expect_backend(run: Run, step: Step) -> None:
+    p = step.params
+    b = _backend(run)
+    what = p["expect_backend"]
+    within = p["within"] if p["within"] is not None else run.sc.within
+    want = run.subst(p["value"])
+    where = run.subst(p["where"]) if p["where"] is not None else None
+    last: Any = None
+
+    def current() -> Any:
+        view = _backend_view(run, what)
+        if where is not None and isinstance(view, list):
+            view = [x for x in view if match(where, x) is None]
+        return view
+
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                b.request_event.clear()
+                last = current()
+                if match(want, last) is None:
+                    return
+                waits = [asyncio.ensure_future(b.request_event.wait()), asyncio.ensure_future(run.dash.changed())]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+    except TimeoutError:
+        raise StepFailed(f"not so within {fmt_duration(within)}: {match(want, last)}\n"
+                         f"  last view: {str(last)[:600]}") from None

@@ -433,6 +433,9 @@ class WorldSpec:
 
 
 FAKE_NAMES = ("bluez", "ofono", "obexd", "navigation", "backend")
+TEST_CLOCK_IFACE = "org.dashbridge.CloudTestClock1"
+TEST_CLOCK_ENV = "DASHBRIDGE_CLOUD_TEST_CLOCK"  # daemon/cloud/component.py: OffsetClock + CloudTestClock1
+VEHICLE_ID = "WDB0000000DASH001"
 _FAKE_OF = {"bluetoothd": "bluez", "ofonod": "ofono"}  # process name -> fake name
 
 
@@ -453,6 +456,8 @@ class World:
         self._tmp: Path | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._started: list[tuple[str, int, Path]] = []  # what this world started: (what, pid, its dir)
+        self.clock_offset = 0.0  # seconds simulated time is ahead of real time
+        self.vehicle_id = VEHICLE_ID
         self.t0 = time.monotonic()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -507,12 +512,17 @@ class World:
         assert self.system is not None and self.session is not None
         if self.daemon is not None:
             raise WorldError("the daemon is already running")
+        # The cloud's clock is simulated in a world (advance: in scenarios).
         d = DaemonProcess(self.system.address, self.session.address, config=self.config,
-                          state_dir=self._state_dir(), log_path=self.spec.log_path)
+                          state_dir=self._state_dir(), log_path=self.spec.log_path, env={TEST_CLOCK_ENV: "1"})
         self.daemon = d
         d.start(wait_ready=False)
         self._started.append(("dashbridged", d.pid, d.workdir))
         await d.await_ready(DAEMON_READY_S)
+        if self.clock_offset and self.dashboard is not None and self.dashboard.bus is not None:
+            # A new daemon process starts on real time: bring its cloud clock to the world's.
+            await call(self.dashboard.bus, names.DASHBRIDGE_NAME, names.DASHBRIDGE_PATH, TEST_CLOCK_IFACE,
+                       "Advance", "d", [float(self.clock_offset)], timeout=DASHBOARD_CALL_S)
         await self.settle()
         return d
 
@@ -716,8 +726,51 @@ class World:
         await self.fake("navigation").stop()
 
     async def _start_backend(self) -> Any | None:
-        self.missing["backend"] = "simulator/cloud.py has not landed"
-        return None
+        """The carmaker's backend on 127.0.0.1 (HTTPS, mutual TLS), on the world's simulated clock.
+
+        ``spec.backend``: ``state`` (``online``, ``offline``, ``blackhole``, ``untrusted_tls``: the
+        address the car is configured with), ``phase`` (``original``, ``migrating``,
+        ``migrated``), ``auto_approve`` (registrations complete at once), ``lease`` (seconds of
+        entitlement validity), ``features`` (entitlements), ``enabled`` (false: no cloud config
+        for the daemon at all)."""
+        mod = _optional_module("simulator.cloud")
+        if mod is None:
+            self.missing["backend"] = "simulator/cloud.py has not landed"
+            return None
+        opts = dict(self.spec.backend)
+        kw: dict[str, Any] = {"now": self.now}
+        for key in ("auto_approve", "lease", "features"):
+            if key in opts:
+                kw[key] = opts[key]
+        fake = mod.FakeCloud(self.tmpdir / "cloud", (self.vehicle_id,), **kw)
+        # The car's configured address exists from the start (a port is taken), whatever state
+        # the backend is in now.
+        await fake.start()
+        state = opts.get("state", "online")
+        if state != "online":
+            await fake.set_listener("old", state)
+        phase = opts.get("phase", "original")
+        if phase != "original":
+            await fake.migrate(phase)
+        return _Backend(fake, enabled=bool(opts.get("enabled", True)))
+
+    # -- simulated time ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The world's wall clock: real time plus what :meth:`advance` added (the daemon's cloud
+        clock and the fake backend follow it; radios and buses stay on real time)."""
+        return time.time() + self.clock_offset
+
+    async def advance(self, seconds: float) -> None:
+        """Simulated time passes: the daemon's cloud clock (``CloudTestClock1.Advance``, the daemon
+        runs with ``DASHBRIDGE_CLOUD_TEST_CLOCK=1`` in a world) and the backend's clock jump ahead;
+        every timer now due fires."""
+        if seconds < 0:
+            raise WorldError("time only moves forward")
+        self.clock_offset += seconds
+        if self.daemon is not None and self.dashboard is not None and self.dashboard.bus is not None:
+            await call(self.dashboard.bus, names.DASHBRIDGE_NAME, names.DASHBRIDGE_PATH, TEST_CLOCK_IFACE,
+                       "Advance", "d", [float(seconds)], timeout=DASHBOARD_CALL_S)
 
     async def _follow_bluez(self) -> None:
         """What ties the fakes together the way the real daemons are tied: oFono follows BlueZ's
@@ -909,6 +962,30 @@ class World:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
+
+
+class _Backend:
+    """The fake backend as the world holds it: ``stop()`` closes it, ``daemon_config()`` points the
+    daemon at it; everything else is the :class:`simulator.cloud.FakeCloud` (``.cloud``)."""
+
+    def __init__(self, cloud: Any, *, enabled: bool) -> None:
+        self.cloud = cloud
+        self.enabled = enabled
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cloud, name)
+
+    async def stop(self) -> None:
+        await self.cloud.close()
+
+    def daemon_config(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        # Short start-up delay: a world's first sync should not wait the production 30 s.
+        return {"cloud": self.cloud.daemon_config(startup_delay="0s")}
+
+    def env(self) -> dict[str, str]:
+        return {"DASHBRIDGE_SIM_BACKEND_URL": str(self.cloud.url)}
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
