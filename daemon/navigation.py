@@ -191,8 +191,8 @@ class NavigationRelay:
     async def run(self) -> None:
         svc = self.cfg.service
         watcher = NameWatcher(self.ctx.system, svc.bus_name, self._owner_changed)
+        self.ctx.health.set(self.name, "ok", "navigation service not on the bus")  # until the watcher says
         await watcher.start()
-        self.ctx.health.set(self.name, "ok", "")
         try:
             while True:
                 self._kick.clear()  # before the pass: a kick during it makes the next pass run at once
@@ -221,6 +221,8 @@ class NavigationRelay:
                      self.cfg.service.bus_name)
         for cb in list(self.service_listeners):
             cb(owner is not None)
+        # Not an error of ours (the dashboard's service may start later): ok, with a reason.
+        self.ctx.health.set(self.name, "ok", "" if owner else "navigation service not on the bus")
         self._kick.set()
 
     # -- NavigationSink ---------------------------------------------------------------------------------

@@ -544,6 +544,8 @@ class PhoneSession:
     async def refetch(self, m: StoredMessage) -> StoredMessage:
         item = Listing(m.handle, m.folder, m.type, m.subject, "", m.sender_name, m.sender, m.recipient, m.size,
                        m.read, "complete")
+        async with self.lock:
+            await self._ensure_object(m)
         fetched = await self._fetch(m.handle, item)
         new = fetched.message.with_(received=m.received or fetched.message.received)
         self.comp.db.put(new, keep=self.cfg.keep_count)
