@@ -317,6 +317,15 @@ class MessageAccess(FakeInterface):
         return {"SupportedTypes": Variant("as", list(self.phone.map_types))}
 
     # -- folders ---------------------------------------------------------------------------------
+    def _children(self, here: str) -> tuple[str, ...]:
+        """Sub-folders; under telecom/msg also any folder the phone keeps messages in (e-mail
+        accounts often add their own, e.g. "email")."""
+        kids = FOLDERS.get(here, ())
+        if here == "telecom/msg":
+            extra = sorted({m.folder for m in self.phone.messages} - set(kids))
+            kids = kids + tuple(extra)
+        return kids
+
     def _resolve(self, name: str) -> list[str]:
         parts = [] if name.startswith("/") else list(self.cwd)
         for comp in name.split("/"):
@@ -327,7 +336,7 @@ class MessageAccess(FakeInterface):
                     parts.pop()
                 continue
             here = "/".join(parts)
-            if comp.lower() not in FOLDERS.get(here, ()):
+            if comp.lower() not in self._children(here):
                 raise ObexError.failed("Not Found")
             parts.append(comp.lower())
         return parts
@@ -350,7 +359,7 @@ class MessageAccess(FakeInterface):
                 offset = _typed(v, "q")
             elif k.lower() == "maxcount":
                 maxcount = _typed(v, "q")
-        kids = FOLDERS.get("/".join(self.cwd), ())
+        kids = self._children("/".join(self.cwd))
         return [[{"Name": Variant("s", n)} for n in kids[offset:offset + maxcount]]]
 
     # -- listing ---------------------------------------------------------------------------------

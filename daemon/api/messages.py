@@ -29,7 +29,6 @@ StateMap = Annotated[dict[str, list[str]], DBusSignature("a{s(ss)}")]
 MAX_LIMIT = 500
 PREVIEW_CHARS = 120
 _FILTER_TYPES = {"phone": "s", "folder": "s", "type": "s", "unread": "b", "offset": "u", "limit": "u"}
-_FOLDERS = ("", "inbox", "outbox", "sent", "deleted", "draft")
 
 
 def _preview(text: str | None) -> str:
@@ -91,9 +90,9 @@ class Messages1(ServiceInterface):
             if not isinstance(var, Variant) or var.signature != want:
                 raise InvalidInput(f"filter {key!r} must be of type {want}")
             kw[key] = var.value
-        folder = kw.get("folder", "")
-        if folder not in _FOLDERS:
-            raise InvalidInput("folder must be inbox, outbox, sent, deleted or draft")
+        folder = str(kw.get("folder", "")).lower()
+        if folder and not (folder.replace("-", "").replace("_", "").replace(".", "").isalnum() and len(folder) <= 40):
+            raise InvalidInput("folder must be a folder name such as inbox, outbox, sent, deleted or draft")
         mtype = kw.get("type", "")
         if mtype not in ("", "sms", "mms", "email"):
             raise InvalidInput("type must be sms, mms or email")

@@ -170,6 +170,16 @@ class MapSession:
     async def set_folder(self, folder: str) -> None:
         await self._call(self._session(), names.OBEX_MAP_IFACE, "SetFolder", "s", [folder])
 
+    async def list_folders(self) -> list[str]:
+        (entries,) = await self._call(self._session(), names.OBEX_MAP_IFACE, "ListFolders", "a{sv}",
+                                      [{"MaxCount": Variant("q", 64)}])
+        out = []
+        for e in entries:
+            name = unwrap_props(e).get("Name")
+            if isinstance(name, str) and name:
+                out.append(name)
+        return out
+
     async def list_messages(self, folder: str, *, max_count: int, period_begin: str = "",
                             period_end: str = "", types: list[str] | None = None) -> dict[str, dict[str, Any]]:
         filters: dict[str, Variant] = {"MaxCount": Variant("q", max(0, min(max_count, 65535))),

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import email.utils
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ POLL_LIST_COUNT = 20
 MAX_TEXT_CHARS = 64 * 1024
 MAX_SEND_CHARS = 4000  # ~25 SMS segments; e-mail text longer than this is refused as well
 ADDRESS_MAX = 320
+STANDARD_FOLDERS = ("inbox", "outbox", "sent", "deleted", "draft")
+MAX_EXTRA_FOLDERS = 8
+_FOLDER_RE = re.compile(r"^[A-Za-z0-9_.\- ]{1,40}$")
 
 State = tuple[str, str]  # (state, detail) per phone
 
@@ -361,6 +365,7 @@ class PhoneSession:
         self.types: list[str] = []
         self.supported: list[str] = []
         self.pending_new: set[str] = set()  # notified but not stored yet (survives a lost session)
+        self.folders: list[str] = ["inbox"]  # what is synced: the inbox and any e-mail folders
 
     async def run(self) -> None:
         comp = self.comp
@@ -415,6 +420,7 @@ class PhoneSession:
         self.types = sorted({SUPPORTED_TO_FILTER[t] for t in self.supported if t in SUPPORTED_TO_FILTER})
         async with self.lock:
             await self.map.set_folder("/telecom/msg")
+            self.folders = await self._fetch_folders()
         comp.set_state(self.addr, "syncing")
         await self.initial_sync()
         self.ready = True
@@ -443,13 +449,32 @@ class PhoneSession:
             elif not done:
                 await self.poll()
 
+    async def _fetch_folders(self) -> list[str]:
+        """The inbox, and the e-mail folders some phones add beside the standard ones."""
+        assert self.map is not None
+        try:
+            names_ = await self.map.list_folders()
+        except BusError as exc:
+            log.info("MAP %s: ListFolders failed (%s); inbox only", redact_address(self.addr), exc.name)
+            return ["inbox"]
+        extra = [n for n in names_ if n.lower() not in STANDARD_FOLDERS and _FOLDER_RE.match(n)]
+        return ["inbox", *extra[:MAX_EXTRA_FOLDERS]]
+
+    def _folder_name(self, folder: str) -> str:
+        """The name to ask obexd for, given a (lower-cased) folder from a listing; "" if unknown."""
+        if folder in STANDARD_FOLDERS:
+            return folder
+        return next((f for f in self.folders if f.lower() == folder), "")
+
     async def initial_sync(self) -> int:
         assert self.map is not None
         comp = self.comp
+        listing: dict[str, dict[str, Any]] = {}
         async with self.lock:
-            listing = await self.map.list_messages(
-                "inbox", max_count=self.cfg.fetch_count, period_begin=period_begin(self.cfg.fetch_days),
-                types=self.types or None)
+            for folder in self.folders:
+                listing.update(await self.map.list_messages(
+                    folder, max_count=self.cfg.fetch_count, period_begin=period_begin(self.cfg.fetch_days),
+                    types=self.types or None))
         new = await self._store_listing(listing, announce_all=False)
         comp.db.synced(self.addr)
         comp._emit(comp.synced_listeners, self.addr, new)
@@ -462,8 +487,10 @@ class PhoneSession:
         async with self.lock:
             with contextlib.suppress(BusError):
                 await self.map.update_inbox()
-            listing = await self.map.list_messages("inbox", max_count=POLL_LIST_COUNT, period_begin=period_begin(1),
-                                                   types=self.types or None)
+            listing: dict[str, dict[str, Any]] = {}
+            for folder in self.folders:
+                listing.update(await self.map.list_messages(folder, max_count=POLL_LIST_COUNT,
+                                                            period_begin=period_begin(1), types=self.types or None))
         return await self._store_listing(listing, announce_all=True)
 
     async def _store_listing(self, listing: dict[str, dict[str, Any]], *, announce_all: bool) -> int:
@@ -513,9 +540,10 @@ class PhoneSession:
         folder = item.folder or "inbox"
         listed: Listing | None = None
         async with self.lock:
-            if folder in ("inbox", "outbox", "sent", "deleted", "draft"):
+            name = self._folder_name(folder)
+            if name:
                 try:
-                    rows = await self.map.list_messages(folder, max_count=NOTIFY_LIST_COUNT,
+                    rows = await self.map.list_messages(name, max_count=NOTIFY_LIST_COUNT,
                                                         types=[item.type] if item.type in self.types else None)
                 except BusError as exc:
                     log.info("MAP %s: listing after a notification failed (%s)", redact_address(self.addr), exc.name)
@@ -558,7 +586,7 @@ class PhoneSession:
         path = self.map.message_path(m.handle)
         if self.comp.tracker.mirror.get(path, names.OBEX_MESSAGE_IFACE) is not None:
             return
-        folder = m.folder if m.folder in ("inbox", "outbox", "sent", "deleted", "draft") else "inbox"
+        folder = self._folder_name(m.folder) or "inbox"
         stamp = _iso_to_map(m.received)
         await self.map.list_messages(folder, max_count=64, period_begin=stamp, period_end=stamp)
         if self.comp.tracker.mirror.get(path, names.OBEX_MESSAGE_IFACE) is None:

@@ -333,3 +333,25 @@ async def test_list_rejects_bad_filters(start: Start, client: MessageBus, obexd:
         with pytest.raises(BusError) as err:
             await api(client, MSG_IFACE, "Get", "s", [bad_id])
         assert err.value.name == "org.dashbridge.Error.InvalidArguments", bad_id
+
+
+async def test_email_folders_beside_the_inbox_are_synced_and_followed(
+        start: Start, obexd: FakeObexd, phone: VirtualPhone, client: MessageBus) -> None:
+    """Some phones keep e-mail in their own folder under telecom/msg: it is synced at connect and
+    its notifications are followed like the inbox's."""
+    old = obex_map.make_email("carol@example.com", "Carol", "Agenda", "Points for Monday")
+    phone.messages.append(PhoneMessage(handle=50, folder="email", type="EMAIL", sender="carol@example.com",
+                                       sender_name="Carol", subject="Agenda", body=old, timestamp=_stamp(1)))
+    phone.messages.append(PhoneMessage(handle=51, sender=MUM, body="sms in the inbox", timestamp=_stamp(1)))
+    d = await start()
+    sig = await Signals(client).start()
+    await _connected(d, sig)
+    assert sig.of("SyncFinished") == [[PHONE, 2]]
+    listed = await api(client, MSG_IFACE, "List", "a{sv}", [{"folder": var("s", "email")}])
+    assert [(m["id"], m["subject"], m["type"]) for m in listed] == [(f"{PHONE}/50", "Agenda", "email")]
+    assert (await api(client, MSG_IFACE, "Get", "s", [f"{PHONE}/50"]))["body"] == "Points for Monday"
+
+    msg = obex_map.deliver(obexd, PHONE, type="EMAIL", sender="dan@example.com", subject="Lunch?", body="12:30?",
+                           folder="email")
+    (m,) = await sig.wait("MessageReceived")
+    assert m["id"] == f"{PHONE}/{msg.handle}" and m["folder"] == "email" and m["subject"] == "Lunch?"
