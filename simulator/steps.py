@@ -744,3 +744,54 @@ async def _expect_backend(run: Run, step: Step) -> None:
     except TimeoutError:
         raise StepFailed(f"not so within {fmt_duration(within)}: {match(want, last)}\n"
                          f"  last view: {str(last)[:600]}") from None
+
+
+# =============================================================================================
+# Contacts: the phone's side of PBAP (simulator/obex_pbap.py)
+# =============================================================================================
+
+
+@action("phone", "contacts_permission", "the user answers (or re-opens) the phone's \"allow access to "
+        "contacts?\" prompt", needs=["obexd"],
+        state=Param("str", required=True, choices=("granted", "pending", "denied"), doc="the answer"))
+async def _phone_pbap_permission(run: Run, step: Step) -> None:
+    from .obex_pbap import set_permission
+
+    set_permission(run.w.fake("obexd"), run.phone(step).address, step.params["state"])
+
+
+@action("phone", "edit_contacts", "the user edits contacts on the phone (its change counters move)",
+        needs=["obexd"], added=Param("int", default=0, doc="new contacts"),
+        removed=Param("int", default=0, doc="deleted contacts"), renamed=Param("int", default=0, doc="renamed"))
+async def _phone_pbap_edit(run: Run, step: Step) -> None:
+    from .obex_pbap import change_phonebook
+
+    p = step.params
+    change_phonebook(run.w.fake("obexd"), run.phone(step).address, added=p["added"], removed=p["removed"],
+                     renamed=p["renamed"])
+
+
+# =============================================================================================
+# The cloud: the dashboard's side (org.dashbridge.Cloud1)
+# =============================================================================================
+
+
+@action("dashboard", "register", "the driver asks to register the car with the carmaker (Cloud1.Register)",
+        result=Param("matcher", doc="what the reply must match (pending, registered)"),
+        expect_error=Param("str", doc="the call must fail with this error"))
+async def _dash_register(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    await dashboard_call(run, "Cloud1.Register", [], result=step.params["result"],
+                         expect_error=step.params["expect_error"])
+
+
+@action("dashboard", "link_account", "the driver links the car to their account (Cloud1.LinkAccount)",
+        code=Param("str", default="", doc="the code from the carmaker's app (empty: ask for a code to show)"),
+        result=Param("matcher", doc="what the reply must match"),
+        expect_error=Param("str", doc="the call must fail with this error"))
+async def _dash_link(run: Run, step: Step) -> None:
+    from .scenario import dashboard_call
+
+    await dashboard_call(run, "Cloud1.LinkAccount", [str(run.subst(step.params["code"]))],
+                         result=step.params["result"], expect_error=step.params["expect_error"])
