@@ -453,6 +453,10 @@ class BluetoothManager:
                 self._maybe_found(addr, props)
                 if props.get("Connected"):
                     self._publish()
+                elif addr in self.registry and self._adapter_up:
+                    # bluetoothd announces stored devices after the adapter, maybe in a later batch.
+                    self._publish()
+                    self._trigger_autoconnect("phone announced")
         elif kind == "changed":
             if props.get("Paired") is True:
                 att = self._attempts.get(addr)
