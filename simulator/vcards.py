@@ -290,6 +290,11 @@ def _esc(text: str) -> str:
     return text.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
 
 
+def _esc21(text: str) -> str:
+    """2.1 escaping as Android's builder does it: backslash and semicolon."""
+    return text.replace("\\", "\\\\").replace(";", "\\;")
+
+
 def _fold(line: bytes, width: int = 75) -> bytes:
     """Fold at ``width`` octets (may split a UTF-8 sequence, as octet-folding phones do)."""
     if len(line) <= width:
@@ -326,7 +331,7 @@ def _qp(name: str, value: str) -> bytes:
 def _qp_struct(name: str, parts: list[str]) -> bytes:
     """QP for a structured value: ``;`` separators stay literal."""
     enc = ";".join("".join(f"={b:02X}" if (b < 33 or b > 126 or b in (61, 59)) and b != 32 else chr(b)
-                           for b in p.encode("utf-8")) for p in parts)
+                           for b in _esc21(p).encode("utf-8")) for p in parts)
     line = f"{name};CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:{enc}"
     out, cur = [], line
     while len(cur) > 75:
@@ -386,17 +391,17 @@ def _render21(out: bytearray, c: SimContact, style: Style) -> None:
         # Latin-1 where it fits, raw, no FN (only N is mandatory in 2.1)
         try:
             (c.family + c.given).encode("latin-1")
-            out += b"N;CHARSET=ISO-8859-1:" + f"{c.family};{c.given};;;".encode("latin-1") + b"\r\n"
+            out += b"N;CHARSET=ISO-8859-1:" + f"{_esc21(c.family)};{_esc21(c.given)};;;".encode("latin-1") + b"\r\n"
         except UnicodeEncodeError:
             out += _qp_struct("N", [c.family, c.given, "", "", ""])
     elif ascii_name:
-        out += f"N:{c.family};{c.given};;;\r\n".encode()
+        out += f"N:{_esc21(c.family)};{_esc21(c.given)};;;\r\n".encode()
         if c.fn:
-            out += f"FN:{c.fn}\r\n".encode()
+            out += f"FN:{_esc21(c.fn)}\r\n".encode()
     else:
         out += _qp_struct("N", [c.family, c.given, "", "", ""])
         if c.fn:
-            out += _qp("FN", c.fn)
+            out += _qp("FN", _esc21(c.fn))
     for number, kind in c.numbers:
         t = {"cell": "CELL", "home": "HOME", "work": "WORK"}.get(kind, "VOICE")
         out += f"TEL;{t};VOICE:{number}\r\n".encode() if style == "feature" else f"TEL;{t}:{number}\r\n".encode()
@@ -406,7 +411,7 @@ def _render21(out: bytearray, c: SimContact, style: Style) -> None:
         street, town, pc, country = c.address
         parts = ["", "", street, town, "", pc, country]
         if all(p.isascii() for p in parts):
-            out += ("ADR;HOME:" + ";".join(p.replace(";", "\\;") for p in parts) + "\r\n").encode()
+            out += ("ADR;HOME:" + ";".join(_esc21(p) for p in parts) + "\r\n").encode()
         else:
             out += _qp_struct("ADR;HOME", parts)
     if c.org:

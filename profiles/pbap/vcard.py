@@ -404,10 +404,18 @@ class VCardParser:
             return []
         out: list[VCard] = []
         try:
-            if self._tail or self._tail_cut:
-                tail, cut = self._tail, self._tail_cut
-                self._tail, self._tail_cut = b"", False
-                self._line(tail.rstrip(b"\r"), cut, out)
+            tail, cut = self._tail, self._tail_cut
+            self._tail, self._tail_cut = b"", False
+            if cut:
+                self._line(tail.rstrip(b"\r"), True, out)
+            elif tail:
+                # what the fast path held back waiting for END:VCARD, or a last line without EOL
+                buf = tail + b"\n"
+                pos = 0
+                while pos < len(buf):
+                    pos, at_boundary = self._slow(buf, pos, out)
+                    if not at_boundary:
+                        break
             self._end_logical(out)
         except Exception as exc:
             self._abort_card(f"internal error: {type(exc).__name__}")
