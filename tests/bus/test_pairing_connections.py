@@ -271,3 +271,25 @@ async def test_forget_while_bluetoothd_is_down(bluez: FakeBluez, daemon_factory:
     await bluez.wait_until(lambda: bluez.device_props(ADA) is None, 5)
     assert await list_phones(client) == {}
     assert not bluez.calls_of("Connect")
+
+
+async def test_autoconnect_yields_to_the_pairing_window(
+        system_bus: PrivateBus, daemon_factory: Callable[..., DaemonProcess], client: MessageBus, signals: Any) -> None:
+    fake = await FakeBluez.start(system_bus.address, timings=BluezTimings.fast(page_timeout=30.0))
+    try:
+        _paired(fake, ADA, BOB)
+        await fake.set_in_range(ADA, False)
+        await fake.set_in_range(BOB, False)
+        await _up(daemon_factory, client, signals, connect_budget="20s")
+        await fake.wait_until(lambda: len(fake.calls_of("Connect", ADA)) == 0 and fake._devices[ADA].op is not None)
+        # The driver opens the pairing window while the car is paging Ada: the page stops now.
+        await phones_call(client, "OpenPairingWindow", "u", [30])
+        await fake.wait_until(lambda: len(fake.calls_of("Connect", ADA)) == 1, 3)
+        assert fake.calls_of("Connect", ADA)[0].outcome.endswith("br-connection-canceled")
+        assert fake.calls_of("Connect", BOB) == []  # nothing else is tried meanwhile
+        # Window closed: auto-connect starts again from a fresh snapshot.
+        await fake.set_in_range(ADA, True)
+        await phones_call(client, "ClosePairingWindow")
+        await signals.wait(is_signal("PhoneConnected", ADA, "Phone 1", "primary"), 5)
+    finally:
+        await fake.stop()

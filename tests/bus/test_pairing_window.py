@@ -281,3 +281,60 @@ async def test_authorize_service_for_a_stranger_outside_the_window(
     ok = await bluez.call_default_agent("AuthorizeService", "os", [dev_path(ADA), "0000111e-0000-1000-8000-00805f9b34fb"])
     assert ok == (False, "org.bluez.Error.Rejected")
     assert ADAPTER_PATH and ADAPTER  # names used by other tests in this module
+
+
+async def test_display_only_car_shows_the_passkey_to_type_on_the_phone(
+        bluez: FakeBluez, daemon_factory: Callable[..., DaemonProcess], client: MessageBus, signals: Any) -> None:
+    await _up(daemon_factory, client, signals, agent_capability="DisplayOnly")
+    assert bluez.agents[0][2] == "DisplayOnly"
+    bluez.add_phone(VirtualPhone(ADA, name="Ada", passkey=90210))
+    await phones_call(client, "OpenPairingWindow", "u", [10])
+    await signals.wait(is_signal("DeviceFound", ADA))
+    await phones_call(client, "Pair", "s", [ADA])
+    prompt_id, kind, address, _name, code, _t = await _prompt(signals, ADA)
+    assert (kind, address, code) == ("display_passkey", ADA, "090210")
+    with pytest.raises(InvalidArguments):  # nothing to answer
+        await phones_call(client, "AnswerPrompt", "ubs", [prompt_id, True, ""])
+    await signals.wait(is_signal("PairingFinished", ADA, True, ""))
+    await signals.wait(is_signal("PromptCancelled", prompt_id, "pairing_done"))
+
+
+async def test_service_request_from_a_new_phone_during_the_window_is_asked(
+        bluez: FakeBluez, daemon_factory: Callable[..., DaemonProcess], client: MessageBus, signals: Any) -> None:
+    await _up(daemon_factory, client, signals)
+    bluez.add_phone(VirtualPhone(ADA, name="Ada"))
+    await phones_call(client, "OpenPairingWindow", "u", [10])
+    await bluez.wait_until(lambda: bluez.device_props(ADA) is not None)
+    hfp_hf = "0000111e-0000-1000-8000-00805f9b34fb"
+    asked = asyncio.ensure_future(bluez.call_default_agent("AuthorizeService", "os", [dev_path(ADA), hfp_hf]))
+    prompt_id, kind, _a, _n, code, _t = await _prompt(signals, ADA)
+    assert (kind, code) == ("authorize_service", hfp_hf)
+    await phones_call(client, "AnswerPrompt", "ubs", [prompt_id, True, ""])
+    assert (await asked)[0] is True
+    # A paired phone is authorized without asking, but only for services the car offers.
+    bluez.add_phone(VirtualPhone(BOB), paired=True)
+    await signals.wait(lambda m: is_signal("PhoneChanged", BOB)(m))
+    assert (await bluez.call_default_agent("AuthorizeService", "os", [dev_path(BOB), hfp_hf]))[0] is True
+    unknown = "12345678-1234-1234-1234-123456789abc"
+    assert await bluez.call_default_agent("AuthorizeService", "os", [dev_path(BOB), unknown]) == (
+        False, "org.bluez.Error.Rejected")
+
+
+def test_a_stranger_cannot_pair_phones(daemon_factory: Callable[..., DaemonProcess], system_bus: Any) -> None:
+    import os
+    import pwd
+    import shutil
+    import subprocess
+
+    if os.getuid() != 0 or not shutil.which("setpriv") or not shutil.which("busctl"):
+        pytest.skip("needs root (to run a client as another user), setpriv and busctl")
+    d = start_daemon(daemon_factory)
+    pw = pwd.getpwnam("nobody")
+    for args in (["OpenPairingWindow", "u", "0"], ["AnswerPrompt", "ubs", "1", "true", ""], ["ListPhones"],
+                 ["Forget", "s", ADA]):
+        res = subprocess.run(
+            ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "busctl",
+             f"--address={system_bus.address}", "call", NAME, PATH, IFACE, *args],
+            capture_output=True, text=True, timeout=20)
+        assert res.returncode != 0 and "caller is not allowed" in res.stderr, res
+    assert f"denied {IFACE}.OpenPairingWindow" in d.log()
