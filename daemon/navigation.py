@@ -279,6 +279,11 @@ class NavigationRelay:
         ).fetchall()
         return [_row(r) for r in rows]
 
+    def pending_count(self) -> int:
+        """len(pending()) without reading the rows (signals carry it on every change)."""
+        return int(self.store.execute(
+            "SELECT COUNT(*) FROM nav_intents WHERE state IN ('offered', 'accepted')").fetchone()[0])
+
     def accept(self, intent_id: str) -> NavIntent:
         intent = self._expire_one(self.get(intent_id))
         if intent.state in ("accepted", "delivered"):

@@ -42,11 +42,11 @@ class Navigation1(ServiceInterface):
     # -- listeners -> signals ----------------------------------------------------------------------
     def _offered(self, intent: "NavIntent") -> None:
         self.IntentOffered(intent.to_dbus())
-        self.emit_properties_changed({"PendingCount": len(self._relay.pending())})
+        self.emit_properties_changed({"PendingCount": self._relay.pending_count()})
 
     def _changed(self, intent: "NavIntent", reason: str) -> None:
         self.IntentChanged(intent.id, intent.state, reason)
-        self.emit_properties_changed({"PendingCount": len(self._relay.pending())})
+        self.emit_properties_changed({"PendingCount": self._relay.pending_count()})
 
     def _service(self, available: bool) -> None:
         self.emit_properties_changed({"ServiceAvailable": available})
@@ -89,4 +89,4 @@ class Navigation1(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def PendingCount(self) -> DBusUInt32:
-        return len(self._relay.pending())
+        return self._relay.pending_count()

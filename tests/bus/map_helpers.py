@@ -138,11 +138,12 @@ class MiniDaemon:
 
 
 class Signals:
-    """org.dashbridge signals on a client connection; ``await wait(member, pred)`` with a deadline."""
+    """org.dashbridge signals on a client connection; ``await wait(member, pred)`` with a deadline.
+    Bodies are unwrapped once, when they arrive."""
 
     def __init__(self, bus: MessageBus) -> None:
         self.bus = bus
-        self.items: list[Message] = []
+        self.items: list[tuple[str, list[Any]]] = []
         self._cond = asyncio.Condition()
         bus.add_message_handler(self._on)
 
@@ -153,7 +154,7 @@ class Signals:
 
     def _on(self, msg: Message) -> None:
         if msg.message_type.name == "SIGNAL" and msg.path == PATH:
-            self.items.append(msg)
+            self.items.append((msg.member or "", unwrap(list(msg.body))))
             asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
@@ -161,20 +162,19 @@ class Signals:
             self._cond.notify_all()
 
     def of(self, member: str) -> list[list[Any]]:
-        return [unwrap(list(m.body)) for m in self.items if m.member == member]
+        return [body for m, body in self.items if m == member]
 
     async def wait(self, member: str, pred: Callable[[list[Any]], bool] = lambda b: True,
                    timeout: float = 5.0) -> list[Any]:
+        pos = 0
         async with asyncio.timeout(timeout):
             async with self._cond:
                 while True:
-                    for m in self.items:
-                        if m.member == member:
-                            body = unwrap(list(m.body))
-                            if pred(body):
-                                return body
+                    for m, body in self.items[pos:]:
+                        if m == member and pred(body):
+                            return body
+                    pos = len(self.items)
                     await self._cond.wait()
-
 
     async def wait_count(self, member: str, pred: Callable[[list[Any]], bool], count: int,
                          timeout: float = 5.0) -> list[list[Any]]:
