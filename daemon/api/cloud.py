@@ -62,6 +62,8 @@ class Cloud1(ServiceInterface):
             self.AccountLinkChanged(args[0], args[1])
         elif kind == "rejected":
             self.EntitlementsRejected(args[0])
+        elif kind == "sync":
+            self.SyncFinished(args[0], args[1])
         snap = self._snapshot()
         changed = {k: v for k, v in snap.items() if self._last.get(k) != v}
         self._last = snap
@@ -154,6 +156,10 @@ class Cloud1(ServiceInterface):
     @dbus_signal()
     def EntitlementsRejected(self, reason: DBusStr) -> DBusStr:
         return reason
+
+    @dbus_signal()
+    def SyncFinished(self, ok: DBusBool, reason: DBusStr) -> Annotated[list[Any], DBusSignature("bs")]:
+        return [ok, reason]
 
     # -- properties ---------------------------------------------------------------------------------
     def _p(self, name: str) -> Any:

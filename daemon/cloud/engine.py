@@ -504,6 +504,7 @@ class CloudEngine:
             self.next_sync = now + wait
             log.info("cloud: sync failed (%s)", exc.reason)
             self._failure(exc)
+            self._emit("sync", False, exc.reason)
         else:
             self._sync_failures = 0
             self._sync_failed = False
@@ -513,6 +514,8 @@ class CloudEngine:
             with self.db.transaction() as conn:
                 CloudDb.put(conn, "last_sync", self.last_sync)
             self._success(trouble=self._entitlement_trouble)
+            self._emit("sync", not self._entitlement_trouble,
+                       self.backend_reason if self._entitlement_trouble else "")
         self._reevaluate(self.clock.now())
         self._changed()
 
