@@ -18,16 +18,81 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from .phone import VirtualPhone
+from .world import WorldSpec
 
 
-async def _up(args: argparse.Namespace, config: dict[str, object]) -> int:
-    from .world import World, WorldError, WorldSpec
+def world_spec(args: argparse.Namespace) -> WorldSpec | None:
+    """The world ``up``/``shell`` build: a scenario file's world (``--world``), phones from
+    ``--phone`` and config from ``--config``; None (and a message) when something is wrong."""
+    from .scenario import ScenarioError, load_world
+    from .world import _merge
+
+    spec = WorldSpec()
+    if getattr(args, "world", None):
+        try:
+            spec = load_world(args.world).world_spec()
+        except ScenarioError as exc:
+            print(f"dashbridge-sim: {exc}", file=sys.stderr)
+            return None
+    if getattr(args, "config", None):
+        import yaml
+
+        try:
+            config = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"dashbridge-sim: {args.config}: {exc}", file=sys.stderr)
+            return None
+        if not isinstance(config, dict):
+            print(f"dashbridge-sim: {args.config}: expected a mapping of config keys", file=sys.stderr)
+            return None
+        spec.config = _merge(spec.config, config)
+    for text in getattr(args, "phone", None) or []:
+        try:
+            spec.phones.append(parse_phone(text))
+        except ValueError as exc:
+            print(f"dashbridge-sim: --phone {text!r}: {exc}", file=sys.stderr)
+            return None
+    spec.daemon = not args.no_daemon
+    return spec
+
+
+def parse_phone(text: str) -> VirtualPhone:
+    """``name=Alice's Pixel,address=AA:BB:CC:DD:EE:01[,bonded=true][,contacts=50][,passkey=123456]``."""
+    fields: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"expected key=value, got {part!r}")
+        if key in ("name", "address", "pairing", "pin", "operator"):
+            fields[key] = value
+        elif key in ("passkey", "battery", "signal"):
+            fields[key] = int(value)
+        elif key == "contacts":
+            fields["generated_contacts"] = int(value)
+        elif key == "profiles":
+            fields["profiles"] = tuple(x for x in value.split("+") if x)
+        elif key in ("bonded", "auto_reconnect", "discoverable", "in_range"):
+            fields[key] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            raise ValueError(f"unknown key {key} (name, address, pairing, passkey, pin, contacts, "
+                             "profiles=hfp+pbap+map, bonded, auto_reconnect)")
+    if "address" not in fields:
+        raise ValueError("address= is required")
+    return VirtualPhone(**fields)
+
+
+async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
+    from .world import World, WorldError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    world = World(WorldSpec(daemon=not args.no_daemon, config=config))
+    world = World(spec)
     try:
         try:
             await world.start()
@@ -40,6 +105,9 @@ async def _up(args: argparse.Namespace, config: dict[str, object]) -> int:
         if cfg_path is not None:
             world.write_config(cfg_path)
         print(file=sys.stderr)
+        for p in world.phones.values():
+            print(f"  phone {p.name} ({p.address}): {'paired before' if p.bonded else 'not paired'}",
+                  file=sys.stderr)
         for name in world.fakes:
             print(f"  fake {name}: running", file=sys.stderr)
         for name, why in world.missing.items():
@@ -61,19 +129,10 @@ async def _up(args: argparse.Namespace, config: dict[str, object]) -> int:
 
 
 def _up_main(args: argparse.Namespace) -> int:
-    config: dict[str, object] = {}
-    if args.config:
-        import yaml
-
-        try:
-            config = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            print(f"dashbridge-sim up: {args.config}: {exc}", file=sys.stderr)
-            return 2
-        if not isinstance(config, dict):
-            print(f"dashbridge-sim up: {args.config}: expected a mapping of config keys", file=sys.stderr)
-            return 2
-    return asyncio.run(_up(args, config))
+    spec = world_spec(args)
+    if spec is None:
+        return 2
+    return asyncio.run(_up(args, spec))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -140,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start buses, fakes and the daemon until Ctrl-C")
     up.add_argument("--no-daemon", action="store_true", help="print the environment; run your own daemon")
     up.add_argument("--config", metavar="YAML", help="daemon config overrides (same keys as the config file)")
+    up.add_argument("--world", metavar="SCENARIO", help="start the world of this scenario file (phones, config, "
+                                                          "backend); its steps are not run")
+    up.add_argument("--phone", action="append", metavar="KEY=VALUE,...",
+                    help="add a phone, e.g. \"name=Alice's Pixel,address=AA:BB:CC:DD:EE:01,contacts=50\" "
+                         "(bonded=true: paired before); repeatable")
     up.add_argument("--write-config", metavar="PATH",
                     help="write the daemon config the world would use (backend URL, TLS files ...) here")
     up.set_defaults(func=_up_main)
     sh = sub.add_parser("shell", help="an interactive prompt to act as the world")
     sh.add_argument("--no-daemon", action="store_true", help="do not start the daemon")
+    sh.add_argument("--world", metavar="SCENARIO", help="start with the world of this scenario file")
+    sh.add_argument("--phone", action="append", metavar="KEY=VALUE,...", help="add a phone (as for up)")
     sh.set_defaults(func=_shell)
     run = sub.add_parser("run", help="run YAML scenarios (default: the library in simulator/scenarios/)")
     run.add_argument("files", nargs="*", metavar="FILE", help="scenario files or directories")

@@ -604,7 +604,18 @@ def load_file(path: str | Path) -> Scenario:
     return loads(text, p)
 
 
-def loads(text: str, path: str | Path = "<scenario>") -> Scenario:
+def load_world(path: str | Path) -> Scenario:
+    """Only the world of a scenario file (``dashbridge-sim up --world``, ``shell --world``): the
+    same checks, ``steps`` optional."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(str(p), None, f"cannot read ({exc.strerror})") from None
+    return loads(text, p, steps_required=False)
+
+
+def loads(text: str, path: str | Path = "<scenario>", *, steps_required: bool = True) -> Scenario:
     f = _File(Path(path))
     try:
         root = yaml.compose(text, Loader=_Loader)
@@ -642,6 +653,8 @@ def loads(text: str, path: str | Path = "<scenario>") -> Scenario:
     if "world" in top:
         _load_world(f, top["world"][1], sc)
     if "steps" not in top:
+        if not steps_required:
+            return sc
         f.fail(root, "steps: missing (a list of what happens)")
     snode = top["steps"][1]
     if not isinstance(snode, yaml.SequenceNode) or not snode.value:

@@ -409,9 +409,16 @@ class SimShell(cmd.Cmd):
 
 
 def main(args: argparse.Namespace | None = None) -> int:
-    no_daemon = bool(getattr(args, "no_daemon", False))
+    spec = WorldSpec(daemon=not getattr(args, "no_daemon", False))
+    if args is not None:
+        from .__main__ import world_spec
+
+        got = world_spec(args)
+        if got is None:
+            return 2
+        spec = got
     lt = LoopThread()
-    world = World(WorldSpec(daemon=not no_daemon))
+    world = World(spec)
     try:
         try:
             lt.run(world.start(), timeout=None)

@@ -82,7 +82,10 @@ async def _amain(args: argparse.Namespace) -> int:
     try:
         bus = await connect(address, "system", timeout=args.timeout)
     except (OSError, TimeoutError) as exc:
-        print(f"dashbridgectl: cannot reach the bus: {exc}", file=sys.stderr)
+        where = address or "the system bus"
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
+            f"no answer within {args.timeout:g}s" if isinstance(exc, TimeoutError) else str(exc))
+        print(f"dashbridgectl: cannot reach the bus ({where}): {why}", file=sys.stderr)
         return 2
     try:
         ctx = CtlContext(bus, args.json, args.timeout)
@@ -112,3 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_amain(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `dashbridgectl ... | head`: the reader left; stop quietly like other command-line tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

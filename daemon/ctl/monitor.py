@@ -27,7 +27,7 @@ async def monitor(ctx: CtlContext, args: argparse.Namespace) -> int:
 
     def on(msg: Message) -> None:
         nonlocal seen
-        if msg.message_type != MessageType.SIGNAL:
+        if msg.message_type != MessageType.SIGNAL or done.is_set():
             return
         ours = (msg.interface or "").startswith("org.dashbridge")
         props = msg.member == "PropertiesChanged" and bool(msg.body) and str(msg.body[0]).startswith("org.dashbridge")
