@@ -110,3 +110,31 @@ async def test_email_listed_and_read_and_sms_reply_reaches_the_outbox(world: Wor
     await dash.call("Messages1.Reply", [ev.named["message"]["id"], "Five minutes away"])
     (out,) = world.phone_outbox(ADDR)
     assert out.recipient == SAM and out.body == "Five minutes away"
+
+
+async def test_messages_and_their_destinations_do_not_need_the_cloud() -> None:
+    """With the cloud switched on but unreachable (nothing listens on the port), texts still
+    arrive and their destinations still reach the navigation service."""
+    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True)
+    spec = WorldSpec(phones=[phone], config={"cloud": {"enabled": True, "url": "https://127.0.0.1:9",
+                                                        "vehicle_id": "car-1", "request_timeout": "1s"}})
+    w = World(spec)
+    await w.start()
+    try:
+        dash = w.dashboard
+        assert dash is not None
+        await dash.wait_for(lambda e: _is(e, "Messages1.PropertiesChanged")
+                            and e.named["changed"].get("Phones", {}).get(ADDR, [""])[0] in ("ready", "polling"),
+                            DEADLINE_S)
+        mark = dash.mark
+        w.deliver_message(ADDR, "SMS_GSM", SAM, "here: geo:51.5237,-0.1585")
+        await dash.wait_for(lambda e: _is(e, "Messages1.MessageReceived"), DEADLINE_S, mark)
+        ev = await dash.wait_for(lambda e: _is(e, "Navigation1.IntentOffered"), DEADLINE_S, mark)
+        await dash.call("Navigation1.Accept", [ev.named["intent"]["id"]])
+        await dash.wait_for(lambda e: _is(e, "Navigation1.IntentChanged") and e.named["state"] == "delivered",
+                            DEADLINE_S, mark)
+        assert [d["id"] for d in w.fake("navigation").destinations] == [ev.named["intent"]["id"]]
+        state, reason = (await dash.get("Daemon1.Health"))["cloud"]
+        assert state != "ok" and "connect" in reason, "the control: the cloud really was unreachable"
+    finally:
+        await w.stop()
