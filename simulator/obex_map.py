@@ -21,9 +21,9 @@ faithful to reference §2.6-2.8, §3.2 and §7 items 14-15 (upstream ``obexd/cli
   deleted message's ``Folder`` becomes ``/telecom/msg/deleted`` by PropertiesChanged — only when the
   phone delivers notifications at all (``VirtualPhone.map_notifications``).
 
-Control (Python: :func:`deliver`, :func:`set_notifications`, :func:`set_push_accepted`,
-:func:`outbox`; D-Bus on ``org.dashbridge.Sim.Obex1``: ``MapDeliver``, ``MapSetNotifications``,
-``MapSetPushAccepted``, ``MapOutbox``).  "MAP not offered" is a phone without ``"map"`` in
+Control (Python: :func:`deliver`, :func:`move_on_phone`, :func:`set_notifications`,
+:func:`set_push_accepted`, :func:`outbox`; D-Bus on ``org.dashbridge.Sim.Obex1``: ``MapDeliver``,
+``MapSetNotifications``, ``MapSetPushAccepted``, ``MapOutbox``).  "MAP not offered" is a phone without ``"map"`` in
 ``profiles`` (CreateSession then fails like obexd without an SDP record).
 """
 
@@ -561,6 +561,21 @@ def deliver(obexd: FakeObexd, address: str, *, type: str = "SMS_GSM", sender: st
         for access in _map_sessions(obexd, phone.address):
             access.notify_new(msg)
     return msg
+
+
+def move_on_phone(obexd: FakeObexd, address: str, handle: int, folder: str = "deleted") -> None:
+    """The user deletes (or files) a message on the phone itself: MessageDeleted/MessageShift
+    events reach every session that has an object for it (only if the phone notifies)."""
+    phone = _phone(obexd, address)
+    msg = next((m for m in phone.messages if m.handle == handle), None)
+    if msg is None:
+        raise ObexError.invalid_args(f"no message {handle}")
+    msg.folder = folder
+    if phone.map_notifications:
+        for access in _map_sessions(obexd, phone.address):
+            obj = access.objects.get(handle)
+            if obj is not None and obj.msg is msg:
+                obj.changed("Folder")
 
 
 def set_notifications(obexd: FakeObexd, address: str, on: bool) -> None:

@@ -202,12 +202,27 @@ class MessagesComponent:
                 if s.map is not None and s.map.path == path:
                     s.lost.set()
             return
+        if kind == "changed" and iface == names.OBEX_MESSAGE_IFACE and isinstance(props.get("Folder"), str):
+            # MessageDeleted / MessageShift events from the phone (reference §2.8 item 4).
+            parent, _, leaf = path.rpartition("/")
+            for s in self.sessions.values():
+                if s.map is not None and s.map.path == parent:
+                    self._moved(s.addr, leaf.removeprefix("message"), props["Folder"])
+            return
         if kind == "added" and iface == names.OBEX_MESSAGE_IFACE and props.get("Status") == "notification":
             parent, _, leaf = path.rpartition("/")
             for s in self.sessions.values():
                 if s.map is not None and s.map.path == parent:
                     s.pending_new.add(leaf.removeprefix("message"))  # announced even if a sync stores it first
                     s.notifications.put_nowait((path, dict(props)))
+
+    def _moved(self, addr: str, handle: str, folder_path: str) -> None:
+        m = self.db.get(addr, handle)
+        folder = folder_path.rstrip("/").rsplit("/", 1)[-1].lower()
+        if m is None or not folder or m.folder == folder:
+            return
+        self.db.set_folder(addr, handle, folder)
+        self._emit(self.changed_listeners, m.with_(folder=folder))
 
     # -- state ----------------------------------------------------------------------------------------
     def set_state(self, addr: str, state: str | None, detail: str = "") -> None:

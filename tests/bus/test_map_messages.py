@@ -355,3 +355,15 @@ async def test_email_folders_beside_the_inbox_are_synced_and_followed(
                            folder="email")
     (m,) = await sig.wait("MessageReceived")
     assert m["id"] == f"{PHONE}/{msg.handle}" and m["folder"] == "email" and m["subject"] == "Lunch?"
+
+
+async def test_message_deleted_on_the_phone_follows_in_the_car(
+        start: Start, obexd: FakeObexd, phone: VirtualPhone, client: MessageBus) -> None:
+    phone.messages.append(PhoneMessage(handle=9, sender=MUM, body="delete me on the phone", timestamp=_stamp(0.1)))
+    d = await start()
+    sig = await Signals(client).start()
+    await _connected(d, sig)
+    obex_map.move_on_phone(obexd, PHONE, 9, "deleted")
+    changed = await sig.wait("MessageChanged", lambda b: b[0] == f"{PHONE}/9")
+    assert changed[1]["folder"] == "deleted"
+    assert [m["folder"] for m in await api(client, MSG_IFACE, "List", "a{sv}", [{}])] == ["deleted"]
