@@ -176,9 +176,11 @@ Handler = Callable[[Message, Any], "Message | None"]
 class FakeOfono:
     """``await FakeOfono.start(bus_address, phones)``; ``await fake.stop()``."""
 
-    def __init__(self, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0") -> None:
+    def __init__(self, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0",
+                 name: str = names.OFONO_NAME) -> None:
         self.bus_address = bus_address
         self.adapter = adapter
+        self.name = name  # another name only to run a second fake beside the real one (benchmarks)
         self.sides: dict[str, PhoneSide] = {}
         self.modems: dict[str, Modem] = {}  # address -> modem (only while "running")
         self.bus: MessageBus | None = None
@@ -196,9 +198,9 @@ class FakeOfono:
     # ---------------------------------------------------------------- lifecycle
 
     @classmethod
-    async def start(cls, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0"
-                    ) -> FakeOfono:
-        self = cls(bus_address, phones, adapter=adapter)
+    async def start(cls, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0",
+                    name: str = names.OFONO_NAME) -> FakeOfono:
+        self = cls(bus_address, phones, adapter=adapter, name=name)
         await self._come_up()
         return self
 
@@ -211,7 +213,7 @@ class FakeOfono:
         for side in self.sides.values():
             self.modems[side.phone.address] = Modem(side, modem_path(side.phone.address, self.adapter))
         async with asyncio.timeout(5):
-            await bus.request_name(names.OFONO_NAME)
+            await bus.request_name(self.name)
         for m in self.modems.values():
             self._signal("/", names.OFONO_MANAGER_IFACE, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
 
@@ -231,7 +233,7 @@ class FakeOfono:
         if bus is not None and bus.connected:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
-                    await bus.release_name(names.OFONO_NAME)
+                    await bus.release_name(self.name)
             bus.disconnect()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
@@ -259,6 +261,8 @@ class FakeOfono:
 
     def _signal(self, path: str, iface: str, member: str, sig: str, body: list[Any]) -> None:
         self._send(Message.new_signal(path, iface, member, sig, body))
+        if self._call_waiters:
+            self._wake_call_waiters()
 
     def _prop_changed(self, path: str, iface: str, name: str, value: Variant) -> None:
         self._signal(path, iface, "PropertyChanged", "sv", [name, value])
@@ -784,9 +788,10 @@ class FakeOfono:
                 fut.set_result(None)
                 self._call_waiters.remove((pred, fut))
 
-    async def wait_for_calls(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    async def wait_until(self, pred: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait (under a deadline) until ``pred()`` holds, re-checked on every method call the
-        fake receives — e.g. "the daemon has tried to power the modem twice"."""
+        fake receives and every signal it sends — e.g. "the daemon has tried to power the modem
+        twice", "the modem's voice-call interface is up"."""
         if pred():
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -56,11 +56,7 @@ class Calls1(ServiceInterface):
 
     def call_props(self, c: "Call") -> dict[str, Variant]:
         name, source = self._h.caller_name(c)
-        phone_name = ""
-        for st in self._h.phones():
-            if st.address == c.phone:
-                phone_name = st.name
-                break
+        phone_name = self._h.phone_name(c.phone)
         return {
             "Id": Variant("s", c.id),
             "Phone": Variant("s", c.phone),

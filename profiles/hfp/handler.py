@@ -56,7 +56,6 @@ from .models import (
     ModemProps,
     PhoneStatus,
     apply_modem_change,
-    direction_for,
     display_name,
     normalize_dial_number,
     normalize_tones,
@@ -98,15 +97,12 @@ _OFONO_IFACES = (names.OFONO_VOICECALL_MANAGER_IFACE, names.OFONO_HANDSFREE_IFAC
 class _Modem:
     path: str
     props: ModemProps
+    address: str  # the phone's; fixed for the modem's life (looked up on every signal)
     loaded: set[str] = field(default_factory=set)  # interfaces whose state we have read
     loading: set[str] = field(default_factory=set)
     powering: bool = False
     power_attempt: int = 0
     power_timer: asyncio.TimerHandle | None = None
-
-    @property
-    def address(self) -> str:
-        return self.props.address
 
     @property
     def has_calls(self) -> bool:
@@ -221,6 +217,10 @@ class HfpHandler:
 
     def phones(self) -> list[PhoneStatus]:
         return [p.status for p in self._phones.values()]
+
+    def phone_name(self, address: str) -> str:
+        p = self._phones.get(address)
+        return p.status.name if p else ""
 
     def phone_role(self, address: str) -> str:
         p = self._phones.get(address)
@@ -446,7 +446,8 @@ class HfpHandler:
         if iface == names.OFONO_VOICECALL_MANAGER_IFACE:
             if member == "CallAdded":
                 cpath, props = msg.body
-                self._call_seen(path, cpath, unwrap_props(props))
+                # Hot path (the incoming-call relay): CallAdded values are plain variants.
+                self._call_seen(path, cpath, {k: v.value if type(v) is Variant else v for k, v in props.items()})
             elif member == "CallRemoved":
                 (cpath,) = msg.body
                 self._call_removed(path, cpath)
@@ -493,7 +494,7 @@ class HfpHandler:
             return
         m = self._modems.get(path)
         if m is None:
-            m = _Modem(path, mp)
+            m = _Modem(path, mp, mp.address)
             self._modems[path] = m
             log.debug("HFP modem %s for %s", path, redact_address(mp.address))
         else:
@@ -672,14 +673,13 @@ class HfpHandler:
             log.info("call %s on %s is back after oFono restarted", new.id, redact_address(p.link.address))
             self._emit_call("changed", new)
             return
-        new = Call(id=f"call{next(self._ids)}", phone=p.link.address, path=cpath, state=cp.state,
-                   direction=direction_for(cp.state)).with_props(cp)
+        new = Call.first_seen(f"call{next(self._ids)}", p.link.address, cpath, cp)
         p.calls[new.id] = new
         p.by_path[cpath] = new.id
+        self._emit_call("added", new)  # first: the dashboard rings before we write our log
         if new.ringing:
             log.info("incoming call %s on %s from %s", new.id, redact_address(p.link.address), redact(new.number))
         log.debug("call %s added: %s %s", new.id, new.state, new.number)
-        self._emit_call("added", new)
 
     def _adopt_from_limbo(self, p: _Phone, cpath: str, number: str) -> Call | None:
         if not p.limbo:

@@ -181,6 +181,13 @@ class Call:
     remote_held: bool = False
     disconnect_reason: str = ""  # local | remote | network | link-lost | ofono-lost | phone-disconnected
 
+    @classmethod
+    def first_seen(cls, id: str, phone: str, path: str, p: CallProps) -> Call:
+        """A call as oFono first announced it (``p.state`` must be known)."""
+        state = p.state or "incoming"
+        return cls(id, phone, path, state, direction_for(state), p.line_id or "", p.name or "", p.start_time,
+                   bool(p.multiparty), bool(p.emergency), bool(p.remote_held))
+
     def with_props(self, p: CallProps) -> Call:
         """A copy with every known field of ``p`` applied."""
         changes: dict[str, Any] = {}
@@ -239,7 +246,7 @@ class ModemProps:
 _ADDRESS = re.compile(r"[0-9A-F]{2}(:[0-9A-F]{2}){5}")
 
 
-def address_from_modem_path(path: str) -> str:
+def address_from_modem_path(path: Any) -> str:
     """``/hfp/org/bluez/hci0/dev_AA_BB_CC_DD_EE_FF`` -> ``AA:BB:CC:DD:EE:FF`` (else "")."""
     if not isinstance(path, str):
         return ""

@@ -137,7 +137,7 @@ async def test_phone_out_of_range_link_is_retried_not_hammered(world: CallsWorld
         return [t for c, t in zip(world.fake.method_calls, world.fake.call_times, strict=True) if c == power]
 
     # First attempt at once, the next one along the retry ladder (1 s, then 2 s...).
-    await world.fake.wait_for_calls(lambda: len(attempts()) >= 2, timeout=5)
+    await world.fake.wait_until(lambda: len(attempts()) >= 2, timeout=5)
     first, second = attempts()[:2]
     assert second - first >= 0.9
     world.fake.side(A).phone.in_range = True
