@@ -23,7 +23,7 @@ from ..dbus import names
 
 log = logging.getLogger(__name__)
 
-AGENT_PATH = "/org/dashbridge/agent"
+AGENT_PATH = names.DASHBRIDGE_AGENT_PATH
 T = TypeVar("T")
 
 

@@ -111,6 +111,8 @@ DASHBRIDGE_NAME: Final = "org.dashbridge"
 DASHBRIDGE_PATH: Final = "/org/dashbridge"
 DASHBRIDGE_DAEMON_IFACE: Final = "org.dashbridge.Daemon1"
 DASHBRIDGE_PHONES_IFACE: Final = "org.dashbridge.Phones1"
+# The daemon's pairing agent (org.bluez.Agent1), exported on its own system-bus connection.
+DASHBRIDGE_AGENT_PATH: Final = "/org/dashbridge/agent"
 DASHBRIDGE_CALLS_IFACE: Final = "org.dashbridge.Calls1"
 DASHBRIDGE_CONTACTS_IFACE: Final = "org.dashbridge.Contacts1"
 DASHBRIDGE_MESSAGES_IFACE: Final = "org.dashbridge.Messages1"
