@@ -150,3 +150,32 @@ async def test_two_phones_through_the_daemon(sim: Sim) -> None:
     assert [c.number for c in sim.ofono.calls(A)] == ["5551234"]
     calls = {c["Id"]: c["Phone"] for c in (await sim.ctl_json("calls"))["calls"]}
     assert calls == {cb[0]: B, data["call"]: A}
+
+
+async def test_calls_do_not_depend_on_the_cloud(system_bus: PrivateBus, daemon_factory: Callable[..., DaemonProcess],
+                                                client: MessageBus) -> None:
+    """Cloud switched on but unreachable (nothing listens on the port): calls work all the same."""
+    phone = VirtualPhone(A, name="Alice's phone")
+    bluez = await FakeBluez.start(system_bus.address, [], timings=BluezTimings.fast())
+    bluez.add_phone(phone, paired=True, connected=True)
+    ofono = await FakeOfono.start(system_bus.address, [phone])
+    dash = await Dashboard(client).subscribe()
+    daemon = daemon_factory({"cloud": {"enabled": True, "url": "https://127.0.0.1:9", "vehicle_id": "WDB0000000000001",
+                                       "request_timeout": "1s"}}, start=False)
+    daemon.start(wait_ready=False)
+    try:
+        await daemon.await_ready()
+        await dash.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Ready"], timeout=15)
+        ofono.incoming_call(A, "5550001")
+        cid = (await dash.wait("CallAdded", lambda b: b[1]["Number"] == "5550001"))[0]
+        await dash.api("Answer", "s", [cid])
+        await dash.state(cid, "active")
+        await dash.api("Hangup", "s", [cid])
+        await dash.wait("CallRemoved", lambda b: b[0] == cid)
+    except BaseException:
+        print(daemon.log())
+        raise
+    finally:
+        daemon.stop()
+        await ofono.stop()
+        await bluez.stop()

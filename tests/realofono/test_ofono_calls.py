@@ -25,6 +25,7 @@ from tests.realofono.atphone import ACTIVE, HELD, INCOMING, WAITING, ATPhone
 from tests.realofono.support import Dashboard, HfpBluez, Ofonod
 
 A = "AA:00:00:00:00:01"
+B = "BB:00:00:00:00:02"
 DAEMON_CONFIG = {
     "log_level": "debug",
     "calls": {"ofono_timeout": "3s", "connect_timeout": "10s", "restart_grace": "10s"},
@@ -38,6 +39,7 @@ class Rig:
     phone: ATPhone
     daemon: DaemonProcess
     dash: Dashboard
+    second: ATPhone  # B, the secondary phone
 
     def diagnostics(self) -> str:
         return (f"--- ofonod ---\n{self.ofono.log()[-6000:]}\n--- dashbridged ---\n{self.daemon.log()[-20000:]}\n"
@@ -50,12 +52,15 @@ async def rig(request: pytest.FixtureRequest, system_bus: PrivateBus, daemon_fac
     bluez = await HfpBluez.start(system_bus.address, [], timings=BluezTimings.fast())
     phone = ATPhone(A)
     bluez.at_phones[A] = phone
-    # A phone paired and connected before dashbridged started (it adopts it).
+    second = ATPhone(B, operator="OtherNet")
+    bluez.at_phones[B] = second
+    # Two phones paired and connected before dashbridged started (it adopts them; A is first).
     bluez.add_phone(VirtualPhone(A, name="Pixel"), paired=True, connected=True)
+    bluez.add_phone(VirtualPhone(B, name="iPhone"), paired=True, connected=True)
     ofono = Ofonod(system_bus.address, tmp_path / "ofonod.log")
     dash = await Dashboard(client).subscribe()
     daemon = daemon_factory(DAEMON_CONFIG, start=False)
-    rig = Rig(bluez, ofono, phone, daemon, dash)
+    rig = Rig(bluez, ofono, phone, daemon, dash, second)
     try:
         await ofono.start(bluez)
         daemon.start(wait_ready=False)
@@ -63,6 +68,7 @@ async def rig(request: pytest.FixtureRequest, system_bus: PrivateBus, daemon_fac
         # Service-level connection up: the daemon powered the modem, ofonod asked bluetoothd for
         # the HFP connection, the handshake ran over AT, and the dashboard hears the phone is ready.
         await dash.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Ready"], timeout=20)
+        await dash.wait("PhoneChanged", lambda b: b[0] == B and b[1]["Ready"], timeout=20)
         yield rig
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
@@ -86,8 +92,8 @@ async def test_service_level_connection_up(rig: Rig) -> None:
     await rig.dash.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Operator"] == "SimNet"
                         and b[1]["Signal"] == 80 and b[1]["Battery"] == 100)
     (phones,) = await rig.dash.api("GetPhones")
-    (st,) = phones
-    assert (st["Address"], st["Name"], st["Ready"]) == (A, "Pixel", True)
+    st = next(p for p in phones if p["Address"] == A)
+    assert (st["Address"], st["Name"], st["Ready"], st["Role"]) == (A, "Pixel", True, "primary")
     assert st["Registration"] == "registered"
 
 
@@ -255,3 +261,27 @@ async def test_hfp_link_lost_mid_call(rig: Rig) -> None:
     await dash.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Ready"], after=mark, timeout=20)
     again = await dash.wait("CallAdded", lambda b: b[1]["Number"] == "5550001", after=mark)
     assert again[1]["State"] == "active" and again[0] != cid
+
+
+async def test_two_phones_calls_are_told_apart(rig: Rig) -> None:
+    dash = rig.dash
+    mark = dash.mark()
+    rig.second.ring("5550002")  # the secondary phone rings
+    cb = await dash.wait("CallAdded", lambda b: b[1]["Number"] == "5550002", after=mark)
+    assert (cb[1]["Phone"], cb[1]["PhoneName"]) == (B, "iPhone")
+    n = len(rig.second.received)
+    await dash.api("Answer", "s", [cb[0]])
+    await rig.second.wait_command("ATA", after=n)
+    await dash.state(cb[0], "active", after=mark)
+    # Dialling without naming a phone uses the primary; the secondary's call is untouched.
+    na, nb = len(rig.phone.received), len(rig.second.received)
+    (ca,) = await dash.api("Dial", "ss", ["5550001", ""])
+    assert await rig.phone.wait_command("ATD", after=na) == "ATD5550001;"
+    assert not [c for c in rig.second.received[nb:] if c.startswith("ATD")]
+    (calls,) = await dash.api("GetCalls")
+    assert {c["Id"]: c["Phone"] for c in calls} == {cb[0]: B, ca: A}
+    await dash.wait("PhoneChanged", lambda b: b[0] == B and b[1]["Operator"] == "OtherNet")
+    await dash.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Operator"] == "SimNet")
+    (phones,) = await dash.api("GetPhones")
+    assert {p["Address"]: (p["Role"], p["Operator"]) for p in phones} == {A: ("primary", "SimNet"),
+                                                                          B: ("secondary", "OtherNet")}
