@@ -21,9 +21,23 @@ reference (../shared/reference/bluez-obex-ofono-api.md §4) are marked REF≠REA
   at_console) talk to ``org.ofono``; a daemon running as a service user needs its own drop-in.
   Our private bus (``simulator/bus.py``) allows everything, so the tier does not exercise the
   policy — the production policy file must grant the dashbridge user ``send_destination=org.ofono``.
-* REF≠REAL: in 1.31 ``VoiceCall.Answer`` on a call that is not ``incoming`` is ``Failed``, and
-  ``Hangup`` on an active single call is ``AT+CHUP``; a waiting call is rejected with
-  ``AT+CHLD=0``, answered with ``AT+CHLD=2`` (HoldAndAnswer) — as the reference says.
+* REF≠REAL: an *unpowered* HFP modem has no ``Serial`` (it comes from the devinfo atom once the
+  modem is powered), so the daemon recognises a phone's modem by its path
+  (``/hfp`` + the BlueZ device path) — see ``profiles/hfp/models.py``.
+* REF≠REAL (detail): ``Interfaces`` grows in two steps after the handshake — CallVolume,
+  Handsfree, NetworkRegistration first; VoiceCallManager only after ``AT+CLIP``/``AT+CCWA`` are
+  answered — and the operator name, signal and battery arrive as ``PropertyChanged`` after the
+  interfaces appear.
+* On SIGTERM ofonod removes every modem (``ModemRemoved``) *before* it leaves the bus; a crash
+  (SIGKILL) just drops the name.  Calls therefore wait briefly on a removed modem before being
+  declared lost (``MODEM_GONE_GRACE_S`` in the handler).
+* A request queued at a frozen ofonod is still executed when it runs again: a Dial that timed out
+  for the dashboard is placed later and shows up as an outgoing call (tested).
+* As the reference says: ``VoiceCall.Answer`` on a call that is not ``incoming`` is ``Failed``;
+  ``Hangup`` of the single active call is ``AT+CHUP``; a waiting call is rejected with
+  ``AT+CHLD=0`` and answered with ``AT+CHLD=2`` (HoldAndAnswer); ofonod also sends
+  ``AT+XAPL``/``AT+APLSIRI?``, ``AT+VGS``/``AT+VGM`` and ``AT+CNUM``, which a phone may answer
+  with a bare ``OK``.
 """
 
 from __future__ import annotations

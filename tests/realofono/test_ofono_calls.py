@@ -285,3 +285,34 @@ async def test_two_phones_calls_are_told_apart(rig: Rig) -> None:
     (phones,) = await dash.api("GetPhones")
     assert {p["Address"]: (p["Role"], p["Operator"]) for p in phones} == {A: ("primary", "SimNet"),
                                                                           B: ("secondary", "OtherNet")}
+
+
+async def test_ofonod_that_does_not_answer(rig: Rig) -> None:
+    """ofonod frozen (SIGSTOP): a request fails with Timeout after calls.ofono_timeout (3 s here),
+    the daemon keeps answering; once ofonod runs again everything works — including the late
+    dial, which the phone then places and the dashboard sees as an outgoing call."""
+    import os
+    import time
+
+    dash = rig.dash
+    assert rig.ofono.proc is not None
+    os.kill(rig.ofono.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        try:
+            await dash.api("Dial", "ss", ["5550001", ""])
+        except Exception as exc:
+            assert "Timeout" in str(exc)
+        else:
+            raise AssertionError("dialled through a frozen ofonod")
+        assert 2.5 < time.monotonic() - t0 < 6
+        t0 = time.monotonic()
+        assert (await dash.api("GetCalls")) == [[]]  # no wedge
+        assert time.monotonic() - t0 < 1
+    finally:
+        os.kill(rig.ofono.proc.pid, signal.SIGCONT)
+    mark = dash.mark()
+    late = await dash.wait("CallAdded", lambda b: b[1]["Number"] == "5550001", timeout=10)
+    assert late[1]["Direction"] == "outgoing"
+    await dash.api("Hangup", "s", [late[0]])
+    await dash.wait("CallRemoved", lambda b: b[0] == late[0], after=mark)
