@@ -444,7 +444,7 @@ class Step:
             head = f"{self.kind} {self.action}"
         extras = []
         for k, v in self.params.items():
-            if v is None or v == [] or k in ("save", self.kind) or (k == "count" and v == 1) or \
+            if v is None or (v == [] and k == "args") or k in ("save", self.kind) or (k == "count" and v == 1) or \
                     (k == "since" and v == "step"):
                 continue
             extras.append(f"{k}={fmt_duration(v) if k in ('within', 'during') else _show(v)}")
@@ -683,11 +683,38 @@ def _load_world(f: _File, node: yaml.Node, sc: Scenario) -> None:
             for i, pn in enumerate(v.value):
                 sc.phones.append(_load_phone(f, pn, i, sc.phones))
         elif key == "backend":
-            sc.backend = _conv_map(f, v, "world.backend", Param("map")) if not _is_null(v) else {}
+            sc.backend = _load_options(f, v, "world.backend", BACKEND_OPTIONS)
         elif key == "navigation":
-            sc.navigation = _conv_map(f, v, "world.navigation", Param("map")) if not _is_null(v) else {}
+            sc.navigation = _load_options(f, v, "world.navigation", NAVIGATION_OPTIONS)
         elif key == "bluez":
             sc.bluez = _load_bluez(f, v)
+
+
+BACKEND_OPTIONS = {
+    "state": Param("str", choices=("online", "offline", "blackhole", "untrusted_tls"),
+                   doc="the configured address at the start"),
+    "phase": Param("str", choices=("original", "migrating", "migrated"), doc="migration phase at the start"),
+    "auto_approve": Param("bool", doc="registrations complete at once (default true)"),
+    "lease": Param("duration", doc="how long entitlement documents are valid (default 30d)"),
+    "features": Param("map", doc="entitled features, e.g. {remote_navigation: {enabled: true}}"),
+    "enabled": Param("bool", doc="false: the daemon gets no cloud config at all"),
+}
+NAVIGATION_OPTIONS = {
+    "running": Param("bool", doc="the navigation service is on the bus at the start (default true)"),
+    "mode": Param("str", choices=("ok", "error", "hang"), doc="how it answers"),
+}
+
+
+def _load_options(f: _File, node: yaml.Node, where: str, spec: dict[str, Param]) -> dict[str, Any]:
+    if _is_null(node):
+        return {}
+    out: dict[str, Any] = {}
+    for key, kn, v in _mapping(f, node, where):
+        p = spec.get(key)
+        if p is None:
+            f.fail(kn, f"{where}: unknown key {key} (known: {', '.join(spec)})")
+        out[key] = _PARAM_TYPES[p.type](f, v, f"{where}.{key}", p)
+    return out
 
 
 def _load_bluez(f: _File, node: yaml.Node) -> dict[str, float]:
