@@ -172,8 +172,21 @@ class HfpHandler:
             if not self._listening:
                 directory.add_listener(self._on_directory)
                 self._listening = True
-            for link in directory.connected.values():
+            # (Re)start: match the directory (phones may have come and gone while we were down),
+            # and give calls kept from a previous run the usual grace to be found again.
+            connected = directory.connected
+            for address in [a for a in self._phones if a not in connected]:
+                self._phone_gone(address)
+            for link in connected.values():
                 self._phone_connected(link)
+            for p in self._phones.values():
+                for cid, c in list(p.calls.items()):
+                    p.limbo[cid] = c
+                p.calls.clear()
+                p.by_path.clear()
+                if p.limbo and p.limbo_timer is None:
+                    p.limbo_reason = "stale"  # not in oFono's list any more
+                    self._arm_limbo(p, self.cfg.restart_grace)
             watcher = NameWatcher(self.router, names.OFONO_NAME, self._owner_changed)
             await watcher.start()
             if watcher.owner is None and self._owner is None:
@@ -189,6 +202,7 @@ class HfpHandler:
             for p in self._phones.values():
                 if p.limbo_timer:
                     p.limbo_timer.cancel()
+                    p.limbo_timer = None
             if watcher is not None:
                 await watcher.stop()
             if sub is not None:

@@ -209,3 +209,21 @@ async def test_modem_removed_while_ofono_stays_ends_calls_after_a_short_wait(wor
     await world.wait("PhoneChanged", lambda b: b[0] == A and not b[1]["Ready"], after=mark)
     assert (await world.wait("CallRemoved", lambda b: b[0] == cid, after=mark))[1] == "link-lost"
     assert time.monotonic() - t0 >= 1.5
+
+
+async def test_component_restart_rebuilds_from_ofono_and_the_directory(world: CallsWorld) -> None:
+    """The supervisor restarts the calls component: what changed meanwhile is caught up."""
+    await world.connect_ready(A)
+    await world.connect_ready(B, "secondary")
+    ca = await active_call(world, A, "5550001")
+    cb = await active_call(world, B, "5550002")
+    await world.stop()
+    world.directory.set_disconnected(B)  # while the component was down
+    world.fake.remote_hangup(A)  # A's call ends while nobody listens
+    world.fake.incoming_call(A, "5550003")
+    mark = world.mark()
+    world.start()
+    assert (await world.wait("CallRemoved", lambda b: b[0] == cb, after=mark))[1] == "phone-disconnected"
+    new = await world.wait("CallAdded", lambda b: b[1]["Number"] == "5550003", after=mark)
+    assert (await world.wait("CallRemoved", lambda b: b[0] == ca, after=mark, timeout=6))[1] == "stale"
+    assert [c["Id"] for c in await world.calls()] == [new[0]]

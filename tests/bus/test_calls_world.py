@@ -46,9 +46,23 @@ class CallsWorld:
         self.client = client
         self.health = health
         self.ctx = ctx
+        self.task: asyncio.Task[None] | None = None
         self.signals: list[tuple[str, list[Any]]] = []
         self._cond = asyncio.Condition()
         client.add_message_handler(self._on)
+
+    def start(self) -> None:
+        """Run the calls component (as the supervisor does)."""
+        self.task = asyncio.get_running_loop().create_task(self.handler.run())
+
+    async def stop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
 
     def _on(self, msg: Message) -> None:
         if msg.message_type == MessageType.SIGNAL and msg.interface == names.DASHBRIDGE_CALLS_IFACE:
@@ -134,16 +148,12 @@ async def calls_world(system_bus: PrivateBus, tmp_path: Path, **calls_cfg: Any) 
     await daemon_bus.request_name(names.DASHBRIDGE_NAME)
     await call(client, names.DBUS_NAME, names.DBUS_PATH, names.DBUS_IFACE, "AddMatch", "s",
                [f"type='signal',sender='{names.DASHBRIDGE_NAME}'"])
-    task = asyncio.get_running_loop().create_task(handler.run())
     w = CallsWorld(system_bus, fake, handler, directory, client, health, ctx)
+    w.start()
     try:
         yield w
     finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await w.stop()
         await fake.stop()
         client.disconnect()
         daemon_bus.disconnect()
