@@ -71,6 +71,8 @@ PROFILE_MANAGER = "org.bluez.ProfileManager1"
 ADAPTER = "org.bluez.Adapter1"
 DEVICE = "org.bluez.Device1"
 AGENT = "org.bluez.Agent1"
+GATT_SERVICE = "org.bluez.GattService1"
+GATT_CHAR = "org.bluez.GattCharacteristic1"
 PROFILE = "org.bluez.Profile1"
 ERR = "org.bluez.Error."
 CONTROL_NAME = "org.dashbridge.Sim.Bluez"
@@ -180,6 +182,9 @@ _SIGS: dict[str, dict[str, str]] = {
         "RSSI": "n", "Connected": "b", "UUIDs": "as", "Modalias": "s", "Adapter": "o", "ServicesResolved": "b",
         "WakeAllowed": "b", "AdvertisingFlags": "ay",
     },
+    GATT_SERVICE: {"UUID": "s", "Primary": "b", "Device": "o", "Includes": "ao", "Handle": "q"},
+    GATT_CHAR: {"UUID": "s", "Service": "o", "Value": "ay", "Notifying": "b", "Flags": "as", "Handle": "q",
+                "MTU": "q"},
 }
 _WRITABLE: dict[str, set[str]] = {
     ADAPTER: {"Alias", "Powered", "Discoverable", "DiscoverableTimeout", "Pairable", "PairableTimeout",
@@ -194,6 +199,9 @@ _METHODS: dict[str, dict[str, tuple[str, str]]] = {
     DEVICE: {"Connect": ("", ""), "Disconnect": ("", ""), "ConnectProfile": ("s", ""),
              "DisconnectProfile": ("s", ""), "Pair": ("", ""), "CancelPairing": ("", "")},
     OM_IFACE: {"GetManagedObjects": ("", "a{oa{sa{sv}}}")},
+    GATT_SERVICE: {},
+    GATT_CHAR: {"ReadValue": ("a{sv}", "ay"), "WriteValue": ("aya{sv}", ""), "StartNotify": ("", ""),
+                "StopNotify": ("", "")},
 }
 _SIGNALS: dict[str, dict[str, str]] = {DEVICE: {"Disconnected": "ss"}}
 
@@ -298,6 +306,29 @@ class _Flusher:
 
 
 @dataclass
+class GattCharacteristic:
+    """A characteristic a phone serves over LE (plain data: put it in ``VirtualPhone.gatt``)."""
+
+    uuid: str
+    flags: tuple[str, ...] = ("read",)  # read, write, write-without-response, notify, indicate, ...
+    value: bytes = b""
+
+
+@dataclass
+class GattService:
+    uuid: str
+    characteristics: list[GattCharacteristic] = field(default_factory=list)
+    primary: bool = True
+
+
+@dataclass
+class _GattObj:
+    dev: "_Device"
+    char: GattCharacteristic | None  # None for a service object
+    sessions: set[str] = field(default_factory=set)  # StartNotify clients
+
+
+@dataclass
 class _Agent:
     sender: str
     path: str
@@ -331,6 +362,7 @@ class _Device:
     temp_timer: asyncio.TimerHandle | None = None
     pairing_initiator: str = ""
     state: dict[str, Any] = field(default_factory=dict)  # Device1 properties (None = absent)
+    gatt_paths: list[str] = field(default_factory=list)  # its GATT objects, parents first
 
 
 @dataclass(frozen=True)
@@ -392,6 +424,8 @@ class FakeBluez:
         self._pairable_timer: asyncio.TimerHandle | None = None
         self._inquiry: asyncio.Task[None] | None = None
         self.agent_log: list[AgentRequest] = []
+        self._gatt: dict[str, _GattObj] = {}
+        self.gatt_writes: list[tuple[str, str, bytes]] = []  # (address, characteristic UUID, value)
         self.device_calls: list[DeviceCall] = []
         self._connect_faults: dict[str, list[tuple[str, str]]] = {}
         self.running = False
@@ -482,6 +516,8 @@ class FakeBluez:
         for dev in self._devices.values():
             if dev.paired:
                 self._export_device(dev)
+                if dev.services_known:
+                    self._export_gatt(dev)  # [GATT] Cache = always: the tree is back with the device
         self._bump()
 
     async def _go_down(self, *, clean: bool) -> None:
@@ -524,6 +560,9 @@ class FakeBluez:
         self._agents.clear()
         self._default_stack.clear()
         self._profiles.clear()
+        self._gatt.clear()
+        for dev in self._devices.values():
+            dev.gatt_paths = []
         self._discovery.clear()
         self._discovery_filters.clear()
         self._flusher.reset()
@@ -934,6 +973,7 @@ class FakeBluez:
         if dev.temp_timer:
             dev.temp_timer.cancel()
             dev.temp_timer = None
+        self._unexport_gatt(dev)
         if dev.path in self._objects:
             self._flusher.removed(dev.path, DEVICE)
             del self._objects[dev.path]
@@ -987,6 +1027,11 @@ class FakeBluez:
             if sender in self._default_stack:
                 self._default_stack.remove(sender)
         self._profiles = [p for p in self._profiles if p.sender != sender]
+        for path, g in self._gatt.items():
+            if sender in g.sessions:
+                g.sessions.discard(sender)
+                if not g.sessions:
+                    self._set_obj(path, GATT_CHAR, Notifying=False)
         if sender in self._discovery:
             self._discovery.discard(sender)
             self._discovery_filters.pop(sender, None)
@@ -1333,6 +1378,131 @@ class FakeBluez:
             raise BluezError("Failed", "br-connection-canceled")
         task.result()
 
+    # -- GATT (what bleak uses; reference §1.7, §6.2, §7 item 9) --------------------------------------
+    def _export_gatt(self, dev: _Device) -> None:
+        """Service/characteristic objects (paths with 4 lower-case hex digits of the handle)."""
+        if not dev.phone.gatt or dev.gatt_paths or not self._exported(dev):
+            return
+        handle = 0x000A
+        for svc in dev.phone.gatt:
+            spath = f"{dev.path}/service{handle:04x}"
+            sobj = _Obj(spath)
+            sobj.props[GATT_SERVICE] = {"UUID": svc.uuid.lower(), "Primary": svc.primary, "Device": dev.path,
+                                        "Includes": [], "Handle": handle}
+            self._objects[spath] = sobj
+            self._gatt[spath] = _GattObj(dev, None)
+            dev.gatt_paths.append(spath)
+            self._flusher.added(spath, GATT_SERVICE)
+            handle += 1
+            for ch in svc.characteristics:
+                cpath = f"{spath}/char{handle:04x}"
+                cobj = _Obj(cpath)
+                notifies = bool({"notify", "indicate"} & set(ch.flags))
+                cobj.props[GATT_CHAR] = {"UUID": ch.uuid.lower(), "Service": spath, "Value": b"",
+                                         "Notifying": False if notifies else None, "Flags": list(ch.flags),
+                                         "Handle": handle, "MTU": 517}
+                self._objects[cpath] = cobj
+                self._gatt[cpath] = _GattObj(dev, ch)
+                dev.gatt_paths.append(cpath)
+                self._flusher.added(cpath, GATT_CHAR)
+                handle += 2  # declaration + value
+            handle += 1
+
+    def _unexport_gatt(self, dev: _Device) -> None:
+        for path in reversed(dev.gatt_paths):
+            obj = self._objects.pop(path, None)
+            self._gatt.pop(path, None)
+            if obj is not None:
+                for iface in obj.props:
+                    self._flusher.removed(path, iface)
+        dev.gatt_paths = []
+
+    def _set_obj(self, path: str, iface: str, **props: Any) -> None:
+        obj = self._objects.get(path)
+        if obj is None:
+            return
+        for k, v in props.items():
+            if obj.props[iface].get(k) != v:
+                obj.props[iface][k] = v
+                self._flusher.changed_prop(path, iface, k)
+        self._bump()
+
+    def _gatt_char(self, obj: _Obj) -> tuple[_GattObj, GattCharacteristic]:
+        g = self._gatt.get(obj.path)
+        if g is None or g.char is None:
+            raise BluezError("org.freedesktop.DBus.Error.UnknownObject", "no such characteristic")
+        if not self._device_state(g.dev).get("Connected"):
+            raise BluezError("Failed", "Not connected")
+        return g, g.char
+
+    def _m_GattCharacteristic1_ReadValue(self, msg: Message, obj: _Obj) -> Message:
+        _g, ch = self._gatt_char(obj)
+        (opts,) = msg.body
+        if "read" not in ch.flags:
+            raise BluezError("NotPermitted", "Read not permitted")
+        offset = 0
+        if "offset" in opts:
+            if opts["offset"].signature != "q":
+                raise BluezError("InvalidArguments", "Invalid arguments in method call")
+            offset = opts["offset"].value
+        if offset > len(ch.value):
+            raise BluezError("InvalidArguments", "Invalid offset")
+        self._set_obj(obj.path, GATT_CHAR, Value=bytes(ch.value))  # the cached Value follows a read
+        return Message.new_method_return(msg, "ay", [bytes(ch.value[offset:])])
+
+    def _m_GattCharacteristic1_WriteValue(self, msg: Message, obj: _Obj) -> Message:
+        g, ch = self._gatt_char(obj)
+        value, opts = msg.body
+        kind = opts["type"].value if "type" in opts and opts["type"].signature == "s" else ""
+        allowed = {"command": {"write-without-response"}, "request": {"write"}, "reliable": {"reliable-write"},
+                   "": {"write", "write-without-response"}}.get(kind)
+        if allowed is None:
+            raise BluezError("InvalidArguments", "Invalid arguments in method call")
+        if not allowed & set(ch.flags):
+            raise BluezError("NotPermitted", "Write not permitted")
+        ch.value = bytes(value)
+        self.gatt_writes.append((g.dev.phone.address, ch.uuid, bytes(value)))
+        self._bump()
+        return Message.new_method_return(msg)
+
+    def _m_GattCharacteristic1_StartNotify(self, msg: Message, obj: _Obj) -> Message:
+        g, ch = self._gatt_char(obj)
+        if not {"notify", "indicate"} & set(ch.flags):
+            raise BluezError("NotSupported", "Operation is not supported")
+        sender = msg.sender or ""
+        if sender in g.sessions:
+            raise BluezError("InProgress", "In Progress")
+        g.sessions.add(sender)
+        self._set_obj(obj.path, GATT_CHAR, Notifying=True)
+        return Message.new_method_return(msg)
+
+    def _m_GattCharacteristic1_StopNotify(self, msg: Message, obj: _Obj) -> Message:
+        g = self._gatt.get(obj.path)
+        sender = msg.sender or ""
+        if g is None or sender not in g.sessions:
+            raise BluezError("Failed", "No notify session started")
+        g.sessions.discard(sender)
+        if not g.sessions:
+            self._set_obj(obj.path, GATT_CHAR, Notifying=False)
+        return Message.new_method_return(msg)
+
+    def gatt_notify(self, address: str, uuid: str, value: bytes) -> bool:
+        """The phone notifies a characteristic: one ``PropertiesChanged(Value)`` per notification,
+        sent at once (not batched, like src/gatt-client.c).  False when nobody subscribed."""
+        dev = self._dev(address)
+        for path in dev.gatt_paths:
+            g = self._gatt.get(path)
+            if g is None or g.char is None or g.char.uuid.lower() != uuid.lower():
+                continue
+            g.char.value = bytes(value)
+            if not g.sessions or not self._device_state(dev).get("Connected"):
+                return False
+            self._objects[path].props[GATT_CHAR]["Value"] = bytes(value)
+            self._send_signal(path, PROPS_IFACE, "PropertiesChanged", "sa{sv}as",
+                              [GATT_CHAR, {"Value": Variant("ay", bytes(value))}, []])
+            return True
+        raise KeyError(f"{address} has no characteristic {uuid}")
+
     # -- connecting ---------------------------------------------------------------------------------
     def _connectable_local_profiles(self, dev: _Device, *, builtin_only: bool = False) -> list[str]:
         offered = set(dev.phone.uuids)
@@ -1367,6 +1537,7 @@ class FakeBluez:
             await asyncio.sleep(self.t.sdp_delay)
             dev.services_known = True
             self._set(dev, UUIDs=list(dev.phone.uuids))
+        self._export_gatt(dev)
         if not st.get("ServicesResolved"):
             self._set(dev, ServicesResolved=True)
         wanted = [only] if only else self._connectable_local_profiles(dev)
@@ -1431,6 +1602,11 @@ class FakeBluez:
         gone = set(dev.profiles)
         dev.profiles.clear()
         self._notify_profiles(dev, gone, connected=False)
+        for path in dev.gatt_paths:  # notification sessions end with the link; the objects stay
+            g = self._gatt.get(path)
+            if g is not None and g.sessions:
+                g.sessions.clear()
+                self._set_obj(path, GATT_CHAR, Notifying=False)
         # ServicesResolved goes false before Connected (reference §1.5).
         self._set(dev, ServicesResolved=False)
         await asyncio.sleep(self.t.disconnect_grace)
@@ -1455,6 +1631,7 @@ class FakeBluez:
             return False
         self._set(dev, Connected=True)
         if dev.services_known:
+            self._export_gatt(dev)
             self._set(dev, ServicesResolved=True)
         await self._incoming_profiles(dev)
         if not dev.profiles:
@@ -1573,6 +1750,7 @@ class FakeBluez:
         if dev.temp_timer:
             dev.temp_timer.cancel()
             dev.temp_timer = None
+        self._export_gatt(dev)
         self._set(dev, Paired=True, Bonded=True, UUIDs=list(dev.phone.uuids), ServicesResolved=True)
 
     async def _local_pair(self, dev: _Device, agent: _Agent | None) -> None:

@@ -7,7 +7,7 @@ them.  Keep fields plain data so a scenario file can describe a phone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 # Phone-side service UUIDs (reference §1.9)
 HFP_AG = "0000111f-0000-1000-8000-00805f9b34fb"
@@ -62,6 +62,7 @@ class VirtualPhone:
     auto_reconnect: bool = False  # phone reconnects by itself when it comes back in range
     passkey: int | None = None  # numeric-comparison passkey it shows; None: the fake picks one
     rssi: int = -55  # dBm reported while the car is discovering
+    gatt: list[Any] = field(default_factory=list)  # simulator.bluez.GattService: what a BLE client (bleak) sees
     # HFP
     battery: int = 5  # 0-5
     signal: int = 4  # 0-5

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable, Coroutine
@@ -249,7 +250,7 @@ class BluetoothManager:
         """bluetoothd (re)appeared: agent, snapshot, adapter, adoption, auto-connect — quickly."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        for attempt in range(10**9):
+        for attempt in itertools.count():
             try:
                 await self._register_agent()
                 self._loading = True

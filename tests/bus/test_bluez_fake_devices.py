@@ -255,3 +255,69 @@ async def test_control_interface_drives_the_world(fake: FakeBluez, client: Messa
     with pytest.raises(BusError) as err:
         await call(client, *sim, "SetInRange", "sb", ["00:00:00:00:00:00", True])
     assert err.value.name == "org.dashbridge.Sim.Error.InvalidArguments"
+
+
+async def test_gatt_objects_as_bleak_expects_them(system_bus: PrivateBus, client: MessageBus) -> None:
+    from simulator.bluez import GattCharacteristic, GattService
+
+    battery = GattService("0000180f-0000-1000-8000-00805f9b34fb", [
+        GattCharacteristic("00002a19-0000-1000-8000-00805f9b34fb", ("read", "notify"), b"\x64"),
+        GattCharacteristic("00002a00-0000-1000-8000-00805f9b34fb", ("write-without-response",), b""),
+    ])
+    fake = await FakeBluez.start(system_bus.address, timings=BluezTimings.fast())
+    other = await MessageBus(bus_address=system_bus.address).connect()
+    try:
+        fake.add_phone(VirtualPhone(PHONE, gatt=[battery]), paired=True)
+        log = await SignalLog.attach(client)
+        await bluez_call(client, dev_path(PHONE), DEVICE, "Connect")
+        (objs,) = await bluez_call(client, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+        svc, level, name = (f"{dev_path(PHONE)}/service000a", f"{dev_path(PHONE)}/service000a/char000b",
+                            f"{dev_path(PHONE)}/service000a/char000d")
+        assert {p for p in objs if p.startswith(dev_path(PHONE) + "/")} == {svc, level, name}
+        assert level[:-21] == dev_path(PHONE)  # bleak derives the device path by cutting 21 characters
+        props = unwrap(objs[level]["org.bluez.GattCharacteristic1"])
+        assert props["Service"] == svc and props["Flags"] == ["read", "notify"] and props["Handle"] == 0x0B
+        assert "Notifying" not in unwrap(objs[name]["org.bluez.GattCharacteristic1"])  # no notify flag
+        char = "org.bluez.GattCharacteristic1"
+        assert await bluez_call(client, level, char, "ReadValue", "a{sv}", [{}]) == [b"\x64"]
+        with pytest.raises(InvalidArguments) as err:
+            await bluez_call(client, level, char, "ReadValue", "a{sv}", [{"offset": Variant("q", 5)}])
+        assert err.value.text == "Invalid offset"
+        with pytest.raises(NotPermitted) as err:
+            await bluez_call(client, level, char, "WriteValue", "aya{sv}", [b"\x01", {"type": Variant("s", "request")}])
+        assert err.value.text == "Write not permitted"
+        with pytest.raises(NotPermitted) as err:
+            await bluez_call(client, name, char, "ReadValue", "a{sv}", [{}])
+        assert err.value.text == "Read not permitted"
+        await bluez_call(client, name, char, "WriteValue", "aya{sv}", [b"car", {"type": Variant("s", "command")}])
+        assert fake.gatt_writes == [(PHONE, "00002a00-0000-1000-8000-00805f9b34fb", b"car")]
+        # Notifications: one PropertiesChanged(Value) each, even two in the same loop iteration.
+        await bluez_call(client, level, char, "StartNotify")
+        await bluez_call(other, level, char, "StartNotify")
+        with pytest.raises(InProgress):
+            await bluez_call(client, level, char, "StartNotify")
+        mark = log.mark()
+        assert fake.gatt_notify(PHONE, "00002a19-0000-1000-8000-00805f9b34fb", b"\x63")
+        assert fake.gatt_notify(PHONE, "00002a19-0000-1000-8000-00805f9b34fb", b"\x62")
+        await log.wait(lambda m: m.path == level and m.member == "PropertiesChanged"
+                       and unwrap(m.body[1]).get("Value") == b"\x62")
+        values = [unwrap(m.body[1])["Value"] for m in log.since(mark)
+                  if m.path == level and "Value" in m.body[1]]
+        assert values == [b"\x63", b"\x62"]
+        await bluez_call(client, level, char, "StopNotify")
+        with pytest.raises(Failed) as err:
+            await bluez_call(client, level, char, "StopNotify")
+        assert err.value.text == "No notify session started"
+        # Disconnected: the objects stay (Cache = always), notifying stops, I/O fails "Not connected".
+        await bluez_call(client, dev_path(PHONE), DEVICE, "Disconnect")
+        assert await get_prop(client, level, char, "Notifying") is False
+        with pytest.raises(Failed) as err:
+            await bluez_call(client, level, char, "ReadValue", "a{sv}", [{}])
+        assert err.value.text == "Not connected"
+        # ... and across a bluetoothd restart.
+        await fake.restart()
+        (objs,) = await bluez_call(client, "/", "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+        assert level in objs
+    finally:
+        other.disconnect()
+        await fake.stop()
