@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -244,6 +245,8 @@ def _find_colon(line: bytes) -> int:
     return -1
 
 
+_NEXT_UNFOLDED = re.compile(rb"\n[^ \t]")  # a line that is not a folded continuation
+_NEXT_PROPERTY = re.compile(rb"\n(?:\r?\n|[^ \t\r\n][^\n:]*:)")  # ... nor bare 2.1 base64
 _ENCODINGS = {"QUOTED-PRINTABLE", "BASE64", "B", "8BIT", "7BIT"}
 _CALL_TYPES = {"MISSED": "missed", "RECEIVED": "received", "DIALED": "dialed", "DIALLED": "dialed"}
 
@@ -373,7 +376,12 @@ class VCardParser:
         self.errors: list[CardError] = []
         self.cards_seen = 0
         self._closed = False
-        self._tail = b""  # incomplete physical line carried to the next feed
+        self._tail = b""  # head of an over-long physical line being dropped
+        self._held: list[bytes] = []  # bytes waiting for more (see _feed)
+        self._held_len = 0
+        self._held_max = 0
+        self._marker = b"\n"
+        self._probe = b""
         self._tail_cut = False  # the carried line is over-long: only its head is kept
         self._lineno = 0
         self._state: _CardState | None = None
@@ -406,6 +414,9 @@ class VCardParser:
         try:
             tail, cut = self._tail, self._tail_cut
             self._tail, self._tail_cut = b"", False
+            if not cut:
+                tail = b"".join(self._held)
+            self._held, self._held_len = [], 0
             if cut:
                 self._line(tail.rstrip(b"\r"), True, out)
             elif tail:
@@ -438,14 +449,26 @@ class VCardParser:
             head, self._tail, self._tail_cut = self._tail, b"", False
             self._line(head.rstrip(b"\r"), True, out)
             data = data[nl + 1:]
-        buf = self._tail + data if self._tail else data
-        self._tail = b""
+        if self._held:
+            # Bytes held back until a marker arrives (END:VCARD for a whole card, or a newline):
+            # append without re-scanning or re-copying what is held (linear in any chunking).
+            probe = self._probe + data
+            self._held.append(data)
+            self._held_len += len(data)
+            if self._marker not in probe and self._held_len <= self._held_max:
+                self._probe = probe[-16:]
+                return
+            buf = b"".join(self._held)
+            self._held = []
+            self._held_len = 0
+        else:
+            buf = data
         pos = 0
         while True:
             if self._state is None and not self._parts:
                 pos, need_more = self._fast(buf, pos, out)
                 if need_more and len(buf) - pos <= self._carry_max:
-                    self._tail = buf[pos:]
+                    self._hold(buf[pos:], b"END:VCARD", self._carry_max)
                     return
                 # else a card the careful path handles, or a monster card: line by line
             pos, at_boundary = self._slow(buf, pos, out)
@@ -458,7 +481,15 @@ class VCardParser:
             if self._pphoto:
                 self._pcut = True
         else:
-            self._tail = rest
+            self._hold(rest, b"\n", self._phys_max)
+
+    def _hold(self, rest: bytes, marker: bytes, limit: int) -> None:
+        if rest:
+            self._held = [rest]
+            self._held_len = len(rest)
+            self._marker = marker
+            self._held_max = limit
+            self._probe = rest[-16:]
 
     def _fast(self, buf: bytes, pos: int, out: list[VCard]) -> tuple[int, bool]:
         """Whole simple cards (no QP, no 2.1 base64, one BEGIN) at C speed: unfold with replace,
@@ -470,13 +501,15 @@ class VCardParser:
             b = find(b"BEGIN:VCARD", pos)
             if b < 0:
                 last_nl = buf.rfind(b"\n", pos)
+                if last_nl >= pos and b"begin:vcard" in buf[pos:last_nl + 1].lower():
+                    return pos, False  # a lower-case BEGIN: the careful path
                 if last_nl >= pos:
                     self._lineno += buf.count(b"\n", pos, last_nl + 1)
                     pos = last_nl + 1
                 return pos, True
-            if b != pos and buf[b - 1] != 0x0A:
-                return pos, False  # BEGIN not at a line start: let the careful path look
             if b != pos:
+                if buf[b - 1] != 0x0A or b"begin:vcard" in buf[pos:b].lower():
+                    return pos, False  # an odd BEGIN before this one: let the careful path look
                 self._lineno += buf.count(b"\n", pos, b)
                 pos = b
             e = find(b"END:VCARD", b)
@@ -485,11 +518,14 @@ class VCardParser:
             eol = find(b"\n", e)
             if eol < 0:
                 return pos, True
-            if (eol - b > limit or find(b"BEGIN:VCARD", b + 11, e) >= 0 or find(b"QUOTED-PRINTABLE", b, e) >= 0
-                    or find(b"BASE64", b, e) >= 0 or find(b"base64", b, e) >= 0
-                    or find(b"quoted-printable", b, e) >= 0):
-                return pos, False
+            nxt = b + 13 if buf[b + 11:b + 13] == b"\r\n" else b + 12 if buf[b + 11:b + 12] == b"\n" else -1
+            if eol - b > limit or buf[e - 1] != 0x0A or nxt < 0 or buf[nxt:nxt + 1] in (b" ", b"\t"):
+                return pos, False  # END not at a line start, or a folded BEGIN line: careful path
             blob = buf[b:eol + 1]
+            low = blob.lower()
+            if (low.count(b"begin:vcard") != 1 or low.count(b"end:vcard") != 1 or b"quoted-printable" in low
+                    or b"base64" in low):
+                return pos, False
             self._lineno += 1
             self.cards_seen += 1
             st = self._state = _CardState(self._lineno)
@@ -523,6 +559,17 @@ class VCardParser:
             nl = find(b"\n", pos)
             if nl < 0:
                 return pos, False
+            if self._pcut and self._pphoto and self._parts and not self._qp_soft:
+                # a photo already over the cap: skip its continuation lines in bulk, not one by one
+                first = buf[pos:pos + 1]
+                cont = first in (b" ", b"\t") or (self._pmode == 2 and first not in (b"\r", b"\n")
+                                                  and find(b":", pos, nl) < 0)
+                if cont:
+                    m = (_NEXT_PROPERTY if self._pmode == 2 else _NEXT_UNFOLDED).search(buf, nl)
+                    end = m.start() + 1 if m is not None else buf.rfind(b"\n", pos) + 1
+                    self._lineno += buf.count(b"\n", pos, end)
+                    pos = end
+                    continue
             ln = buf[pos:nl]
             pos = nl + 1
             if len(ln) > phys_max:
@@ -540,8 +587,10 @@ class VCardParser:
         self._lineno += 1
         if self._parts:
             # continuation?  A QP soft break continues with the next line taken literally.
-            if self._qp_soft:
-                if not line[:9].upper().startswith(b"END:VCARD"):
+            soft = self._qp_soft and self._state is not None  # outside a card nothing continues
+            if soft:
+                up = line[:11].upper()
+                if not (up.startswith(b"END:VCARD") or up.startswith(b"BEGIN:VCARD")):
                     self._add_piece(line, cut)
                     return
             else:

@@ -5,6 +5,7 @@ bounded with a 50 MB photo."""
 from __future__ import annotations
 
 import base64
+import os
 import tracemalloc
 from collections.abc import Iterator
 
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 from profiles.pbap.vcard import VCard, VCardError, VCardParser, parse_bytes
 from simulator.vcards import SimCall, SimContact, render_card
 
-FAST = settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+# VCARD_EXAMPLES=5000 for a deeper fuzzing run; the suite keeps it quick.
+FAST = settings(max_examples=int(os.environ.get("VCARD_EXAMPLES", "100")), deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 # Text a phone might store in a name: any printable Unicode (incl. multi-byte, CJK, emoji),
 # and the characters vCard must escape.
@@ -180,3 +182,27 @@ def test_an_over_long_property_is_dropped_the_card_kept() -> None:
             cards.extend(p.feed(data[i:i + chunk]))
         cards.extend(p.close())
         assert [(c.fn, [t.number for t in c.tels]) for c in cards] == [("Chatty", ["1234"])]
+
+
+def _big_photo_styles(raw: bytes) -> dict[str, bytes]:
+    b64 = base64.b64encode(raw)
+    tail = b"\r\nEND:VCARD\r\nBEGIN:VCARD\r\nVERSION:3.0\r\nFN:Next\r\nTEL:1234567\r\nEND:VCARD\r\n"
+    head = b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Big Photo\r\nTEL:+447700900001\r\n"
+    return {
+        "3.0 folded": head + b"PHOTO;ENCODING=b;TYPE=JPEG:" + b"\r\n ".join(
+            b64[i:i + 74] for i in range(0, len(b64), 74)) + tail,
+        "3.0 one line": head + b"PHOTO;ENCODING=b;TYPE=JPEG:" + b64 + tail,
+        "2.1 unindented": head.replace(b"3.0", b"2.1") + b"PHOTO;ENCODING=BASE64;TYPE=JPEG:\r\n" + b"\r\n".join(
+            b64[i:i + 64] for i in range(0, len(b64), 64)) + b"\r\n" + tail,
+    }
+
+
+def test_photos_over_the_cap_in_every_style_and_chunking() -> None:
+    for style, data in _big_photo_styles(bytes(2 * 1024 * 1024)).items():
+        for size in (len(data), 4096, 65536, 100_003):
+            cards, errors = _parse_chunked([data[i:i + size] for i in range(0, len(data), size)],
+                                           photo_max_bytes=256 * 1024)
+            assert errors == [], (style, size)
+            assert [(c.display_name, c.photo, c.photo_dropped) for c in cards] == [
+                ("Big Photo", None, True), ("Next", None, False)], (style, size)
+            assert cards[0].tels[0].number == "+447700900001"
