@@ -54,6 +54,8 @@ class LoopThread:
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
+            if fut.done():
+                raise  # the command's own deadline (it is the same exception class since 3.11)
             fut.cancel()
             raise ShellError(f"no result within {timeout:g}s") from None
 
@@ -114,6 +116,7 @@ class SimShell(cmd.Cmd):
         self.lt = loop
         self.world = world
         self._lock = threading.Lock()
+        self._wait_mark: dict[str, int] = {}  # signal -> where the last `wait` for it matched
         if world.dashboard is not None:
             world.dashboard.on_event(self._on_event)
 
@@ -330,6 +333,132 @@ class SimShell(cmd.Cmd):
         print("  delivered to the phone")
 
     complete_sms = complete_email = complete_pair
+
+    def do_ring(self, arg: str) -> None:
+        """ring PHONE NUMBER [NAME] — a call comes in to the phone (during a call: it waits).
+        NAME: the caller name the network sends (the car prefers the phone's contacts)."""
+        a = self._args(arg)
+        if len(a) not in (2, 3):
+            raise ShellError("usage: ring PHONE NUMBER [NAME]")
+        phone = self.world.phone(a[0])
+        self.world.fake("ofono").incoming_call(phone.address, a[1], a[2] if len(a) == 3 else "")
+        print(f"  {phone.name} rings")
+
+    def do_remote(self, arg: str) -> None:
+        """remote PHONE answer|alerting|hangup — the other party of the phone's call answers, starts
+        ringing, or hangs up."""
+        a = self._args(arg)
+        acts = {"answer": "remote_answer", "alerting": "remote_alerting", "hangup": "remote_hangup"}
+        if len(a) != 2 or a[1] not in acts:
+            raise ShellError("usage: remote PHONE answer|alerting|hangup")
+        getattr(self.world.fake("ofono"), acts[a[1]])(self.world.phone(a[0]).address)
+
+    def complete_remote(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return self._complete_phone_first(text, line, ["answer", "alerting", "hangup"])
+
+    def do_contacts(self, arg: str) -> None:
+        """contacts PHONE allow|pending|deny — the user answers the phone's "allow access to contacts?"."""
+        a = self._args(arg)
+        states = {"allow": "granted", "pending": "pending", "deny": "denied"}
+        if len(a) != 2 or a[1] not in states:
+            raise ShellError("usage: contacts PHONE allow|pending|deny")
+        from .obex_pbap import set_permission
+
+        set_permission(self.world.fake("obexd"), self.world.phone(a[0]).address, states[a[1]])
+
+    def complete_contacts(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return self._complete_phone_first(text, line, ["allow", "pending", "deny"])
+
+    complete_ring = complete_pair
+
+    def do_backend(self, arg: str) -> None:
+        """backend offline|online|blackhole [old|new] | migrate migrating|migrated | approve | state —
+        the carmaker's backend: take its address offline (or back), migrate it to a new address,
+        approve a pending registration, or show what it holds."""
+        a = self._args(arg)
+        b = self.world.fake("backend")
+        if not a:
+            raise ShellError("usage: backend offline|online|blackhole [old|new] | migrate PHASE | approve | state")
+        if a[0] in ("offline", "online", "blackhole"):
+            addr = a[1] if len(a) > 1 else "old"
+            if addr not in ("old", "new"):
+                raise ShellError("the address is old or new")
+            self.run(b.set_listener(addr, "up" if a[0] == "online" else a[0]))
+            print(f"  backend {addr} address: {a[0]}")
+        elif a[0] == "migrate" and len(a) == 2 and a[1] in ("migrating", "migrated"):
+            self.run(b.migrate(a[1]))
+            print(f"  backend {a[1]} (new address {b.new.base})")
+        elif a[0] == "approve":
+            b.approve(self.world.vehicle_id)
+        elif a[0] == "state":
+            v = b.vehicles[self.world.vehicle_id]
+            print(f"  phase {b.phase}; old address {b.old.mode}, new {b.new.mode}; registration {v.registration}; "
+                  f"{len(b.log)} requests, {len(b.effects)} effects")
+        else:
+            raise ShellError("usage: backend offline|online|blackhole [old|new] | migrate migrating|migrated | "
+                             "approve | state")
+
+    def complete_backend(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        words = line.split()
+        if len(words) >= 2 and words[1] == "migrate":
+            return self._complete_from(["migrating", "migrated"], text)
+        if len(words) >= 2 and words[1] in ("offline", "online", "blackhole"):
+            return self._complete_from(["old", "new"], text)
+        return self._complete_from(["offline", "online", "blackhole", "migrate", "approve", "state"], text)
+
+    def do_advance(self, arg: str) -> None:
+        """advance DURATION — simulated time passes for the cloud (e.g. advance 3w): leases, grace,
+        retries and syncs become due at once."""
+        from daemon.config import parse_duration
+
+        try:
+            seconds = parse_duration(arg.strip())
+        except ValueError:
+            raise ShellError("usage: advance DURATION (e.g. 90m, 3d, 3w)") from None
+        self.run(self.world.advance(seconds))
+        print(f"  simulated time is now {seconds:g}s further on")
+
+    def do_prompt(self, arg: str) -> None:
+        """prompt yes|no [VALUE] — answer the latest pairing prompt the dashboard was shown, as the
+        driver would (VALUE: the PIN or passkey typed)."""
+        a = self._args(arg)
+        if not a or a[0] not in ("yes", "no"):
+            raise ShellError("usage: prompt yes|no [VALUE]")
+        dash = self._dash()
+        open_: dict[int, str] = {}
+        for ev in dash.events:
+            if ev.member == "PromptRequested":
+                open_[int(ev.named["prompt"])] = ev.named.get("kind", "")
+            elif ev.member == "PromptCancelled":
+                open_.pop(int(ev.named["prompt"]), None)
+        if not open_:
+            raise ShellError("no pairing prompt is open")
+        prompt = max(open_)
+        self.run(dash.call("Phones1.AnswerPrompt", [prompt, a[0] == "yes", a[1] if len(a) > 1 else ""]))
+
+    def complete_prompt(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return self._complete_from(["yes", "no"], text)
+
+    def do_wait(self, arg: str) -> None:
+        """wait Interface.Signal [SECONDS] — until the daemon sends that signal (default 10 s); for
+        scripts piped into the shell."""
+        a = self._args(arg)
+        if not 1 <= len(a) <= 2:
+            raise ShellError("usage: wait Interface.Signal [SECONDS]")
+        dash = self._dash()
+        m = dash.api.resolve(a[0], "signal")
+        timeout = float(a[1]) if len(a) == 2 else 10.0
+        since = self._wait_mark.get(m.name, 0)
+        try:
+            ev = self.run(dash.wait_for(lambda e: e.interface == m.interface and e.member == m.name, timeout,
+                                        since=since), timeout=timeout + 5)
+        except TimeoutError:
+            raise ShellError(f"no {a[0]} within {timeout:g}s") from None
+        self._wait_mark[m.name] = ev.seq + 1
+        print(f"  got {ev.describe()}")
+
+    def complete_wait(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return self._complete_from(self._members("signal"), text)
 
     def do_restart(self, arg: str) -> None:
         """restart bluetoothd|obexd|ofono|daemon — the service restarts (the name drops, its objects go,
