@@ -24,14 +24,12 @@ from .. import __version__
 from ..config import CloudConfig
 from ..context import AppContext
 from .clock import Clock, OffsetClock, RealClock
-from .engine import CloudEngine, EngineSettings
-from .entitlements import LOCAL_FEATURES
-from .outbox import CloudDb
-from .policy import Backoff
+from .features import LOCAL_FEATURES
 
 if TYPE_CHECKING:
     from dbus_fast.service import ServiceInterface
 
+    from .engine import CloudEngine, EngineSettings
     from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -45,6 +43,9 @@ RESTART_CAP_S = 300.0
 
 
 def settings_from_config(cfg: CloudConfig) -> EngineSettings:
+    from .engine import EngineSettings
+    from .policy import Backoff
+
     r = cfg.retry
     return EngineSettings(
         vehicle_id=cfg.vehicle_id or "",
@@ -75,6 +76,11 @@ class CloudComponent:
         self.clock: Clock = OffsetClock() if self.test_clock else RealClock()
         self.engine: CloudEngine | None = None
         if self.cfg.enabled:
+            # Only an enabled cloud pays for its modules at start-up (a disabled one imports
+            # nothing but this file and its D-Bus interface).
+            from .engine import CloudEngine
+            from .outbox import CloudDb
+
             self.engine = CloudEngine(settings_from_config(self.cfg), CloudDb(ctx.store.conn), self.clock,
                                       random.Random(), navigation=self._navigation)
             self.engine.subscribe(self._health_from_engine)

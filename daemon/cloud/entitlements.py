@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from .features import LOCAL_FEATURES
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -27,9 +29,6 @@ FEATURE_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 MAX_FEATURES = 256
 MAX_JWS_BYTES = 64 * 1024
 JWS_TYP = "dashbridge-entitlements+jws"
-# Local phone features: never gated by the cloud unless config lists them in
-# cloud.gated_local_features (DESIGN.md principle 1, local first).
-LOCAL_FEATURES: tuple[str, ...] = ("calls", "contacts", "messages", "message_navigation")
 
 Source = Literal["backend", "cached", "grace", "offline-policy"]
 
