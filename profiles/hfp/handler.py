@@ -914,8 +914,10 @@ class HfpHandler:
             now = p.calls.get(c.id)
             if now is None:
                 raise NotFound(f"call {c.id} has ended") from None
-            if member in ("Answer", "HoldAndAnswer") and not now.ringing:
-                raise InvalidInput(f"call {c.id} is {now.state}, not ringing: it cannot be answered") from None
+            if member in ("Answer", "HoldAndAnswer"):
+                # oFono refuses Answer when the call is not "incoming" any more; our table may not
+                # have heard yet (the state change is on its way).
+                raise InvalidInput(f"call {c.id} is no longer ringing on the phone: it cannot be answered") from None
             raise
 
 

@@ -306,3 +306,14 @@ async def test_phone_disconnecting_mid_call_ends_its_calls(world: CallsWorld) ->
     assert await world.calls() == []
     (phones,) = await world.api("GetPhones")
     assert phones == []
+
+
+async def test_answer_races_the_handset(world: CallsWorld) -> None:
+    """The driver presses answer just as the call is picked up on the phone: oFono already knows,
+    our table not yet — the dashboard gets a clear "no longer ringing", not a generic failure."""
+    await world.connect_ready(A)
+    c = await world.incoming(A, "5551234")
+    world.fake.side(A).calls[1].state = "active"  # changed on the phone; oFono's signal still to come
+    err = await world.api_error("Answer", "s", [c["Id"]])
+    assert err.name == names.DB_ERR_INVALID_ARGS
+    assert "no longer ringing" in err.text
