@@ -315,6 +315,9 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail(None, "bluetooth.max_connected", f"expected 1 to 7, got {b.max_connected}")
     if len(b.alias.encode()) > 248:
         ctx.fail(None, "bluetooth.alias", "longer than 248 bytes")
+    for key in ("ofono_timeout", "connect_timeout"):
+        if getattr(cfg.calls, key) <= 0:
+            ctx.fail(None, f"calls.{key}", "must be longer than 0s")
     if cfg.cloud.enabled and not cfg.cloud.url:
         ctx.fail(None, "cloud.url", "required when cloud.enabled is true")
     if cfg.cloud.enabled and not (cfg.cloud.url or "").startswith("https://"):
