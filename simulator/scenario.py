@@ -821,6 +821,8 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
                 if not isinstance(pnode, yaml.SequenceNode):
                     f.fail(pnode, f"{where}.plus: expected a list of {{name, number}}")
                 plus = _load_contacts(f, pnode, where + ".plus")
+        elif key == "messages":
+            kwargs["messages"] = _load_messages(f, v, where)
         elif key in _PHONE_FIELDS and key != "extra":
             kwargs[key] = _phone_field(f, v, where, _PHONE_HINTS[key])
         elif key == "extra":
@@ -846,6 +848,44 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
         if e.phone.address == phone.address:
             f.fail(node, f"world.phones[{i}]: address {phone.address} is already used at line {e.line}")
     return PhoneSpec(pid, _line(node) or 0, phone)
+
+
+MESSAGE_KEYS = {"type": "sms (default), mms or email", "folder": "inbox (default), outbox, sent, deleted, draft",
+                "sender": "number or e-mail address", "sender_name": "", "recipient": "", "subject": "",
+                "text": "the SMS text or the e-mail's body", "timestamp": "YYYYMMDDTHHMMSS (default: now)",
+                "read": "already read on the phone"}
+_MAP_TYPES = {"sms": "SMS_GSM", "mms": "MMS", "email": "EMAIL"}
+
+
+def _load_messages(f: _File, node: yaml.Node, where: str) -> list[Any]:
+    """Messages already on the phone at the start: ``[{type, sender, text, ...}]``."""
+    from .phone import PhoneMessage
+
+    if not isinstance(node, yaml.SequenceNode):
+        f.fail(node, f"{where}: expected a list of messages")
+    out = []
+    for i, mn in enumerate(node.value):
+        m: dict[str, Any] = {}
+        for key, kn, v in _mapping(f, mn, f"{where}[{i}]"):
+            if key not in MESSAGE_KEYS:
+                f.fail(kn, f"{where}[{i}]: unknown key {key} (known: {', '.join(MESSAGE_KEYS)})")
+            m[key] = _conv_bool(f, v, key, Param("bool")) if key == "read" else _conv_str(f, v, key, Param("str"))
+        mtype = _MAP_TYPES.get(str(m.get("type", "sms")).lower())
+        if mtype is None:
+            f.fail(mn, f"{where}[{i}].type: expected sms, mms or email, got {_show(m.get('type'))}")
+        if m.get("folder", "inbox") not in ("inbox", "outbox", "sent", "deleted", "draft"):
+            f.fail(mn, f"{where}[{i}].folder: expected inbox, outbox, sent, deleted or draft")
+        body = m.get("text", "")
+        if mtype == "EMAIL":
+            from .obex_map import make_email
+
+            body = make_email(m.get("sender", ""), m.get("sender_name", ""), m.get("subject", ""), body)
+        out.append(PhoneMessage(handle=i + 1, folder=m.get("folder", "inbox"), type=mtype,
+                                sender=m.get("sender", ""), sender_name=m.get("sender_name", ""),
+                                recipient=m.get("recipient", ""), subject=m.get("subject", ""), body=body,
+                                timestamp=m.get("timestamp") or time.strftime("%Y%m%dT%H%M%S"),
+                                read=bool(m.get("read", False))))
+    return out
 
 
 CONTACT_KEYS = {"name": "shown name (FN)", "number": "a phone number", "numbers": "several numbers",

@@ -118,3 +118,32 @@ def test_every_library_file_is_valid() -> None:
     assert files, "the scenario library is empty"
     for f in files:
         load_file(f)
+
+
+def test_phone_data_in_the_file_becomes_the_phones_data() -> None:
+    sc = loads(textwrap.dedent("""\
+        version: 1
+        name: data
+        world:
+          phones:
+            - id: alice
+              name: Alice
+              address: "AA:BB:CC:DD:EE:01"
+              contacts: {generated: 10, plus: [{name: Mum, number: "+44 7700 900123"}]}
+              messages:
+                - {type: sms, sender: "+447700900456", text: "See you at 8"}
+                - {type: email, sender: "pat@example.com", subject: Minutes, text: "Attached."}
+        steps:
+          - wait: 0s
+        """), "data.yaml")
+    phone = sc.phones[0].phone
+    assert phone.generated_contacts == 10
+    from simulator.obex_pbap import book_for
+
+    assert [c.fn for c in book_for(phone).contacts][-1] == "Mum"
+    sms, mail = phone.messages
+    assert (sms.type, sms.body, sms.handle) == ("SMS_GSM", "See you at 8", 1)
+    assert mail.type == "EMAIL" and "Subject: Minutes" in mail.body and mail.handle == 2
+    with pytest.raises(ScenarioError, match=r"data\.yaml:5: world\.phones\[0\]\.messages\[0\]\.type: expected sms"):
+        loads("version: 1\nname: x\nworld:\n  phones:\n    - {name: A, address: 'AA:BB:CC:DD:EE:01', "
+              "messages: [{type: fax}]}\nsteps:\n  - wait: 0s\n", "data.yaml")
