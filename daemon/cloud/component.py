@@ -134,7 +134,9 @@ class CloudComponent:
         if state in ("online", "unknown"):
             self.ctx.health.set(self.name, "ok", f"backend {state}")
         else:
-            self.ctx.health.set(self.name, "degraded", f"backend {state}: {reason}"[:200])
+            # Coarse on purpose: health changes reach systemd (STATUS=) and every Daemon1 client,
+            # so the "next try after ..." part of the reason stays in Cloud1.BackendReason.
+            self.ctx.health.set(self.name, "degraded", f"backend {state}: {reason.split(';')[0]}"[:200])
 
     # -- run ----------------------------------------------------------------------------------------
     async def run(self) -> None:

@@ -415,7 +415,10 @@ class CloudEngine:
             now = self.clock.now()
             nxt = now + self.s.retry.delay(item.attempts + 1, self.rng)
             self.outbox.retry(item, exc.reason, nxt)
-            log.info("cloud: %s item not delivered (%s); attempt %d", item.kind, exc.reason, item.attempts + 1)
+            n = item.attempts + 1
+            # The first tries, then every power of two: an outage of weeks is a few dozen lines.
+            log.log(logging.INFO if n <= 3 or n & (n - 1) == 0 else logging.DEBUG,
+                    "cloud: %s item not delivered (%s); attempt %d", item.kind, exc.reason, n)
             self._failure(exc)
         else:
             self.outbox.complete(item, extra=lambda conn: self._delivered_effect(conn, item, result))
@@ -502,7 +505,9 @@ class CloudEngine:
             self.confirmed = False
             wait = min(self.s.retry.delay(self._sync_failures, self.rng), self.s.sync_interval)
             self.next_sync = now + wait
-            log.info("cloud: sync failed (%s)", exc.reason)
+            n = self._sync_failures
+            log.log(logging.INFO if n <= 3 or n & (n - 1) == 0 else logging.DEBUG,
+                    "cloud: sync failed (%s); %d in a row", exc.reason, n)
             self._failure(exc)
             self._emit("sync", False, exc.reason)
         else:
