@@ -88,15 +88,31 @@ async def priority(ctx: CtlContext, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ask(question: str) -> str:
-    def read() -> str:
-        print(question, end="", flush=True)
-        try:
-            return input()
-        except EOFError:
-            return ""
+async def _ask(question: str, timeout: float) -> str | None:
+    """One line from stdin, or None when the prompt's time ran out first (no thread left behind
+    blocked on input(): stdin is watched by the event loop)."""
+    print(question, end="", flush=True)
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+    fd = sys.stdin.fileno()
 
-    return await asyncio.to_thread(read)
+    def readable() -> None:
+        if not answer.done():
+            answer.set_result(sys.stdin.readline())
+
+    try:
+        loop.add_reader(fd, readable)
+    except (PermissionError, ValueError, OSError):
+        # stdin is a regular file (epoll cannot watch those): it is readable right away.
+        return sys.stdin.readline().rstrip("\n")
+    try:
+        async with asyncio.timeout(timeout):
+            return (await answer).rstrip("\n")
+    except TimeoutError:
+        print()
+        return None
+    finally:
+        loop.remove_reader(fd)
 
 
 async def pair(ctx: CtlContext, args: argparse.Namespace) -> int:
@@ -156,6 +172,7 @@ async def pair(ctx: CtlContext, args: argparse.Namespace) -> int:
 
 async def _prompt(ctx: CtlContext, args: argparse.Namespace, body: list[Any], target: str | None) -> None:
     prompt_id, kind, address, name, code, timeout = body
+    timeout = int(timeout)
     if target and address != target:
         return
     who = f"{name} ({address})"
@@ -176,7 +193,11 @@ async def _prompt(ctx: CtlContext, args: argparse.Namespace, body: list[Any], ta
         value = args.pin if kind.startswith("enter_") else ""
         _say(ctx, question + ("yes" if accept else "no") + (f" ({value})" if value else ""))
     else:
-        reply = (await _ask(question)).strip()
+        typed = await _ask(question, timeout)
+        if typed is None:
+            _say(ctx, f"prompt {prompt_id}: no answer in {timeout}s")
+            return
+        reply = typed.strip()
         if kind.startswith("enter_"):
             accept, value = bool(reply), reply
         else:
