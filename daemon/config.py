@@ -315,6 +315,11 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail(None, "bluetooth.max_connected", f"expected 1 to 7, got {b.max_connected}")
     if len(b.alias.encode()) > 248:
         ctx.fail(None, "bluetooth.alias", "longer than 248 bytes")
+    for key in ("pairing_window", "prompt_timeout", "connect_budget", "pair_timeout", "bluez_call_timeout"):
+        if getattr(b, key) <= 0:
+            ctx.fail(None, f"bluetooth.{key}", "must be longer than 0s")
+    if not 1 <= b.first_connect_attempts <= 10:
+        ctx.fail(None, "bluetooth.first_connect_attempts", f"expected 1 to 10, got {b.first_connect_attempts}")
     for key in ("ofono_timeout", "connect_timeout"):
         if getattr(cfg.calls, key) <= 0:
             ctx.fail(None, f"calls.{key}", "must be longer than 0s")
