@@ -99,6 +99,8 @@ def unwrap(value: Any) -> Any:
         return {k: unwrap(v) for k, v in value.items()}
     if isinstance(value, list):
         return [unwrap(v) for v in value]
+    if isinstance(value, tuple):  # dbus-fast 5 returns structs such as (oa{sv}) as tuples
+        return tuple(unwrap(v) for v in value)
     return value
 
 
