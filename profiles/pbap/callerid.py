@@ -52,6 +52,7 @@ class Normalizer:
         intl = md.international_prefix if md is not None else None
         self._intl = intl if intl and intl.isdigit() else None
         self._cache: dict[str, str | None] = {}
+        self._keys: dict[str, tuple[str, str, str]] = {}
 
     @staticmethod
     def digits(number: str) -> str:
@@ -59,6 +60,17 @@ class Normalizer:
         n = number.strip().translate(_SEPARATORS)
         m = _EXTENSION_RE.search(n, 1)
         return n[:m.start()] if m is not None else n
+
+    def key(self, number: str) -> tuple[str, str, str]:
+        """(E.164 or "", trailing digits, digits): what the index and the store keep per number."""
+        k = self._keys.get(number)
+        if k is None:
+            d = self.digits(number)
+            k = (self.e164(number) or "", tail(d), d)
+            if len(self._keys) >= _CACHE_MAX:
+                self._keys.clear()
+            self._keys[number] = k
+        return k
 
     def e164(self, number: str) -> str | None:
         cached = self._cache.get(number, False)
@@ -92,15 +104,20 @@ class Normalizer:
                 cc = int(rest[:n])
                 if cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
                     trunk = _trunk_prefixes(cc)
-                    if trunk is None or rest[n] == "0" or rest[n:].startswith(trunk):
-                        return None  # "+44 (0)...", "+1 1...", Italian zeros: phonenumbers knows
+                    nat = rest[n:]
+                    if trunk is None:
+                        return None  # a pattern (carrier codes): phonenumbers knows
+                    if "0" in trunk and nat[0] == "0" and nat[1:2] not in ("", "0") and _strips(cc, nat):
+                        return f"+{cc}{nat[1:]}"  # "+44 (0)7700 900123": the trunk zero goes
+                    if nat[0] == "0" or nat.startswith(trunk):
+                        return None  # "+1 1...", Italian zeros, short numbers: phonenumbers knows
                     return "+" + rest
             return None
         if not d.isdigit():
             return None
         np = self._national
-        if np == "0" and d.startswith(np) and not d.startswith(np + "0") and 9 <= len(d) - len(np) <= 11:
-            return f"+{self.country_code}{d[len(np):]}"
+        if np == "0" and d.startswith("0") and not d.startswith("00") and _strips(self.country_code, d):
+            return f"+{self.country_code}{d[1:]}"
         return None
 
     def _slow(self, number: str) -> str | None:
@@ -133,6 +150,22 @@ def _trunk_prefixes(cc: int) -> tuple[str, ...] | None:
             got = (md.national_prefix,)
     _TRUNK[cc] = got
     return got
+
+
+_PATTERNS: dict[int, re.Pattern[str] | None] = {}
+
+
+def _strips(cc: int, nat: str) -> bool:
+    """True when phonenumbers certainly strips the trunk "0" of ``nat`` (national digits with the
+    zero): the number without it is a valid shape for the country and the one with it is not
+    (``_maybe_strip_national_prefix_and_carrier_code``).  Anything else goes to phonenumbers."""
+    if cc not in _PATTERNS:
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(cc, ())
+        md = phonenumbers.PhoneMetadata.metadata_for_region(regions[0]) if regions else None
+        pattern = md.general_desc.national_number_pattern if md is not None and md.general_desc else None
+        _PATTERNS[cc] = re.compile(pattern) if pattern else None
+    rx = _PATTERNS[cc]
+    return rx is not None and rx.fullmatch(nat[1:]) is not None and rx.fullmatch(nat) is None
 
 
 def tail(digits: str) -> str:
@@ -216,5 +249,5 @@ class CallerIdIndex:
         return m
 
     def entry_for(self, contact_id: int, name: str, number: str) -> IndexEntry:
-        d = Normalizer.digits(number)
-        return IndexEntry(contact_id, name, self.normalizer.e164(number) or "", tail(d), d)
+        e164, t, d = self.normalizer.key(number)
+        return IndexEntry(contact_id, name, e164, t, d)

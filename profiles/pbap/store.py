@@ -23,7 +23,7 @@ from typing import Any
 
 from daemon.store import Store
 
-from .callerid import IndexEntry, Normalizer, tail
+from .callerid import IndexEntry, Normalizer
 from .vcard import VCard
 
 PHONEBOOKS = ("pb", "fav")
@@ -64,13 +64,21 @@ class BookState:
     synced_at: float | None
 
 
-def _tel_type(types: Sequence[str], label: str) -> str:
-    if label:
-        return label
-    for t in ("cell", "home", "work", "fax", "pager", "main", "iphone", "car", "voice"):
-        if t in types:
-            return "mobile" if t in ("cell", "iphone") else t
-    return types[0] if types else ""
+_TEL_TYPES: dict[tuple[str, ...], str] = {}
+
+
+def _tel_type(types: tuple[str, ...]) -> str:
+    """The one type to show for a number ("mobile", "home", ...); cached per type tuple."""
+    got = _TEL_TYPES.get(types)
+    if got is None:
+        got = types[0] if types else ""
+        for t in ("cell", "home", "work", "fax", "pager", "main", "iphone", "car", "voice"):
+            if t in types:
+                got = "mobile" if t in ("cell", "iphone") else t
+                break
+        if len(_TEL_TYPES) < 1024:
+            _TEL_TYPES[types] = got
+    return got
 
 
 class ContactStore:
@@ -100,8 +108,7 @@ class ContactStore:
 
     def stage(self, phone: str, book: str, start_pos: int, cards: Iterable[VCard]) -> int:
         """Stage one page (positions ``start_pos``...) in its own transaction; returns how many."""
-        e164 = self.normalizer.e164
-        digits_of = Normalizer.digits
+        number_key = self.normalizer.key
         staging = book + STAGING
         rows: list[tuple[Any, ...]] = []
         nums: list[tuple[Any, ...]] = []
@@ -116,8 +123,7 @@ class ContactStore:
                 if not name and card.tels:
                     name = card.tels[0].number
                 for t in card.tels:
-                    d = digits_of(t.number)
-                    nums.append((cid, t.number, _tel_type(t.types, t.label), e164(t.number) or "", tail(d), d))
+                    nums.append((cid, t.number, t.label or _tel_type(t.types), *number_key(t.number)))
                 data = _EMPTY
                 if card.emails or card.addresses or card.org or card.title or card.nickname or card.bday:
                     extra: dict[str, Any] = {}
@@ -125,10 +131,10 @@ class ContactStore:
                         extra["emails"] = [(e.address, e.types[0] if e.types else "") for e in card.emails]
                     if card.addresses:
                         extra["addresses"] = [(a.formatted(), a.types[0] if a.types else "") for a in card.addresses]
-                    for key in ("org", "title", "nickname", "bday"):
-                        v = getattr(card, key)
+                    for field_name in ("org", "title", "nickname", "bday"):
+                        v = getattr(card, field_name)
                         if v:
-                            extra[key] = v
+                            extra[field_name] = v
                     data = dumps(extra, ensure_ascii=False)
                 search = fold(name if not (card.nickname or card.org) else
                               " ".join(x for x in (name, card.nickname, card.org) if x))

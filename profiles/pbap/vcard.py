@@ -673,16 +673,16 @@ class VCardParser:
     def _property(self, line: bytes, cut: bool, out: list[VCard]) -> None:
         st = self._state
         colon = line.find(b":")
-        if colon >= 0 and line.find(b'"', 0, colon) >= 0:
-            colon = _find_colon(line)
-        if colon < 0:
-            if st is not None:
-                st.card.warnings.append("line without ':' ignored")
-            return
-        head = line[:colon]
-        cached = self._head_cache.get(head)
+        cached = self._head_cache.get(line[:colon]) if colon >= 0 else None
         if cached is None:
-            cached = self._parse_head(head)
+            # not a head seen before: mind a quoted ':' in a parameter value (4.0 TYPE="a,b")
+            if colon >= 0 and line.find(b'"', 0, colon) >= 0:
+                colon = _find_colon(line)
+            if colon < 0:
+                if st is not None:
+                    st.card.warnings.append("line without ':' ignored")
+                return
+            cached = self._parse_head(line[:colon])
         name, group, params, handler = cached
         if st is None:
             if name == "BEGIN" and line[colon + 1:].strip().upper() == b"VCARD":
@@ -756,7 +756,7 @@ class VCardParser:
         if len(self._head_cache) >= 4096:
             self._head_cache.clear()  # bounded: garbage with ever-new heads can't grow it
         result = (name, group, params, _HANDLERS.get(name))
-        if len(head) <= 200:
+        if len(head) <= 200 and head.count(b'"') % 2 == 0:  # balanced: this really is a whole head
             self._head_cache[head] = result
         return result
 
