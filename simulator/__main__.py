@@ -172,7 +172,19 @@ def _run(args: argparse.Namespace) -> int:
     def show(r: scenario.ScenarioResult) -> None:
         print(scenario.format_result(r, verbose=args.verbose), flush=True)
 
-    results = asyncio.run(scenario.run_many(files, jobs, show, in_process=jobs == 1 and len(files) == 1))
+    done: list[scenario.ScenarioResult] = []
+
+    def show_and_keep(r: scenario.ScenarioResult) -> None:
+        done.append(r)
+        show(r)
+
+    try:
+        results = asyncio.run(scenario.run_many(files, jobs, show_and_keep,
+                                                in_process=jobs == 1 and len(files) == 1))
+    except KeyboardInterrupt:
+        print(f"interrupted: {scenario.summary(done, time.monotonic() - t0)}; "
+              "the running scenarios' worlds were stopped", file=sys.stderr)
+        return 130
     seconds = time.monotonic() - t0
     print(scenario.summary(results, seconds))
     if args.junit:

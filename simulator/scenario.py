@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -65,6 +66,7 @@ SCHEMA_VERSIONS = (1,)
 DEFAULT_WITHIN_S = 5.0
 DEFAULT_TIMEOUT_S = 60.0
 LOG_TAIL_LINES = 25
+WORKER_STOP_S = 30.0  # an interrupted worker's time to stop its world
 ADDRESS_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 SUBST_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)\}")
 
@@ -1443,7 +1445,20 @@ async def _run_in_worker(path: str) -> ScenarioResult:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "simulator", "run", "--worker", out, path,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
-        output, _ = await proc.communicate()
+        try:
+            output, _ = await proc.communicate()
+        except asyncio.CancelledError:
+            # The run was interrupted (Ctrl-C): let the worker stop its world (SIGINT cancels its
+            # scenario, whose clean-up stops the daemon, the fakes and the buses), then go.
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGINT)
+                try:
+                    await asyncio.shield(asyncio.wait_for(proc.wait(), WORKER_STOP_S))
+                except (TimeoutError, asyncio.CancelledError):
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+            raise
         try:
             data = json.loads(await asyncio.to_thread(Path(out).read_text) or "null")
         except (OSError, ValueError):
