@@ -859,6 +859,7 @@ class FakeObexd:
         self._transfer_ctr = 0
         self._gone: set[str] = set()
         self.generation = 0  # bumps on every (re)start
+        self._up_cond = asyncio.Condition()
 
     @classmethod
     async def start(cls, bus_address: str, phones: Iterable[VirtualPhone] = (), **kw: Any) -> FakeObexd:
@@ -894,6 +895,13 @@ class FakeObexd:
             bus.disconnect()
             raise RuntimeError(f"cannot own {OBEX_NAME}: {reply}")
         self.generation += 1
+        async with self._up_cond:
+            self._up_cond.notify_all()
+
+    async def wait_generation(self, generation: int, timeout: float = 5.0) -> None:
+        """Until the fake has come up ``generation`` times (e.g. after a Restart over D-Bus)."""
+        async with asyncio.timeout(timeout), self._up_cond:
+            await self._up_cond.wait_for(lambda: self.generation >= generation)
 
     async def crash(self) -> None:
         """obexd dies: the name vanishes with every object; temp files of running GETs stay."""

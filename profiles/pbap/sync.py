@@ -276,7 +276,8 @@ class ContactsSync:
         return st
 
     def statuses(self) -> list[SyncStatus]:
-        phones = set(self._status) | set(self._phones)
+        """Every phone connected (being synced) or with stored contacts."""
+        phones = set(self._status) | set(self._phones) | set(self.index.phones())
         return [self.status(p) for p in sorted(phones)]
 
     def _set(self, phone: str, *, progress: bool = False, **changes: Any) -> None:
