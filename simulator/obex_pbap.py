@@ -21,6 +21,9 @@ reference §2.5, §3.1 and §7 item 12 (upstream ``obexd/client/pbap.c``).
 * While permission is pending every pull's transfer ends in ``error`` (the phone answers the GET
   with Forbidden).
 
+Quirks: ``phone.extra["pbap_ignores_paging"] = True`` makes the phone ignore Offset/MaxCount (it
+sends the whole folder every time, as some old phones do).
+
 Control (Python, and ``org.dashbridge.Sim.Obex1``): :func:`set_permission` (``PbapSetPermission``),
 :func:`change_phonebook` (``PbapChangePhonebook``: add/remove/rename contacts, counters move),
 :func:`book_for` (the phone's :class:`~simulator.vcards.PhoneBook`); the generic ``SetRate``,
@@ -237,6 +240,9 @@ class PhonebookAccess(FakeInterface):
         name = path.lstrip("/") + ".vcf"
         ok = self._permitted() and self._phone_has(path)
         book = self.book
+
+        if self.phone.extra.get("pbap_ignores_paging"):  # some old phones send everything, always
+            f.offset, f.max_count = 0, 65535
 
         def content() -> bytes:  # evaluated when the transfer starts (the phone's data then)
             return book.render(folder, f.version, offset=f.offset, max_count=f.max_count,  # type: ignore[arg-type]

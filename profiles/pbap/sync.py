@@ -559,9 +559,15 @@ class ContactsSync:
             raise SyncError(f"{member}: {exc.name.rsplit('.', 1)[-1]} {exc.text}".strip()) from None
 
     async def _create_session(self, ps: _PhoneSync) -> str:
-        (path,) = await self._call(names.OBEX_ROOT, names.OBEX_CLIENT_IFACE, "CreateSession", "sa{sv}",
-                                   [ps.link.address, {"Target": Variant("s", "pbap")}],
-                                   timeout=self.cfg.connect_timeout)
+        try:
+            (path,) = await self._call(names.OBEX_ROOT, names.OBEX_CLIENT_IFACE, "CreateSession", "sa{sv}",
+                                       [ps.link.address, {"Target": Variant("s", "pbap")}],
+                                       timeout=self.cfg.connect_timeout)
+        except SyncError as exc:
+            if "did not answer" in exc.message:  # Android asks "allow access?" while connecting
+                raise SyncError("the phone did not accept the phonebook connection (is it asking to allow"
+                                " access to contacts?)") from None
+            raise
         ps.session = str(path)
         self._sessions.add(ps.session)
         return ps.session
@@ -623,8 +629,9 @@ class ContactsSync:
                 offset += page
                 self._set(address, progress=True, state="syncing", book=book, done=done_before + staged,
                           total=done_before + max(expected, staged))
-                if received < page or offset >= 65535:
-                    break  # a short page is the end, whatever GetSize said
+                if received != page or offset >= 65535:
+                    break  # a short page is the end, whatever GetSize said; a long one means the
+                    # phone ignored MaxCount and sent everything
                 if offset >= size and received == 0:
                     break
             # The book changed while we paged (entries shift between pages): pull it again.

@@ -179,3 +179,14 @@ async def test_20000_contacts(system_bus: PrivateBus, session_bus: PrivateBus, t
         last = book.contacts[-1]
         name, _ = await w.api("Lookup", "s", [last.numbers[0][0]])
         assert name == last.display
+
+
+async def test_a_phone_that_ignores_paging_is_not_pulled_twice(system_bus: PrivateBus, session_bus: PrivateBus,
+                                                              tmp_path: Path) -> None:
+    phone = _phone(generated_contacts=250)
+    phone.extra["pbap_ignores_paging"] = True
+    async with pbap_world(system_bus, session_bus, tmp_path, [phone], page_size=100, favourites=False) as w:
+        done = await w.connect_synced()
+        assert done["Contacts"] == 250
+        assert w.db("SELECT COUNT(*) FROM contacts WHERE book='pb'") == [(250,)]
+        assert w.transfers_started == 1 + 3  # one pb pull (all of it), then the call history
