@@ -66,17 +66,16 @@ class Normalizer:
         k = self._keys.get(number)
         if k is None:
             d = self.digits(number)
-            k = (self.e164(number) or "", tail(d), d)
+            k = (self.e164(number, d) or "", tail(d), d)
             if len(self._keys) >= _CACHE_MAX:
                 self._keys.clear()
             self._keys[number] = k
         return k
 
-    def e164(self, number: str) -> str | None:
-        cached = self._cache.get(number, False)
-        if cached is not False:
-            return cached  # type: ignore[return-value]
-        result = self._fast(number)
+    def e164(self, number: str, digits: str | None = None) -> str | None:
+        if number in self._cache:
+            return self._cache[number]
+        result = self._fast(number, digits)
         if result is None:
             result = self._slow(number)
         elif result == "":
@@ -86,9 +85,9 @@ class Normalizer:
         self._cache[number] = result
         return result
 
-    def _fast(self, number: str) -> str | None:
+    def _fast(self, number: str, digits: str | None = None) -> str | None:
         """E.164, ``""`` for "certainly not a number", or None for "ask phonenumbers"."""
-        d = self.digits(number)
+        d = self.digits(number) if digits is None else digits
         if not d:
             return ""
         if d[0] == "+":
@@ -234,13 +233,11 @@ class CallerIdIndex:
         idx = self._phones.get(phone.upper())
         if idx is None or not number:
             return None
-        key = self.normalizer.e164(number)
-        if key is not None:
-            m = idx.exact.get(key)
+        e164, t, d = self.normalizer.key(number)
+        if e164:
+            m = idx.exact.get(e164)
             if m is not None:
                 return m
-        d = Normalizer.digits(number)
-        t = tail(d)
         if t:
             m = idx.tails.get(t)
             if m is not None:
