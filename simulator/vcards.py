@@ -247,26 +247,45 @@ def from_vcf(path: str | Path, *, style: Style = "android", history: int = 10, s
 
 
 def split_cards(data: bytes) -> list[bytes]:
-    """Raw ``BEGIN:VCARD`` .. ``END:VCARD`` blocks (CRLF-normalised), garbage between kept out; an
-    unterminated card is kept as it is (a phone serving a broken entry)."""
+    """Raw ``BEGIN:VCARD`` .. ``END:VCARD`` blocks with the file's own line endings (a phone that
+    writes LF-only serves LF-only), garbage between kept out; an unterminated card is kept as it
+    is (a phone serving a broken entry).  Finds the markers with ``bytes.find`` on an upper-cased
+    copy, so a card with a 50 MB photo costs no per-line work."""
+    up = data.upper()
+    marks: list[tuple[int, int, bool]] = []  # (line start, end after its newline, is BEGIN)
+    for word, begin in ((b"BEGIN:VCARD", True), (b"END:VCARD", False)):
+        i = up.find(word)
+        while i >= 0:
+            ls = up.rfind(b"\n", 0, i) + 1
+            le = up.find(b"\n", i)
+            le = len(up) if le < 0 else le + 1
+            if up[ls:le].strip() == word:
+                marks.append((ls, le, begin))
+            i = up.find(word, i + len(word))
+    marks.sort()
     cards: list[bytes] = []
-    cur: list[bytes] | None = None
-    for line in data.replace(b"\r\n", b"\n").split(b"\n"):
-        up = line.strip().upper()
-        if up == b"BEGIN:VCARD":
-            if cur is not None:  # a card the phone never finished: served as it is (broken)
-                cards.append(b"\r\n".join(cur) + b"\r\n")
-            cur = [line]
-        elif cur is not None:
-            cur.append(line)
-            if up == b"END:VCARD":
-                cards.append(b"\r\n".join(cur) + b"\r\n")
-                cur = None
+    start: int | None = None
+    for ls, le, begin in marks:
+        if begin:
+            if start is not None:  # a card the phone never finished: served as it is (broken)
+                cards.append(data[start:ls])
+            start = ls
+        elif start is not None:
+            card = data[start:le]
+            cards.append(card if card.endswith(b"\n") else card + b"\r\n")
+            start = None
+    if start is not None:
+        cards.append(data[start:] if data.endswith(b"\n") else data[start:] + b"\r\n")
     return cards
 
 
+def _short_lines(raw: bytes) -> list[bytes]:
+    """The card's lines that can hold a name or number (not photo data), from its first 64 KiB."""
+    return [ln.rstrip(b"\r") for ln in raw[:65536].split(b"\n") if len(ln) < 1000]
+
+
 def _peek_name(raw: bytes) -> str:
-    for line in raw.split(b"\r\n"):
+    for line in _short_lines(raw):
         if line.upper().startswith(b"FN") and b":" in line:
             return line.split(b":", 1)[1].decode("utf-8", "replace")
     return ""
@@ -274,7 +293,7 @@ def _peek_name(raw: bytes) -> str:
 
 def _peek_numbers(raw: bytes) -> list[tuple[str, str]]:
     out = []
-    for line in raw.split(b"\r\n"):
+    for line in _short_lines(raw):
         head = line.split(b":", 1)[0].upper()
         if (head.startswith(b"TEL") or b".TEL" in head) and b":" in line:
             out.append((line.split(b":", 1)[1].decode("utf-8", "replace"), "cell"))
