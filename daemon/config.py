@@ -335,6 +335,16 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
         ctx.fail(None, "cloud.tls", "cert_file and key_file go together")
     if cfg.contacts.page_size < 1 or cfg.contacts.page_size > 65535:
         ctx.fail(None, "contacts.page_size", f"expected 1 to 65535, got {cfg.contacts.page_size}")
+    if not 1 <= cfg.contacts.history_limit <= 65535:
+        ctx.fail(None, "contacts.history_limit", f"expected 1 to 65535, got {cfg.contacts.history_limit}")
+    if cfg.contacts.photo_max_bytes < 0:
+        ctx.fail(None, "contacts.photo_max_bytes", "must not be negative")
+    if not cfg.contacts.retry_delays or not cfg.contacts.permission_retry_delays:
+        ctx.fail(None, "contacts.retry_delays", "needs at least one delay")
+    import phonenumbers  # validated here so a typo is a config error, not silent misses
+
+    if phonenumbers.country_code_for_region(cfg.contacts.region.upper()) == 0:
+        ctx.fail(None, "contacts.region", f'expected a region code like "GB", got "{cfg.contacts.region}"')
     m = cfg.messages
     if not 1 <= m.fetch_count <= 1024:
         ctx.fail(None, "messages.fetch_count", f"expected 1 to 1024, got {m.fetch_count}")
@@ -349,16 +359,6 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
     if not 0.0 <= cfg.navigation.min_confidence <= 1.0:
         ctx.fail(None, "navigation.min_confidence", "expected 0.0 to 1.0")
 
-    if not 1 <= cfg.contacts.history_limit <= 65535:
-        ctx.fail(None, "contacts.history_limit", f"expected 1 to 65535, got {cfg.contacts.history_limit}")
-    if cfg.contacts.photo_max_bytes < 0:
-        ctx.fail(None, "contacts.photo_max_bytes", "must not be negative")
-    if not cfg.contacts.retry_delays or not cfg.contacts.permission_retry_delays:
-        ctx.fail(None, "contacts.retry_delays", "needs at least one delay")
-    import phonenumbers  # validated here so a typo is a config error, not silent misses
-
-    if phonenumbers.country_code_for_region(cfg.contacts.region.upper()) == 0:
-        ctx.fail(None, "contacts.region", f'expected a region code like "GB", got "{cfg.contacts.region}"')
 
 def loads(text: str, filename: str = "<config>") -> Config:
     ctx = _Ctx(filename)
