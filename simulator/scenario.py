@@ -1180,6 +1180,9 @@ class Run:
                 result.steps.append(StepResult(failing.index, failing.line, failing.describe(), False,
                                                time.monotonic() - self.step_t0, result.error, failing.say))
         if not result.ok and self.world is not None:
+            if self.world.unsettled:
+                result.details += ("\n" if result.details else "") + \
+                    f"    note: the daemon had not settled when the steps began ({self.world.unsettled})"
             tail = self.world.daemon_log.splitlines()[-LOG_TAIL_LINES:]
             if tail:
                 result.details += ("\n" if result.details else "") + "    daemon log (last lines):\n" + \
