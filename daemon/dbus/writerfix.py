@@ -19,7 +19,6 @@ from __future__ import annotations
 import array
 import logging
 import socket
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -78,10 +77,12 @@ def _ensure_writer(self: Any) -> None:
 
 
 def dbus_fast_version() -> str:
+    # dbus_fast.__version__ is a module holding __version__ (cheaper than importlib.metadata).
     try:
-        return version("dbus-fast")
-    except PackageNotFoundError:
+        from dbus_fast.__version__ import __version__ as v
+    except ImportError:
         return "0"
+    return str(v)
 
 
 def needs_fix() -> bool:
