@@ -56,7 +56,7 @@ def settings_from_config(cfg: CloudConfig) -> EngineSettings:
         startup_delay=cfg.startup_delay,
         retry=Backoff(r.base_delay, r.max_delay),
         breaker_threshold=r.breaker_threshold,
-        breaker_cooldown=Backoff(r.breaker_cooldown, max(r.breaker_cooldown, r.breaker_max_cooldown)),
+        breaker_cooldown=Backoff(r.breaker_cooldown, max(r.breaker_cooldown, r.breaker_max_cooldown), "equal"),
         max_retry_after=r.max_retry_after,
         clock_skew=cfg.clock_skew,
         grace=cfg.grace,

@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
+_SCHEMA: list[str] | None = None  # the cloud migration's statements, for CloudDb.memory()
+
 # Refused items are kept for diagnosis (``dashbridgectl cloud``); only the newest this many.
 KEEP_REFUSED = 50
 
@@ -36,12 +38,18 @@ class CloudDb:
 
     @classmethod
     def memory(cls) -> CloudDb:
-        """A private in-memory database with only the cloud tables (tests, the fleet bench)."""
-        from ..store import _split_sql
+        """A private in-memory database with only the cloud tables (tests, the fleet bench).
+        Small pages: the fleet bench holds thousands of these at once."""
+        global _SCHEMA
+        if _SCHEMA is None:
+            from ..store import _split_sql
 
+            sql = resources.files("daemon.schema").joinpath("0006_cloud.sql").read_text(encoding="utf-8")
+            _SCHEMA = _split_sql(sql)
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        sql = resources.files("daemon.schema").joinpath("0006_cloud.sql").read_text(encoding="utf-8")
-        for stmt in _split_sql(sql):
+        conn.execute("PRAGMA page_size=512")
+        conn.execute("PRAGMA cache_size=16")
+        for stmt in _SCHEMA:
             conn.execute(stmt)
         return cls(conn)
 
@@ -188,10 +196,10 @@ class Outbox:
             if extra is not None:
                 extra(conn)
 
+    # Single statements below need no explicit transaction: SQLite makes each one atomic.
     def retry(self, item: OutboxItem, error: str, next_at: float) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
-                         (error[:300], next_at, item.id))
+        self.db.conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=?, next_attempt_at=? WHERE id=?",
+                             (error[:300], next_at, item.id))
 
     def refuse(self, item: OutboxItem, error: str, extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """The backend will never accept it: keep it (for diagnosis) but stop sending it."""
@@ -205,15 +213,13 @@ class Outbox:
 
     def release(self, now: float) -> int:
         """Make every queued item due now (the backend came back: what waited for it goes)."""
-        with self.db.transaction() as conn:
-            return conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='queued' AND next_attempt_at>?",
-                                (now, now)).rowcount
+        return self.db.conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='queued' AND next_attempt_at>?",
+                                    (now, now)).rowcount
 
     def clamp(self, latest: float) -> None:
         """No item waits past ``latest`` (after a wall-clock jump backwards, or a lowered cap)."""
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='queued' AND next_attempt_at>?",
-                         (latest, latest))
+        self.db.conn.execute("UPDATE outbox SET next_attempt_at=? WHERE state='queued' AND next_attempt_at>?",
+                             (latest, latest))
 
     def expire(self, now: float) -> list[OutboxItem]:
         dropped: list[OutboxItem] = []
@@ -248,6 +254,14 @@ class Outbox:
             f"SELECT {_COLS} FROM outbox WHERE state='queued' AND next_attempt_at<=? "
             f"AND kind NOT IN ({','.join('?' * len(blocked_kinds))}) ORDER BY next_attempt_at, id LIMIT 1",
             (now, *blocked_kinds)).fetchone()
+        return _item(row) if row else None
+
+    def head(self, blocked_kinds: tuple[str, ...] = ()) -> OutboxItem | None:
+        """The queued item due first (due or not), or None."""
+        row = self.db.conn.execute(
+            f"SELECT {_COLS} FROM outbox WHERE state='queued' "
+            f"AND kind NOT IN ({','.join('?' * len(blocked_kinds))}) ORDER BY next_attempt_at, id LIMIT 1",
+            blocked_kinds).fetchone()
         return _item(row) if row else None
 
     def next_due(self, blocked_kinds: tuple[str, ...] = ()) -> float | None:
