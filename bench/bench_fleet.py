@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from daemon.cloud.clock import SimClock
 from daemon.cloud.component import settings_from_config
@@ -49,7 +49,7 @@ from daemon.cloud.outbox import CloudDb
 from daemon.cloud.policy import Backoff
 from daemon.cloud.protocol import Discovery, Unreachable, discovery_url
 from daemon.cloud.transport import HttpResponse
-from daemon.config import CloudConfig
+from daemon.config import CloudConfig, Duration
 from simulator.cloud import sign_jws
 
 CARS = 10_000
@@ -108,7 +108,7 @@ def _endpoints() -> dict[str, str]:
 
 def _settings(vin: str, jitter: bool) -> EngineSettings:
     # The daemon's defaults; startup_delay spreads the cars' sync phases over the hour.
-    s = settings_from_config(CloudConfig(enabled=True, url=BASE, vehicle_id=vin, startup_delay=3600.0))  # type: ignore[arg-type]
+    s = settings_from_config(CloudConfig(enabled=True, url=BASE, vehicle_id=vin, startup_delay=Duration(3600.0)))
     if jitter:
         return s
     return dataclasses.replace(
@@ -128,7 +128,7 @@ def _seed(db: CloudDb, jws: str, now: float) -> None:
                      (jws, '"v1"', now))
 
 
-async def _batch(first: int, n: int, jitter: bool, key: Ed25519PrivateKey, anchors: Mapping[str, object],
+async def _batch(first: int, n: int, jitter: bool, key: Ed25519PrivateKey, anchors: Mapping[str, Ed25519PublicKey],
                  seed: int) -> tuple[Backend, list[CloudEngine]]:
     clock = SimClock(start=T0 - 1.0)
     backend = Backend(clock, up_at=T0 + OUTAGE_S)
@@ -151,7 +151,7 @@ async def _batch(first: int, n: int, jitter: bool, key: Ed25519PrivateKey, ancho
         db = CloudDb.memory()
         _seed(db, sign_jws(claims, key, "fleet"), T0 - 600.0)
         eng = CloudEngine(_settings(vin, jitter), db, clock, random.Random(rng.getrandbits(64)))
-        eng.attach(backend, anchors)  # type: ignore[arg-type]
+        eng.attach(backend, anchors)
         engines.append(eng)
         tasks.append(asyncio.create_task(car(eng, T0 + rng.uniform(0.0, 1.0), rng.random() < REGISTER_SHARE)))
     await clock.run_until(backend.up_at + AFTER_S)

@@ -69,6 +69,8 @@ class AiohttpTransport:
             raise Unreachable(f"cannot connect ({_short(exc.os_error)})") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise Unreachable(f"connection failed ({type(exc).__name__}: {_short(exc)})") from None
+        except ValueError as exc:  # an endpoint URL aiohttp cannot use (from a discovery document)
+            raise Unreachable(f"unusable URL ({_short(exc)})") from None
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

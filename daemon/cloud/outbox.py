@@ -153,6 +153,10 @@ class Outbox:
     def __init__(self, db: CloudDb, *, on_drop: Callable[[OutboxItem, str], None] | None = None) -> None:
         self.db = db
         self.on_drop = on_drop
+        # Bumped by every change of which items are queued; lets readers cache (see has()).
+        self.generation = 0
+        self._has_cache: dict[tuple[str, str | None], bool] = {}
+        self._has_gen = -1
 
     # -- writing ------------------------------------------------------------------------------
     def enqueue(self, kind: str, payload: dict[str, Any], now: float, coalesce_key: str = "",
@@ -167,6 +171,7 @@ class Outbox:
     def insert(self, conn: sqlite3.Connection, kind: str, payload: dict[str, Any], now: float,
                coalesce_key: str = "") -> tuple[OutboxItem, bool]:
         """As :meth:`enqueue`, inside the caller's transaction."""
+        self.generation += 1
         policy = POLICIES[kind]
         if policy.coalesce != "none":
             row = conn.execute(f"SELECT {_COLS} FROM outbox WHERE state='queued' AND kind=? AND coalesce_key=? "
@@ -191,6 +196,7 @@ class Outbox:
         return OutboxItem(cur.lastrowid, kind, key, coalesce_key, payload, now, 0, now, ""), True
 
     def complete(self, item: OutboxItem, extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        self.generation += 1
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM outbox WHERE id=?", (item.id,))
             if extra is not None:
@@ -203,6 +209,7 @@ class Outbox:
 
     def refuse(self, item: OutboxItem, error: str, extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """The backend will never accept it: keep it (for diagnosis) but stop sending it."""
+        self.generation += 1
         with self.db.transaction() as conn:
             conn.execute("UPDATE outbox SET state='refused', attempts=attempts+1, last_error=? WHERE id=?",
                          (error[:300], item.id))
@@ -239,6 +246,7 @@ class Outbox:
         return dropped
 
     def _dropped(self, conn: sqlite3.Connection, item: OutboxItem, why: str) -> None:
+        self.generation += 1
         log.warning("cloud outbox: dropped a %s item (%s; %d attempts, last error: %s)",
                     item.kind, why, item.attempts, item.last_error or "none")
         row = conn.execute("SELECT value FROM cloud_state WHERE key='outbox_dropped'").fetchone()
@@ -274,12 +282,19 @@ class Outbox:
         return int(self.db.conn.execute("SELECT COUNT(*) FROM outbox WHERE state='queued'").fetchone()[0])
 
     def has(self, kind: str, coalesce_key: str | None = None) -> bool:
+        if self._has_gen != self.generation:
+            self._has_cache.clear()
+            self._has_gen = self.generation
+        cached = self._has_cache.get((kind, coalesce_key))
+        if cached is not None:
+            return cached
         if coalesce_key is None:
             row = self.db.conn.execute("SELECT 1 FROM outbox WHERE state='queued' AND kind=? LIMIT 1",
                                        (kind,)).fetchone()
         else:
             row = self.db.conn.execute("SELECT 1 FROM outbox WHERE state='queued' AND kind=? AND coalesce_key=? "
                                        "LIMIT 1", (kind, coalesce_key)).fetchone()
+        self._has_cache[(kind, coalesce_key)] = row is not None
         return row is not None
 
     def items(self, state: str = "queued") -> list[OutboxItem]:
