@@ -73,6 +73,7 @@ async def test_retry_after_is_honoured(env: Env, status: int) -> None:
     eng.set_consent("analytics", False)
     await env.settle()
     assert eng.backend_state == "degraded" and f"HTTP {status}" in eng.backend_reason
+    assert eng.sync_now().startswith("deferred: the backend asked us to wait until")
     await env.advance(119.0)
     assert len(env.cloud.requests("consent")) == 1  # nothing before Retry-After
     await env.advance(20.0)  # Retry-After plus at most 10 % + 1 s of jitter
@@ -304,3 +305,27 @@ async def test_restart_after_the_backend_acted_but_before_we_recorded_it(env: En
     assert len(env.cloud.effects_of("register")) == 1
     assert sorted(e.detail["name"] for e in env.cloud.effects_of("consent")) == [f"c{i}" for i in range(5)]
     assert any(r.replayed for r in env.cloud.requests("consent"))
+
+
+async def test_offset_clock_jumps_fire_due_timers_at_once() -> None:
+    import asyncio
+
+    from daemon.cloud.clock import OffsetClock
+
+    clock = OffsetClock()
+    t0 = clock.now()
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        await clock.sleep_until(t0 + 7 * DAY)
+        woke.append(clock.now())
+
+    task = asyncio.create_task(sleeper())
+    await asyncio.sleep(0)
+    clock.advance(3 * DAY)
+    await asyncio.sleep(0)
+    assert woke == []
+    clock.advance(5 * DAY)
+    async with asyncio.timeout(2):
+        await task
+    assert woke and woke[0] >= t0 + 7 * DAY
