@@ -197,6 +197,12 @@ class CloudEngine:
     def register(self) -> str:
         if self.registration == "registered":
             return "registered"
+        if self.registration == "pending" and not self.outbox.has("register"):
+            # Delivered; the backend is reviewing it.  Asking again sends nothing: look sooner.
+            self._status_due = True
+            self.next_sync = min(self.next_sync, self.clock.now()) if self.running else self.next_sync
+            self._wake.set()
+            return "pending"
         now = self.clock.now()
         payload = {"vehicle_id": self.s.vehicle_id, "software": self.s.software_version, "requested_at": now}
 
@@ -419,7 +425,7 @@ class CloudEngine:
             log.warning("cloud: backend refused a %s item: %s", item.kind, exc.reason)
             refusal = exc
             self.outbox.refuse(item, exc.reason, extra=lambda conn: self._refused_effect(conn, item, refusal))
-            self._failure(exc)
+            self._success()  # the backend is fine: it answered; the refusal is the item's own story
             self._after_refusal(item, exc)
         except CloudError as exc:
             now = self.clock.now()
@@ -504,9 +510,11 @@ class CloudEngine:
         client = self.client
         self._manual = False
         now = self.clock.now()
+        fetched = False
         try:
             jws, etag = await client.entitlements(self.etag)
             self._take_entitlements(jws, etag)
+            fetched = True
             dests = await client.destinations()
             self._store_destinations(dests)
             if self._status_due or self.link.state == "pending":
@@ -514,7 +522,8 @@ class CloudEngine:
         except CloudError as exc:
             self._sync_failures += 1
             self._sync_failed = True
-            self.confirmed = False
+            if not fetched:
+                self.confirmed = False
             wait = min(self.s.retry.delay(self._sync_failures, self.rng), self.s.sync_interval)
             self.next_sync = now + wait
             n = self._sync_failures
@@ -582,6 +591,12 @@ class CloudEngine:
             self._status_due = True
         elif st.registration == "unregistered" and self.registration == "registered":
             self._set_registration("unregistered", "the backend no longer knows this vehicle", persist=True)
+        elif st.registration == "unregistered" and self.registration == "pending":
+            # We delivered it, the backend lost it (a migration that dropped records): ask again.
+            # The backend has no record, so a new request cannot be a second effect.
+            log.warning("cloud: the backend lost our delivered registration; registering again")
+            self.registration = "unregistered"
+            self.register()
         if st.linked and self.link.state != "linked":
             self._set_link(LinkInfo("linked"), persist=True)
             self._link_poll_at = None

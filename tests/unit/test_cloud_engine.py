@@ -329,3 +329,45 @@ async def test_offset_clock_jumps_fire_due_timers_at_once() -> None:
     async with asyncio.timeout(2):
         await task
     assert woke and woke[0] >= t0 + 7 * DAY
+
+
+async def test_registration_under_review_then_approved_and_asking_again_sends_nothing(tmp_path: Path) -> None:
+    env = Env(tmp_path, auto_approve=False)
+    await env.cloud.start()
+    try:
+        eng = await env.start()
+        eng.register()
+        await env.settle()
+        assert (eng.registration, eng.registration_reason) == ("pending", "the backend is reviewing the registration")
+        assert eng.register() == "pending"  # under review: no second request, only a sooner look
+        await env.settle()
+        assert len(env.cloud.requests("register")) == 1 and env.cloud.requests("status")
+        env.cloud.approve(env.vin)
+        await env.advance(1.3 * HOUR)  # the next scheduled sync reads the status
+        assert eng.registration == "registered"
+        assert len(env.cloud.requests("register")) == 1 and len(env.cloud.effects_of("register")) == 1
+    finally:
+        await env.stop()
+        await env.cloud.close()
+
+
+async def test_a_delivered_registration_the_backend_lost_is_sent_again(tmp_path: Path) -> None:
+    env = Env(tmp_path, auto_approve=False)
+    await env.cloud.start()
+    try:
+        eng = await env.start()
+        eng.register()
+        await env.settle()
+        assert eng.registration == "pending" and len(env.cloud.effects_of("register")) == 1
+        env.cloud.vehicles[env.vin].registration = "unregistered"  # a migration dropped the record
+        env.cloud.auto_approve = True
+        env.cloud.idempotency.clear()
+        eng.sync_now()
+        await env.settle()
+        await env.advance(2.0)
+        assert eng.registration == "registered"
+        assert len(env.cloud.effects_of("register")) == 2  # the backend had nothing: one effect each
+        assert env.cloud.vehicles[env.vin].registration == "registered"
+    finally:
+        await env.stop()
+        await env.cloud.close()
