@@ -107,7 +107,7 @@ class Cloud1(ServiceInterface):
             "Consents": dict(sorted(e.consents.items())),
             "OutboxDepth": e.outbox.depth(),
             "LastSync": int(e.last_sync),
-            "NextSync": int(e.next_sync) if e.running else 0,
+            "NextSync": int(max(e.next_sync, e.gate())) if e.running else 0,
             "LastRejection": [e.last_rejection[0], int(e.last_rejection[1])],
             "SendToCar": [e.pending_destinations(), e.handoff_note],
         }

@@ -253,29 +253,36 @@ def evaluate(held: EntitlementDoc | None, now: float, *, grace: float, skew: flo
             out[name] = FeatureState(True, "local", "local phone feature; the cloud never gates it")
             continue
         if source == "offline-policy":
-            out[name] = _offline(name, held, offline_policy)
-            continue
-        assert held is not None
-        grant = held.features.get(name)
-        lease_note = (f"in grace until {_iso(held.not_after + skew + grace)} (lease ended {_iso(held.not_after)})"
-                      if source == "grace" else f"lease valid until {_iso(held.not_after)}")
-        if grant is None:
-            out[name] = FeatureState(False, source, f"not in entitlement v{held.version}; {lease_note}")
-        elif not grant.enabled:
-            out[name] = FeatureState(False, source, f"not entitled (v{held.version}); {lease_note}")
-        elif grant.not_after is not None and now >= grant.not_after + skew:
-            out[name] = FeatureState(False, source, f"entitlement ended {_iso(grant.not_after)}")
+            st = _offline(name, held, offline_policy)
         else:
-            if grant.not_after is not None:
-                changes.append(grant.not_after + skew)
-            until = f" until {_iso(grant.not_after)}" if grant.not_after is not None else ""
-            out[name] = FeatureState(True, source, f"entitled{until} (v{held.version}); {lease_note}")
+            st = _from_document(name, held, now, skew, source, grace, changes)
+        if name in LOCAL_FEATURES:  # gated by the integrator: say so, it is not the backend's doing
+            st = FeatureState(st.enabled, st.source, f"gated by cloud.gated_local_features; {st.reason}")
+        out[name] = st
     future = [c for c in changes if c > now]
     return Lease(
         source=source, features=out, next_change=min(future) if future else None,
         not_after=held.not_after if held is not None else 0.0,
         grace_until=held.not_after + skew + grace if held is not None else 0.0,
     )
+
+
+def _from_document(name: str, held: EntitlementDoc | None, now: float, skew: float, source: str, grace: float,
+                   changes: list[float]) -> FeatureState:
+    assert held is not None
+    grant = held.features.get(name)
+    lease_note = (f"in grace until {_iso(held.not_after + skew + grace)} (lease ended {_iso(held.not_after)})"
+                  if source == "grace" else f"lease valid until {_iso(held.not_after)}")
+    if grant is None:
+        return FeatureState(False, source, f"not in entitlement v{held.version}; {lease_note}")
+    if not grant.enabled:
+        return FeatureState(False, source, f"not entitled (v{held.version}); {lease_note}")
+    if grant.not_after is not None and now >= grant.not_after + skew:
+        return FeatureState(False, source, f"entitlement ended {_iso(grant.not_after)}")
+    if grant.not_after is not None:
+        changes.append(grant.not_after + skew)
+    until = f" until {_iso(grant.not_after)}" if grant.not_after is not None else ""
+    return FeatureState(True, source, f"entitled{until} (v{held.version}); {lease_note}")
 
 
 def _offline(name: str, held: EntitlementDoc | None, policy: Mapping[str, bool]) -> FeatureState:

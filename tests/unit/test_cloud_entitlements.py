@@ -180,4 +180,5 @@ def test_local_phone_features_are_never_gated_unless_config_says_so() -> None:
         assert off.features[name].enabled and off.features[name].source == "local"
     gated = _lease(None, NOW, offline_policy={}, gated_local=("messages",))
     assert not gated.features["messages"].enabled and gated.features["messages"].source == "offline-policy"
+    assert gated.features["messages"].reason.startswith("gated by cloud.gated_local_features")
     assert gated.features["calls"].enabled
