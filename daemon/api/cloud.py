@@ -72,16 +72,17 @@ class Cloud1(ServiceInterface):
 
     def _engine(self) -> "CloudEngine":
         if self._c.engine is None:
-            raise NotReadyError(DISABLED)
+            raise NotReadyError(self._c.broken or DISABLED)
         return self._c.engine
 
     def _snapshot(self) -> dict[str, Any]:
         e = self._c.engine
         if e is None:
+            why = self._c.broken or DISABLED
             return {
-                "Enabled": False, "BackendState": "disabled", "BackendReason": DISABLED, "ApiVersion": 0,
-                "Endpoint": "", "Registration": "unregistered", "RegistrationReason": DISABLED,
-                "AccountLink": "unlinked", "AccountLinkReason": DISABLED, "LinkCode": ["", "", 0],
+                "Enabled": False, "BackendState": "disabled", "BackendReason": why, "ApiVersion": 0,
+                "Endpoint": "", "Registration": "unregistered", "RegistrationReason": why,
+                "AccountLink": "unlinked", "AccountLinkReason": why, "LinkCode": ["", "", 0],
                 "EntitlementsSource": "offline-policy", "EntitlementsVersion": 0, "EntitlementsNotAfter": 0,
                 "GraceUntil": 0, "Features": self._c.disabled_features(), "Consents": {}, "OutboxDepth": 0,
                 "LastSync": 0, "NextSync": 0, "LastRejection": ["", 0], "SendToCar": [0, ""],

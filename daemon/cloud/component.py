@@ -75,15 +75,21 @@ class CloudComponent:
         self.test_clock = os.environ.get(TEST_CLOCK_ENV) == "1"
         self.clock: Clock = OffsetClock() if self.test_clock else RealClock()
         self.engine: CloudEngine | None = None
+        self.broken = ""  # why an enabled cloud could not be built (then it runs as disabled)
         if self.cfg.enabled:
             # Only an enabled cloud pays for its modules at start-up (a disabled one imports
             # nothing but this file and its D-Bus interface).
             from .engine import CloudEngine
             from .outbox import CloudDb
 
-            self.engine = CloudEngine(settings_from_config(self.cfg), CloudDb(ctx.store.conn), self.clock,
-                                      random.Random(), navigation=self._navigation)
-            self.engine.subscribe(self._health_from_engine)
+            try:
+                self.engine = CloudEngine(settings_from_config(self.cfg), CloudDb(ctx.store.conn), self.clock,
+                                          random.Random(), navigation=self._navigation)
+            except Exception as exc:  # never let the cloud stop the daemon from starting
+                log.exception("cloud: cannot start (%s); running without the cloud", exc)
+                self.broken = f"cannot start: {type(exc).__name__}: {exc}"[:200]
+            else:
+                self.engine.subscribe(self._health_from_engine)
         ctx.services["entitlements"] = self
         from ..api.cloud import Cloud1
 
@@ -142,7 +148,10 @@ class CloudComponent:
     async def run(self) -> None:
         engine = self.engine
         if engine is None:
-            self.ctx.health.set(self.name, "ok", "disabled")
+            if self.broken:
+                self.ctx.health.set(self.name, "down", self.broken)
+            else:
+                self.ctx.health.set(self.name, "ok", "disabled")
             return  # nothing to do, ever: no task, no wake-ups
         restarts = 0
         rng = random.Random()

@@ -125,6 +125,11 @@ class LinkInfo:
 Listener = Callable[[str, tuple[Any, ...]], None]
 
 
+def _num(value: Any) -> float:
+    """A number from our own stored state; 0 if it is damaged (never a crash at start-up)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -156,9 +161,9 @@ class CloudEngine:
         consents = db.get("consents", {})
         self.consents: dict[str, bool] = {str(k): bool(v) for k, v in consents.items()} \
             if isinstance(consents, dict) else {}
-        self.last_sync = float(db.get("last_sync", 0.0) or 0.0)
+        self.last_sync = _num(db.get("last_sync"))
         rej = db.get("last_rejection", {})
-        self.last_rejection: tuple[str, float] = (str(rej.get("reason", "")), float(rej.get("at", 0.0))) \
+        self.last_rejection: tuple[str, float] = (str(rej.get("reason", "")), _num(rej.get("at"))) \
             if isinstance(rej, dict) else ("", 0.0)
         self.held: EntitlementDoc | None = None
         self.etag = ""
@@ -248,7 +253,7 @@ class CloudEngine:
         if not CONSENT_RE.match(name):
             raise InvalidInput("a consent name is 1 to 64 of a-z 0-9 _ . -")
         now = self.clock.now()
-        seq = int(self.db.get("consent_seq", 0) or 0) + 1
+        seq = int(_num(self.db.get("consent_seq"))) + 1
         consents = dict(self.consents)
         consents[name] = granted
 

@@ -371,3 +371,25 @@ async def test_a_delivered_registration_the_backend_lost_is_sent_again(tmp_path:
     finally:
         await env.stop()
         await env.cloud.close()
+
+
+def test_damaged_state_on_disk_never_stops_the_engine_from_starting() -> None:
+    import random
+
+    from daemon.cloud.clock import SimClock
+    from daemon.cloud.engine import CloudEngine, EngineSettings
+    from daemon.cloud.outbox import CloudDb
+
+    db = CloudDb.memory()
+    with db.transaction() as conn:
+        for key, raw in (("registration", '"garbage"'), ("link", "[1, 2]"), ("consents", "{not json"),
+                         ("last_sync", '"yesterday"'), ("last_rejection", '{"reason": 5, "at": "x"}'),
+                         ("consent_seq", "null"), ("discovery", '"{\\"url\\": 1}"')):
+            conn.execute("INSERT INTO cloud_state(key, value) VALUES(?, ?)", (key, raw))
+        conn.execute("INSERT INTO cloud_entitlements(slot, jws, version, etag, received_at) "
+                     "VALUES(1, 'not.a.jws', 3, '', 0)")
+    eng = CloudEngine(EngineSettings(vehicle_id="V", base_url="https://x.example"), db, SimClock(), random.Random())
+    assert (eng.registration, eng.link.state, eng.consents, eng.last_sync) == ("unregistered", "unlinked", {}, 0.0)
+    assert eng.held is None and eng.lease.source == "offline-policy"
+    eng.set_consent("a", True)  # and it still works
+    assert eng.outbox.depth() == 1
