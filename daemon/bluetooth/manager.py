@@ -90,11 +90,7 @@ class BluetoothManager:
         self.ctx = ctx
         self.cfg = ctx.config.bluetooth
         self.bus = ctx.system_bus
-        directory = ctx.services.get("phones")
-        if not isinstance(directory, PhoneDirectory):
-            directory = PhoneDirectory()
-            ctx.services["phones"] = directory
-        self.directory: PhoneDirectory = directory
+        self.directory: PhoneDirectory = PhoneDirectory.of(ctx.services)
         self.registry = Registry(ctx.store)
         self.prompts = PromptBroker()
         self.adapter_path = f"{names.BLUEZ_ROOT}/{self.cfg.adapter}"

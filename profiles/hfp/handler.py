@@ -155,10 +155,7 @@ class HfpHandler:
         return [self._api]
 
     async def run(self) -> None:
-        directory = self._directory or self.ctx.services.get("phones")
-        if not isinstance(directory, PhoneDirectory):
-            directory = PhoneDirectory()
-            self.ctx.services.setdefault("phones", directory)
+        directory = self._directory or PhoneDirectory.of(self.ctx.services)
         self._directory = directory
         self._running = True
         sub: Subscription | None = None

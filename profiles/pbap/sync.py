@@ -185,10 +185,7 @@ class ContactsSync:
         return [self._api]
 
     async def run(self) -> None:
-        directory = self._directory or self.ctx.services.get("phones")
-        if not isinstance(directory, PhoneDirectory):
-            directory = PhoneDirectory()
-            self.ctx.services.setdefault("phones", directory)
+        directory = self._directory or PhoneDirectory.of(self.ctx.services)
         self._directory = directory
         subs: list[Subscription] = []
         watcher: NameWatcher | None = None
