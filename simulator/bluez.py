@@ -1319,6 +1319,13 @@ class FakeBluez:
             raise BluezError("InvalidArguments", "Invalid arguments in method call")
         if not self._adapter_state["Powered"]:
             raise BluezError("NotReady", "Resource Not Ready")
+        # bluetoothd matches the argument against each service's *remote* UUID
+        # (find_connectable_service in src/device.c): oFono asks for HFP AG 0000111f, the phone's
+        # side.  A local UUID is accepted too, as the simulator's own callers use it.
+        for local in self._connectable_local_profiles(dev):
+            if LOCAL_TO_REMOTE.get(local) == uuid:
+                uuid = local
+                break
         if uuid in dev.profiles:
             return Message.new_method_return(msg)
         if uuid not in self._connectable_local_profiles(dev):

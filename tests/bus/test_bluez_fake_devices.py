@@ -223,6 +223,25 @@ async def test_profile_registration_rules_and_new_connection(fake: FakeBluez, sy
         rival.disconnect()
 
 
+async def test_connect_profile_takes_the_remote_uuid_as_ofono_sends_it(fake: FakeBluez, system_bus: PrivateBus,
+                                                                       client: MessageBus) -> None:
+    """bluetoothd matches ConnectProfile's argument against the phone's (remote) service UUID:
+    powering an oFono HFP modem makes ofonod ask for HFP AG 0000111f, not the local HF UUID."""
+    ofono = await MessageBus(bus_address=system_bus.address, negotiate_unix_fd=True).connect()
+    try:
+        profile = RecordingProfile()
+        ofono.export("/bluetooth/profile/hfp_hf", profile)
+        await bluez_call(ofono, "/org/bluez", PROFILE_MANAGER, "RegisterProfile", "osa{sv}",
+                         ["/bluetooth/profile/hfp_hf", HFP_HF, {"Version": Variant("q", 0x0107)}])
+        await bluez_call(ofono, dev_path(PHONE), DEVICE, "ConnectProfile", "s",
+                         ["0000111f-0000-1000-8000-00805f9b34fb"])
+        await fake.wait_until(lambda: [c[0] for c in profile.connections] == [dev_path(PHONE)])
+        assert HFP_HF in fake.connected_profiles(PHONE)
+        socket.socket(fileno=profile.connections[0][1]).close()
+    finally:
+        ofono.disconnect()
+
+
 async def test_restart_forgets_registrations_and_keeps_bonds(fake: FakeBluez, system_bus: PrivateBus,
                                                              client: MessageBus) -> None:
     log = await SignalLog.attach(client)
