@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,29 +32,50 @@ class NotifyServer:
         self.sock.bind(str(self.path))
         self.sock.setblocking(False)
         self.messages: list[tuple[float, dict[str, str]]] = []
+        # Like systemd, read datagrams as they come: a Unix datagram queue holds only
+        # net.unix.max_dgram_qlen (10) messages, after which the daemon's sd_notify would fail.
+        self._cond = threading.Condition(threading.RLock())
+        self._closed = threading.Event()
+        self._pump = threading.Thread(target=self._pump_loop, name="notify-pump", daemon=True)
+        self._pump.start()
+
+    def _pump_loop(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ)
+        try:
+            while not self._closed.is_set():
+                if sel.select(timeout=0.2):
+                    self.drain()
+        except (OSError, ValueError):
+            pass  # socket closed under us
+        finally:
+            sel.close()
 
     def drain(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except BlockingIOError:
-                return
-            fields: dict[str, str] = {}
-            for line in data.decode(errors="replace").splitlines():
-                k, _, v = line.partition("=")
-                fields[k] = v
-            self.messages.append((time.monotonic(), fields))
+        with self._cond:
+            got = False
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except (BlockingIOError, OSError):
+                    break
+                fields: dict[str, str] = {}
+                for line in data.decode(errors="replace").splitlines():
+                    k, _, v = line.partition("=")
+                    fields[k] = v
+                self.messages.append((time.monotonic(), fields))
+                got = True
+            if got:
+                self._cond.notify_all()
 
     def wait_for(self, key: str, value: str | None = None, timeout: float = 10.0,
                  proc: subprocess.Popen[bytes] | None = None) -> dict[str, str]:
         """Block until a datagram with ``key`` (= ``value``) arrives; raises TimeoutError."""
-        import selectors
-
         deadline = time.monotonic() + timeout
         seen = 0
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ)
-        try:
+        with self._cond:
             while True:
                 self.drain()
                 for _, fields in self.messages[seen:]:
@@ -65,15 +87,16 @@ class NotifyServer:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"no {key} from dashbridged within {timeout}s")
-                sel.select(timeout=min(left, 0.2))
-        finally:
-            sel.close()
+                # woken by the pump as soon as a datagram arrives; the cap only re-checks `proc`
+                self._cond.wait(timeout=min(left, 0.2))
 
     def seen(self, key: str) -> list[dict[str, str]]:
         self.drain()
         return [f for _, f in self.messages if key in f]
 
     def close(self) -> None:
+        self._closed.set()
+        self._pump.join(timeout=2)
         self.sock.close()
 
 
