@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from dbus_fast import RequestNameReply
@@ -78,6 +79,64 @@ def build_components(ctx: AppContext) -> list[Component]:
     return components
 
 
+async def open_context(cfg: Config, health: Health) -> AppContext:
+    """The store, then both buses: what every component is built on."""
+    # The store first: a database from a newer release must stop us before anything else.
+    store = Store(Path(cfg.state_directory) / DB_NAME)
+    try:
+        system_bus = await dbus_bus.connect(cfg.buses.system, "system", negotiate_unix_fd=True)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        session_bus = await dbus_bus.connect(cfg.buses.session, "session")
+    except BaseException:
+        system_bus.disconnect()
+        store.close()
+        raise
+    return AppContext(
+        config=cfg,
+        system_bus=system_bus,
+        session_bus=session_bus,
+        system=SignalRouter(system_bus),
+        session=SignalRouter(session_bus),
+        store=store,
+        health=health,
+    )
+
+
+async def publish(ctx: AppContext, components: list[Component], extra: Sequence[ServiceInterface] = ()) -> None:
+    """Export the components' interfaces at /org/dashbridge, gate callers, then own the name:
+    once this returns, the API answers."""
+    exported = list(extra)
+    for comp in components:
+        ctx.health.set(comp.name, "starting")
+        exported.extend(comp.interfaces())
+    for iface in exported:
+        ctx.system_bus.export(names.DASHBRIDGE_PATH, iface)
+    CallerGate(ctx.system_bus, ctx.config.api.allowed_users, ctx.config.api.allowed_groups).install()
+    reply = await asyncio.wait_for(ctx.system_bus.request_name(names.DASHBRIDGE_NAME), timeout=5.0)
+    if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+        raise StartupError(f"cannot own {names.DASHBRIDGE_NAME} ({reply.name}): another instance?")
+
+
+async def close_context(ctx: AppContext) -> None:
+    """Clean-ups (newest first), release the name, close the buses and the store."""
+    for cleanup in reversed(ctx.cleanups):
+        try:
+            async with asyncio.timeout(2.0):
+                await cleanup()
+        except Exception as exc:
+            log.warning("clean-up failed: %s", exc)
+    with contextlib.suppress(Exception):
+        if ctx.system_bus.connected:
+            async with asyncio.timeout(1.0):
+                await ctx.system_bus.release_name(names.DASHBRIDGE_NAME)
+    ctx.system_bus.disconnect()
+    ctx.session_bus.disconnect()
+    ctx.store.close()
+
+
 class App:
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
@@ -91,64 +150,19 @@ class App:
         self._stop.set()
 
     async def run(self) -> None:
-        cfg = self.config
         t0 = time.monotonic()
-        # The store first: a database from a newer release must stop us before anything else.
-        store = Store(Path(cfg.state_directory) / DB_NAME)
-        try:
-            system_bus = await dbus_bus.connect(cfg.buses.system, "system", negotiate_unix_fd=True)
-        except BaseException:
-            store.close()
-            raise
-        try:
-            session_bus = await dbus_bus.connect(cfg.buses.session, "session")
-        except BaseException:
-            system_bus.disconnect()
-            store.close()
-            raise
-        ctx = AppContext(
-            config=cfg,
-            system_bus=system_bus,
-            session_bus=session_bus,
-            system=SignalRouter(system_bus),
-            session=SignalRouter(session_bus),
-            store=store,
-            health=self.health,
-        )
+        ctx = await open_context(self.config, self.health)
         self.ctx = ctx
         try:
             await self._serve(ctx, t0)
         finally:
             self.notifier.stopping()
-            for cleanup in reversed(ctx.cleanups):
-                try:
-                    async with asyncio.timeout(2.0):
-                        await cleanup()
-                except Exception as exc:
-                    log.warning("clean-up failed: %s", exc)
-            with contextlib.suppress(Exception):
-                if system_bus.connected:
-                    async with asyncio.timeout(1.0):
-                        await system_bus.release_name(names.DASHBRIDGE_NAME)
-            system_bus.disconnect()
-            session_bus.disconnect()
-            store.close()
+            await close_context(ctx)
             log.info("stopped")
 
     async def _serve(self, ctx: AppContext, t0: float) -> None:
         components = build_components(ctx)
-        exported: list[ServiceInterface] = [Daemon1(self.health)]
-        for comp in components:
-            self.health.set(comp.name, "starting")
-            exported.extend(comp.interfaces())
-        for iface in exported:
-            ctx.system_bus.export(names.DASHBRIDGE_PATH, iface)
-        CallerGate(ctx.system_bus, ctx.config.api.allowed_users, ctx.config.api.allowed_groups).install()
-        reply = await asyncio.wait_for(
-            ctx.system_bus.request_name(names.DASHBRIDGE_NAME), timeout=5.0
-        )
-        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            raise StartupError(f"cannot own {names.DASHBRIDGE_NAME} ({reply.name}): another instance?")
+        await publish(ctx, components, [Daemon1(self.health)])
         self.health.set("store", "ok", f"schema v{ctx.store.version}")
         self.health.set("api", "ok")
         log.info("ready in %.3fs (%d components)", time.monotonic() - t0, len(components))

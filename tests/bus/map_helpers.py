@@ -22,16 +22,13 @@ from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 from daemon import config as config_mod
-from daemon.api.auth import CallerGate
+from daemon.app import close_context, open_context, publish
 from daemon.context import AppContext
-from daemon.dbus import bus as dbus_bus
 from daemon.dbus import names
 from daemon.dbus.call import call, unwrap
-from daemon.dbus.signals import SignalRouter
 from daemon.health import Health
 from daemon.navigation import NavigationRelay
 from daemon.phones import PhoneDirectory, PhoneLink
-from daemon.store import DB_NAME, Store
 from daemon.supervisor import Supervisor
 from profiles.map.handler import MessagesComponent
 
@@ -79,12 +76,11 @@ class MiniDaemon:
         return d
 
     async def start(self) -> MiniDaemon:
-        store = Store(self.state_dir / DB_NAME)
-        system = await dbus_bus.connect(self.system_address, "system", negotiate_unix_fd=True)
-        session = await dbus_bus.connect(self.session_address, "session")
-        ctx = AppContext(config=self.config, system_bus=system, session_bus=session, system=SignalRouter(system),
-                         session=SignalRouter(session), store=store, health=self.health)
-        ctx.services["phones"] = PhoneDirectory()
+        # assembled exactly as daemon.app does it, with only these components
+        cfg = dataclasses.replace(self.config, state_directory=str(self.state_dir),
+                                  buses=config_mod.BusesConfig(self.system_address, self.session_address))
+        ctx = await open_context(cfg, self.health)
+        PhoneDirectory.of(ctx.services)
         if self.callerid is not None:
             ctx.services["callerid"] = self.callerid
         self.ctx = ctx
@@ -94,12 +90,7 @@ class MiniDaemon:
         if self.with_messages:
             self.messages = MessagesComponent(ctx)
             comps.append(self.messages)
-        for comp in comps:
-            for iface in comp.interfaces():
-                system.export(PATH, iface)
-        CallerGate(system, (), ()).install()
-        async with asyncio.timeout(5):
-            await system.request_name(NAME)
+        await publish(ctx, comps)
         sup = Supervisor(self.health)
         for comp in comps:
             self._tasks.append(asyncio.get_running_loop().create_task(sup.supervise(comp.name, comp.run)))
@@ -113,9 +104,7 @@ class MiniDaemon:
                 await t
         self._tasks.clear()
         if self.ctx is not None:
-            self.ctx.system_bus.disconnect()
-            self.ctx.session_bus.disconnect()
-            self.ctx.store.close()
+            await close_context(self.ctx)
             self.ctx = None
 
     # -- the bluetooth component's part ------------------------------------------------------------

@@ -18,16 +18,13 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from daemon import config as config_mod
-from daemon.api.auth import CallerGate
+from daemon.app import close_context, open_context, publish
 from daemon.context import AppContext
-from daemon.dbus import bus as dbus_bus
 from daemon.dbus import names
 from daemon.dbus.call import call, unwrap
 from daemon.dbus.errors import BusError
-from daemon.dbus.signals import SignalRouter
 from daemon.health import Health
 from daemon.phones import PhoneDirectory, PhoneLink
-from daemon.store import DB_NAME, Store
 from daemon.supervisor import Supervisor
 from profiles.pbap.sync import ContactsSync
 from simulator.bus import PrivateBus
@@ -85,23 +82,23 @@ class PbapWorld:
         return self
 
     async def start_daemon(self) -> None:
-        cfg = make_config(self.state_dir, **self.contacts_cfg)
-        store = Store(self.state_dir / DB_NAME)
-        system = await dbus_bus.connect(self.system.address, "system", negotiate_unix_fd=True)
-        session = await dbus_bus.connect(self.session.address, "session")
-        ctx = AppContext(config=cfg, system_bus=system, session_bus=session, system=SignalRouter(system),
-                         session=SignalRouter(session), store=store, health=self.health)
-        ctx.services["phones"] = PhoneDirectory()
+        # assembled exactly as daemon.app does it, with only the contacts component
+        cfg = dataclasses.replace(make_config(self.state_dir, **self.contacts_cfg),
+                                  buses=config_mod.BusesConfig(self.system.address, self.session.address))
+        ctx = await open_context(cfg, self.health)
+        PhoneDirectory.of(ctx.services)
         self.ctx = ctx
         self.sync = ContactsSync(ctx)
-        for iface in self.sync.interfaces():
-            system.export(names.DASHBRIDGE_PATH, iface)
-        CallerGate(system, (), ()).install()
-        async with asyncio.timeout(5):
-            await system.request_name(names.DASHBRIDGE_NAME)
+        await publish(ctx, [self.sync])
         # run() is up once it reports its health (subscriptions made, obexd watched)
         up = asyncio.Event()
-        self.health.on_change(lambda: up.set() if self.health.get("contacts") is not None else None)
+
+        def reported() -> None:
+            h = self.health.get("contacts")
+            if h is not None and h.state != "starting":
+                up.set()
+
+        self.health.on_change(reported)
         sup = Supervisor(self.health)
         self._tasks.append(asyncio.get_running_loop().create_task(sup.supervise(self.sync.name, self.sync.run)))
         async with asyncio.timeout(5):
@@ -115,9 +112,7 @@ class PbapWorld:
                 await t
         self._tasks.clear()
         if self.ctx is not None:
-            self.ctx.system_bus.disconnect()
-            self.ctx.session_bus.disconnect()
-            self.ctx.store.close()
+            await close_context(self.ctx)
             self.ctx = None
         self.health = Health()
 
