@@ -82,14 +82,22 @@ class RealClock(Clock):
         fut: asyncio.Future[None] = loop.create_future()
         delay = min(max(0.0, when - self.now()), MAX_SLEEP_CHUNK_S)
         handle = loop.call_later(delay, _resolve, fut)
+        self._track(fut, when)
         if wake is not None:
             wake._fire = lambda: _resolve(fut)
         try:
             await fut
         finally:
             handle.cancel()
+            self._untrack(fut)
             if wake is not None:
                 wake._fire = None
+
+    def _track(self, fut: asyncio.Future[None], when: float) -> None:
+        """Hook for clocks that can jump (OffsetClock); real time never does."""
+
+    def _untrack(self, fut: asyncio.Future[None]) -> None:
+        pass
 
 
 class OffsetClock(RealClock):
@@ -102,24 +110,11 @@ class OffsetClock(RealClock):
     def now(self) -> float:
         return time.time() + self.offset
 
-    async def sleep_until(self, when: float, wake: Wake | None = None) -> None:
-        if wake is not None and wake.is_set:
-            await asyncio.sleep(0)
-            return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        delay = min(max(0.0, when - self.now()), MAX_SLEEP_CHUNK_S)
-        handle = loop.call_later(delay, _resolve, fut)
+    def _track(self, fut: asyncio.Future[None], when: float) -> None:
         self._sleepers[fut] = when
-        if wake is not None:
-            wake._fire = lambda: _resolve(fut)
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            self._sleepers.pop(fut, None)
-            if wake is not None:
-                wake._fire = None
+
+    def _untrack(self, fut: asyncio.Future[None]) -> None:
+        self._sleepers.pop(fut, None)
 
     def advance(self, seconds: float) -> float:
         if seconds < 0:
