@@ -20,7 +20,12 @@ Memory is bounded by the limits in the constructor: a physical line longer than 
 is cut (only its head is kept), a card larger than ``max_card_bytes`` is skipped, a photo beyond
 ``photo_max_bytes`` is dropped (``VCard.photo_dropped``) without being accumulated.
 
-Pure: no I/O, no logging, imports nothing of ours.
+Stored fields are capped (``profiles/limits.py``): names, organisation and title at ``MAX_NAME``
+characters (cut text ends with "…"), at most ``MAX_NUMBERS_PER_CONTACT`` numbers (and as many
+e-mails / addresses as their limits), ``MAX_TYPES`` type labels each; unknown charsets and codecs
+that are not character sets (punycode, base64...) are decoded as if none were named.
+
+Pure: no I/O, no logging; imports only ``profiles.limits``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,18 @@ import codecs
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+
+from profiles.limits import (
+    MAX_ADDRESS,
+    MAX_ADDRESSES_PER_CONTACT,
+    MAX_EMAIL,
+    MAX_EMAILS_PER_CONTACT,
+    MAX_NAME,
+    MAX_NUMBER,
+    MAX_NUMBERS_PER_CONTACT,
+    MAX_TYPES,
+    clip,
+)
 
 __all__ = [
     "Address",
@@ -137,14 +154,22 @@ class VCard:
 _CODEC_CACHE: dict[str, str | None] = {}
 
 
+# Codecs Python has that are not character sets: IDNA/punycode (punycode fails on most text and
+# is quadratic), escape codecs.  A card naming one is decoded as if it named none.
+_NOT_CHARSETS = {"punycode", "idna", "unicode_escape", "raw_unicode_escape", "undefined"}
+
+
 def _codec(charset: str) -> str | None:
     c = _CODEC_CACHE.get(charset)
     if c is None and charset not in _CODEC_CACHE:
         try:
-            c = codecs.lookup(charset.strip().strip('"')).name
-        except (LookupError, ValueError):
+            info = codecs.lookup(charset.strip().strip('"'))
+            # bytes-to-bytes codecs (base64, zlib, rot13...) are not text encodings
+            c = info.name if getattr(info, "_is_text_encoding", True) and info.name not in _NOT_CHARSETS else None
+        except (LookupError, ValueError, TypeError):
             c = None
-        _CODEC_CACHE[charset] = c
+        if len(_CODEC_CACHE) < 256:  # bounded: a phone inventing charsets can't grow it
+            _CODEC_CACHE[charset] = c
     return c
 
 
@@ -154,8 +179,8 @@ def _decode(raw: bytes, charset: str | None, card: VCard) -> str:
         if codec is not None:
             try:
                 return raw.decode(codec)
-            except (UnicodeDecodeError, LookupError):
-                card.warnings.append(f"value not valid {charset}")
+            except (UnicodeError, LookupError, ValueError, TypeError):  # any codec failure: fall back
+                card.warnings.append(f"value not valid {charset[:40]!r}")
         else:
             card.warnings.append(f"unknown charset {charset[:40]!r}")
     try:
@@ -301,13 +326,17 @@ _PHOTO_TYPES = {"JPEG", "JPG", "PNG", "GIF", "BMP", "TIFF", "HEIC", "WEBP"}
 
 
 def _clean_types(types: Iterable[str]) -> tuple[str, ...]:
-    seen: list[str] = []
+    """Lower-case, ``X-`` stripped, duplicates removed (first kept), at most ``MAX_TYPES``.
+    Linear: a dict remembers what was seen (a head with 10,000 types costs 10,000 steps)."""
+    seen: dict[str, None] = {}
     for t in types:
         t = t.lower()
         if t.startswith("x-"):
             t = t[2:]
         if t and t not in seen:
-            seen.append(t)
+            seen[t] = None
+            if len(seen) >= MAX_TYPES:
+                break
     return tuple(seen)
 
 
@@ -818,24 +847,37 @@ class VCardParser:
 # -- property handlers -----------------------------------------------------------------------------
 
 
+# Of a value, only this many characters are even unescaped before being clipped to its limit.
+_RAW_NAME = 4 * MAX_NAME
+
+
+def _once(card: VCard, warning: str) -> None:
+    if warning not in card.warnings:
+        card.warnings.append(warning)
+
+
 def _h_version(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
     st.card.version = text.strip()
 
 
 def _h_fn(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.fn = _unescape(text).strip()
+    st.card.fn = clip(_unescape(text[:_RAW_NAME]).strip(), MAX_NAME)
 
 
 def _h_n(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.n = tuple([x.strip() for x in _split_structured(text)[:5]])
+    st.card.n = tuple([clip(x.strip(), MAX_NAME) for x in _split_structured(text[:_RAW_NAME * 5])[:5]])
 
 
 def _h_tel(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    number = _unescape(text).strip()
+    if len(st.card.tels) >= MAX_NUMBERS_PER_CONTACT:
+        _once(st.card, "numbers over the limit dropped")
+        return
+    number = _unescape(text[:_RAW_NAME]).strip()
     if number[:4].lower() == "tel:":  # 4.0 VALUE=uri
         number = number[4:]
     if not number:
         return
+    number = clip(number, MAX_NUMBER)
     tel = Tel(number, params.tel)
     st.card.tels.append(tel)
     if group:
@@ -843,28 +885,34 @@ def _h_tel(p: VCardParser, st: _CardState, group: str, params: _Params, text: st
 
 
 def _h_email(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    addr = _unescape(text).strip()
+    if len(st.card.emails) >= MAX_EMAILS_PER_CONTACT:
+        _once(st.card, "e-mail addresses over the limit dropped")
+        return
+    addr = clip(_unescape(text[:_RAW_NAME * 2]).strip(), MAX_EMAIL)
     if addr:
         st.card.emails.append(Email(addr, params.clean))
 
 
 def _h_adr(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    parts = [x.strip() for x in _split_structured(text)] + [""] * 7
+    if len(st.card.addresses) >= MAX_ADDRESSES_PER_CONTACT:
+        _once(st.card, "addresses over the limit dropped")
+        return
+    parts = [clip(x.strip(), MAX_ADDRESS) for x in _split_structured(text[:_RAW_NAME * 8])[:7]] + [""] * 7
     adr = Address(params.clean, *parts[:7])
     if adr.formatted():
         st.card.addresses.append(adr)
 
 
 def _h_org(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.org = " ".join(x.strip() for x in _split_structured(text) if x.strip())
+    st.card.org = clip(" ".join(x.strip() for x in _split_structured(text[:_RAW_NAME]) if x.strip()), MAX_NAME)
 
 
 def _h_title(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.title = _unescape(text).strip()
+    st.card.title = clip(_unescape(text[:_RAW_NAME]).strip(), MAX_NAME)
 
 
 def _h_nickname(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.nickname = _split_structured(text, ",")[0].strip()
+    st.card.nickname = clip(_split_structured(text[:_RAW_NAME], ",")[0].strip(), MAX_NAME)
 
 
 def _h_bday(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
