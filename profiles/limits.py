@@ -32,8 +32,9 @@ MAX_PREVIEW: Final = 120
 MAX_BODY: Final = 64 * 1024  # characters of a message body kept and handed out
 
 # --- what one phone may cost while its phonebook is pulled -------------------------------------
-MAX_PAGE_BYTES: Final = 32 * 1024 * 1024  # bytes of one PBAP page (one PullAll) read and parsed
-MAX_PHONE_BYTES: Final = 128 * 1024 * 1024  # bytes of all pages of one phonebook pull
+# (bytes of parsed cards kept, photos included; the file is streamed, never held whole)
+MAX_PAGE_BYTES: Final = 64 * 1024 * 1024  # of one PBAP page (one PullAll)
+MAX_PHONE_BYTES: Final = 128 * 1024 * 1024  # of all the pages of one phone's sync
 
 # --- errors ------------------------------------------------------------------------------------
 MAX_ERROR: Final = 512  # an error message sent to a D-Bus caller (arguments quoted in it: MAX_ECHO)

@@ -10,7 +10,9 @@ When a phone offering PBAP connects (the primary phone; secondary phones too wit
    the PBAP 1.2 folder counters) -> unchanged counters and database identifier mean no pull;
    otherwise ``PullAll`` page by page (``Offset``/``MaxCount`` typed ``q``, vCard 3.0 asked for —
    obexd's default is 2.1 — and only the fields we use), the owner card ``0.vcf`` skipped.  Each
-   page's cards go to the staging book (bounded memory);
+   page's file is parsed card by card in a worker thread and staged a batch at a time
+   (:class:`CardReader`: bounded memory, never the whole page; at most ``MAX_PAGE_BYTES`` per page
+   and ``MAX_PHONE_BYTES`` per sync of cards kept, ``profiles/limits.py``);
 3. call history ``ich``/``och``/``mch`` (newest ``history_limit`` of each);
 4. ONE transaction then swaps the staged books in and replaces the history: a failure anywhere
    before leaves the previous snapshot untouched and nothing is ever duplicated;
@@ -59,6 +61,7 @@ from daemon.errors import InvalidInput, NotConnected, NotFound
 from daemon.logs import redact_address
 from daemon.phones import PhoneDirectory, PhoneLink
 
+from ..limits import MAX_PAGE_BYTES, MAX_PHONE_BYTES, MAX_PHOTO_BYTES
 from .callerid import CallerIdIndex, Match, Normalizer
 from .store import ContactStore, Counters
 from .vcard import CardError, VCard, VCardParser
@@ -78,6 +81,8 @@ CONTACT_FIELDS = ("VERSION", "FN", "N", "TEL", "EMAIL", "ADR", "ORG", "TITLE", "
 HISTORY_FIELDS = ("VERSION", "FN", "N", "TEL", "X-IRMC-CALL-DATETIME")
 HISTORY_BOOKS = ("ich", "och", "mch")
 READ_CHUNK = 64 * 1024
+# Parsed cards handed to the store at a time (their photos included): the memory one page costs.
+BATCH_BYTES = 4 * 1024 * 1024
 ZERO_COUNTER = "0" * 32
 # Progress signals per phone at most this often (the final state is always sent).
 PROGRESS_INTERVAL_S = 0.25
@@ -142,6 +147,7 @@ class _PhoneSync:
     session: str | None = None
     last_emit: float = 0.0
     trailing: asyncio.TimerHandle | None = None
+    budget: int = MAX_PHONE_BYTES  # bytes of cards (card_cost) this sync may still keep
 
 
 class ContactsSync:
@@ -481,6 +487,7 @@ class ContactsSync:
         if not self.store.phone_known(address):
             raise SyncError("the phone is not in the paired-phones registry yet")
         self._set(address, state="connecting", book="", done=0, total=0, message="")
+        ps.budget = MAX_PHONE_BYTES
         t0 = time.monotonic()
         session = await self._create_session(ps)
         staged: dict[str, Counters] = {}
@@ -515,8 +522,10 @@ class ContactsSync:
                         log.debug("no %s on %s: %s", book, redact_address(address), exc.message)
                         continue
                     self._set(address, progress=True, state="syncing", book=book)
-                    histories[book], _ = await self._pull_page(
-                        session, book, 0, self.cfg.history_limit, HISTORY_FIELDS, photos=False)
+                    calls: list[VCard] = []
+                    await self._pull_page(session, book, 0, self.cfg.history_limit, HISTORY_FIELDS, photos=False,
+                                          sink=calls.extend, ps=ps)
+                    histories[book] = calls[:max(1, self.cfg.history_limit)]
             contacts, history = self.store.commit(address, staged, histories, unchanged)
         except BaseException:
             for book in ("pb", "fav"):
@@ -610,22 +619,34 @@ class ContactsSync:
             expected = max(0, size - 1) if book == "pb" else size  # owner card not counted
             self._set(address, state="syncing", book=book, done=done_before, total=done_before + expected)
             while True:
-                cards, skipped = await self._pull_page(session, book, offset, page, CONTACT_FIELDS,
-                                                       photos=self.cfg.photos)
-                received = len(cards) + skipped
-                if offset == 0 and book == "pb" and cards:
-                    cards = cards[1:]  # 0.vcf: the phone owner's own card
-                unique = []
-                for c in cards:
-                    key = c.uid or (c.display_name, tuple(t.number for t in c.tels), tuple(e.address for e in c.emails))
-                    if key in seen:
-                        continue  # the phone sent the same entry twice (book changed between pages)
-                    seen.add(key)
-                    unique.append(c)
-                staged += self.store.stage(address, book, offset, unique)
+                page_staged = 0
+                owner = offset == 0 and book == "pb"
+
+                def take(cards: list[VCard], seen: set[Any] = seen, start: int = offset) -> None:
+                    # one batch of the page, staged as it is parsed (the page is never held whole)
+                    nonlocal owner, page_staged
+                    if owner and cards:
+                        cards, owner = cards[1:], False  # 0.vcf: the phone owner's own card
+                    unique = []
+                    for c in cards:
+                        key = c.uid or (c.display_name, tuple(t.number for t in c.tels),
+                                        tuple(e.address for e in c.emails))
+                        if key in seen:
+                            continue  # the phone sent the same entry twice (book changed between pages)
+                        seen.add(key)
+                        unique.append(c)
+                    page_staged += self.store.stage(address, book, start + page_staged, unique)
+
+                received, _, over = await self._pull_page(session, book, offset, page, CONTACT_FIELDS,
+                                                          photos=self.cfg.photos, sink=take, ps=ps)
+                staged += page_staged
                 offset += page
                 self._set(address, progress=True, state="syncing", book=book, done=done_before + staged,
                           total=done_before + max(expected, staged))
+                if over:
+                    log.warning("contacts of %s: %s over the %d MiB budget; the rest is not kept",
+                                redact_address(address), book, MAX_PHONE_BYTES >> 20)
+                    break
                 if received != page or offset >= 65535:
                     break  # a short page is the end, whatever GetSize said; a long one means the
                     # phone ignored MaxCount and sent everything
@@ -642,8 +663,13 @@ class ContactsSync:
         raise AssertionError("not reached")
 
     async def _pull_page(self, session: str, book: str, offset: int, count: int, fields: Sequence[str], *,
-                         photos: bool) -> tuple[list[VCard], int]:
-        """One PullAll: the cards, and how many malformed ones were skipped."""
+                         photos: bool, sink: Callable[[list[VCard]], None], ps: _PhoneSync | None = None
+                         ) -> tuple[int, int, bool]:
+        """One PullAll, streamed: the file obexd wrote is parsed card by card (in a worker thread),
+        and each batch of at most ``BATCH_BYTES`` of cards goes to ``sink`` on the loop.  Reading
+        stops once ``MAX_PAGE_BYTES`` of cards (by :func:`card_cost`, what the store keeps) were
+        taken, or what is left of the phone's ``MAX_PHONE_BYTES``.
+        Returns (cards received, malformed cards skipped, over the byte budget)."""
         flds = list(fields) + (["PHOTO"] if photos else [])
         filters = {"Format": Variant("s", "vcard30"), "Offset": Variant("q", min(offset, 65535)),
                    "MaxCount": Variant("q", max(1, min(count, 65535))), "Fields": Variant("as", flds)}
@@ -655,29 +681,26 @@ class ContactsSync:
             await self._wait_transfer(path, str(props.get("Status", "queued")))
             if not filename:
                 raise SyncError("obexd did not say where it wrote the phonebook")
-            cards, errors = await asyncio.to_thread(self._parse_file, filename)
+            budget = MAX_PAGE_BYTES if ps is None else max(0, min(MAX_PAGE_BYTES, ps.budget))
+            reader = CardReader(filename, VCardParser(photo_max_bytes=min(self.cfg.photo_max_bytes, MAX_PHOTO_BYTES),
+                                                      keep_photos=self.cfg.photos and photos), budget)
+            try:
+                while not reader.done:
+                    batch = await asyncio.to_thread(reader.next_batch)
+                    if batch:
+                        sink(batch)
+            finally:
+                reader.close()
+                if ps is not None:
+                    ps.budget -= reader.kept
         finally:
             if filename:
                 await asyncio.to_thread(_unlink, filename)
+        errors = reader.errors
         if errors:
             log.warning("contacts: %d malformed vCard(s) skipped in %s (first: %s)", len(errors), book,
                         errors[0].reason)
-        return cards, len(errors)
-
-    def _parse_file(self, filename: str) -> tuple[list[VCard], list[CardError]]:
-        parser = VCardParser(photo_max_bytes=self.cfg.photo_max_bytes, keep_photos=self.cfg.photos)
-        cards: list[VCard] = []
-        try:
-            with open(filename, "rb") as fh:
-                while True:
-                    chunk = fh.read(READ_CHUNK)
-                    if not chunk:
-                        break
-                    cards.extend(parser.feed(chunk))
-        except OSError as exc:
-            raise SyncError(f"cannot read the phonebook obexd wrote ({exc.strerror})") from None
-        cards.extend(parser.close())
-        return cards, parser.take_errors()
+        return reader.cards + len(errors), len(errors), reader.over
 
     async def _wait_transfer(self, path: str, status: str) -> None:
         """Until ``complete`` (returns) or ``error``/removal/obexd gone/no progress (raises)."""
@@ -758,6 +781,63 @@ class ContactsSync:
             return
         if names.OBEX_TRANSFER_IFACE in ifaces:
             self._record(str(path), "removed", {})
+
+
+class CardReader:
+    """One transfer file, parsed card by card a batch at a time (:meth:`next_batch` runs in a
+    worker thread; one at a time).  Memory: the parser's bounded buffers plus one batch of at most
+    ``BATCH_BYTES`` of cards (by :func:`card_cost`).  At most ``budget`` bytes of cards are kept
+    (what the store would hold): beyond, ``over`` is set and the rest of the file is left unread.
+    Bytes the parser drops on the fly (a photo over the cap) do not count."""
+
+    def __init__(self, filename: str, parser: VCardParser, budget: int) -> None:
+        self.filename = filename
+        self.parser = parser
+        self.budget = budget
+        self.kept = 0  # card_cost of the cards handed out
+        self.cards = 0
+        self.over = False
+        self.done = False
+        self.errors: list[CardError] = []
+        self._fh: Any = None
+
+    def next_batch(self) -> list[VCard]:
+        batch: list[VCard] = []
+        cost = 0
+        try:
+            if self._fh is None and not self.done:
+                self._fh = open(self.filename, "rb")  # noqa: SIM115 - closed by close()/at the end
+            while not self.done and cost < BATCH_BYTES:
+                chunk = self._fh.read(READ_CHUNK)
+                cards = self.parser.feed(chunk) if chunk else self.parser.close()
+                for card in cards:
+                    c = card_cost(card)
+                    if self.kept + c > self.budget:
+                        self.over = True
+                        break
+                    self.kept += c
+                    cost += c
+                    batch.append(card)
+                if self.over or not chunk:
+                    self.done = True
+                    self.close()
+        except OSError as exc:
+            self.close()
+            raise SyncError(f"cannot read the phonebook obexd wrote ({exc.strerror})") from None
+        self.errors.extend(self.parser.take_errors())
+        self.cards += len(batch)
+        return batch
+
+    def close(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.close()
+
+
+def card_cost(card: VCard) -> int:
+    """Roughly the bytes a parsed card holds (its fields are capped: see ``profiles/limits.py``)."""
+    return (256 + len(card.fn) + sum(len(x) for x in card.n) + 64 * (len(card.tels) + len(card.emails))
+            + sum(len(a.formatted()) for a in card.addresses) + (len(card.photo) if card.photo else 0))
 
 
 def _unlink(path: str) -> None:
