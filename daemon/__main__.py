@@ -30,13 +30,17 @@ def main(argv: list[str] | None = None) -> int:
 
     logs.setup(cfg.log_level)
     from .app import serve
-    from .store import NewerSchemaError
+    from .store import NewerSchemaError, StoreUnavailable
 
     try:
         return asyncio.run(serve(cfg))
     except NewerSchemaError as exc:
         print(f"dashbridged: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except StoreUnavailable as exc:
+        # Locked, disk full, read-only: may clear by itself, so not EX_CONFIG (systemd retries).
+        print(f"dashbridged: cannot start: {exc}", file=sys.stderr)
+        return 1
     except (OSError, TimeoutError) as exc:
         print(f"dashbridged: cannot start: {exc}", file=sys.stderr)
         return 1

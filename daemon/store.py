@@ -2,13 +2,19 @@
 
 Migrations are the files ``daemon/schema/NNNN_name.sql``, applied in order, each in its own
 transaction together with the ``user_version`` bump, so a crash mid-migration leaves the previous
-version intact.  A database from a newer dashbridge is refused and left untouched; an unreadable
-or corrupt file is moved aside (never deleted) and a fresh one started, with a log line.
+version intact.  A database from a newer dashbridge is refused and left untouched.  Only real
+corruption (SQLITE_CORRUPT, SQLITE_NOTADB, a failed ``quick_check``) moves the files aside (never
+deleted, never over an earlier set-aside) and starts a fresh one, with a log line.  A database that
+is merely unavailable -- locked by another process beyond ``busy_timeout``, a full disk, an I/O
+error, a read-only directory -- raises :class:`StoreUnavailable` and is left exactly as it was.
+The directory is 0700 and the files 0600 whatever the umask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -30,6 +36,26 @@ class StoreError(Exception):
 
 class NewerSchemaError(StoreError):
     """The database was written by a newer dashbridge; we refuse to touch it."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be used now (locked by another process, disk full, I/O error, read-only
+    directory): nothing is moved aside or changed; the daemon exits 1 and systemd retries."""
+
+
+class _Corrupt(Exception):
+    """Real corruption (SQLITE_CORRUPT, SQLITE_NOTADB or a failed quick_check): moved aside."""
+
+
+# Primary result codes (the low byte of an extended code).
+_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_UNAVAILABLE = {3, 5, 6, 7, 8, 10, 13, 14, 15, 23}  # PERM BUSY LOCKED NOMEM READONLY IOERR FULL CANTOPEN PROTOCOL AUTH
+BUSY_TIMEOUT_S = 5.0
+
+
+def _code(exc: sqlite3.Error) -> int:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else -1
 
 
 @dataclass(frozen=True)
@@ -59,31 +85,69 @@ def latest_version() -> int:
 class Store:
     """One connection, used from the event loop thread (statements are short)."""
 
-    def __init__(self, path: Path, *, upto: int | None = None) -> None:
+    def __init__(self, path: Path, *, upto: int | None = None, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self.conn = self._open(upto)
 
     # -- opening ----------------------------------------------------------------------------
     def _open(self, upto: int | None) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare_files()
         try:
             conn = self._connect_and_check()
-        except NewerSchemaError:
-            raise
-        except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-            log.error("state database %s is unreadable (%s); moved aside to %s, starting fresh",
+        except _Corrupt as exc:
+            aside = _move_aside(self.path)
+            log.error("state database %s is corrupt (%s); moved aside to %s, starting fresh",
                       self.path, exc, aside.name)
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(self.path) + suffix)
-                if src.exists():
-                    src.rename(Path(str(aside) + suffix))
-            conn = self._connect_and_check()
-        self._migrate(conn, upto)
+            self._prepare_files()
+            try:
+                conn = self._connect_and_check()
+            except _Corrupt as again:
+                raise StoreUnavailable(f"state database {self.path}: a fresh database fails its check "
+                                       f"({again})") from None
+        try:
+            self._migrate(conn, upto)
+        except sqlite3.Error as exc:
+            conn.close()
+            if _code(exc) in _UNAVAILABLE:
+                raise self._unavailable(exc) from None
+            raise
+        self._restrict_files()
         return conn
 
+    def _prepare_files(self) -> None:
+        """The directory 0700 and the database 0600 whatever the umask (sqlite gives ``-wal`` and
+        ``-shm`` the database file's mode), existing ones included."""
+        try:
+            _make_private_dir(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreUnavailable(f"state database {self.path}: unavailable ({exc.strerror}); "
+                                   "nothing was changed") from None
+        self._restrict_files()
+
+    def _restrict_files(self) -> None:
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(str(self.path) + suffix, 0o600)
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        name = getattr(exc, "sqlite_errorname", None) or "error"
+        return StoreUnavailable(f"state database {self.path}: unavailable ({exc}, {name}); "
+                                "nothing was changed")
+
     def _connect_and_check(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            # timeout= is sqlite's busy_timeout: a lock held by another process is waited for this
+            # long, then we give up (and systemd starts us again); never mistaken for corruption.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self.busy_timeout)
+        except sqlite3.Error as exc:
+            raise self._classify(exc) from None
         try:
             conn.execute("PRAGMA foreign_keys=ON")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -95,13 +159,26 @@ class Store:
                 )
             row = conn.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+                raise _Corrupt(f"quick_check: {row[0] if row else 'no answer'}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # A write that changes nothing: a read-only directory or mount, a full disk or a
+            # writer holding the lock shows here, at start, not at the first real write.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"PRAGMA user_version={int(version)}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._classify(exc) from None
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _classify(self, exc: sqlite3.Error) -> Exception:
+        if _code(exc) in _CORRUPT:
+            return _Corrupt(str(exc))
+        return self._unavailable(exc)
 
     def _migrate(self, conn: sqlite3.Connection, upto: int | None) -> None:
         current = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -116,7 +193,8 @@ class Store:
                 conn.execute(f"PRAGMA user_version={m.version}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # sqlite may have rolled back already (disk full, I/O)
+                    conn.execute("ROLLBACK")
                 raise
 
     @property
@@ -158,3 +236,44 @@ def _split_sql(script: str) -> list[str]:
     if tail:
         out.append(tail)
     return out
+
+
+def _make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) with mode 0700 whatever the umask; tighten an existing one."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o7777 != 0o700:
+        try:
+            os.chmod(path, 0o700)
+        except PermissionError:  # not ours (a shared directory): the files themselves are 0600
+            log.warning("state directory %s is not 0700 and not ours to change", path)
+
+
+def _move_aside(path: Path) -> Path:
+    """Link the database (and its ``-wal``/``-shm``) to a name no earlier set-aside uses, then
+    unlink the originals.  Never overwrites: ``os.link`` fails on an existing name, so two starts in
+    the same microsecond (or a name already taken) get the next free suffix."""
+    now_us = time.time_ns() // 1000
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now_us // 1_000_000)) + f".{now_us % 1_000_000:06d}"
+    base = f"{path.name}.corrupt-{stamp}-{os.getpid()}"
+    present = [s for s in ("", "-wal", "-shm") if os.path.lexists(str(path) + s)]
+    for n in range(1000):
+        aside = path.with_name(base if n == 0 else f"{base}-{n}")
+        made: list[str] = []
+        try:
+            for s in present:
+                os.link(str(path) + s, str(aside) + s, follow_symlinks=False)
+                made.append(str(aside) + s)
+        except FileExistsError:
+            for m in made:  # our own fresh links; the originals are still in place
+                os.unlink(m)
+            continue
+        except OSError as exc:
+            for m in made:
+                os.unlink(m)
+            raise StoreUnavailable(f"state database {path}: corrupt, and it cannot be moved aside "
+                                   f"({exc.strerror}); nothing was changed") from None
+        for s in present:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(str(path) + s)
+        return aside
+    raise StoreUnavailable(f"state database {path}: corrupt, and no free name to move it aside to")
