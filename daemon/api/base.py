@@ -14,6 +14,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from dbus_fast import DBusError
 
+from profiles.limits import MAX_ERROR, clip
+
 from ..dbus import names
 from ..dbus.errors import BusError, CallTimeout, ServiceGone
 from ..errors import DashbridgeError
@@ -27,14 +29,14 @@ R = TypeVar("R")
 def to_dbus_error(exc: BaseException) -> DBusError:
     if isinstance(exc, DBusError):
         return exc
-    if isinstance(exc, DashbridgeError):
-        return DBusError(f"org.dashbridge.Error.{exc.code}", exc.message)
+    if isinstance(exc, DashbridgeError):  # a message quoting a caller's argument stays short
+        return DBusError(f"org.dashbridge.Error.{exc.code}", clip(exc.message, MAX_ERROR))
     if isinstance(exc, CallTimeout):
         return DBusError(names.DB_ERR_TIMEOUT, "a service the car depends on did not answer in time")
     if isinstance(exc, ServiceGone):
         return DBusError(names.DB_ERR_NOT_READY, "a service the car depends on is not running")
     if isinstance(exc, BusError):
-        return DBusError(names.DB_ERR_FAILED, exc.text or exc.name)
+        return DBusError(names.DB_ERR_FAILED, clip(exc.text or exc.name, MAX_ERROR))
     log.error("internal error in API call", exc_info=exc)
     return DBusError(names.DB_ERR_INTERNAL, "internal error (see the daemon's log)")
 

@@ -16,6 +16,8 @@ from dbus_fast import Message, Variant
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 
+from profiles.limits import MAX_NAME, MAX_NUMBER, clip
+
 from ..dbus import names
 from ..errors import InvalidInput
 from .base import api_call
@@ -60,9 +62,9 @@ class Calls1(ServiceInterface):
         return {
             "Id": Variant("s", c.id),
             "Phone": Variant("s", c.phone),
-            "PhoneName": Variant("s", phone_name),
-            "Number": Variant("s", c.number),
-            "Name": Variant("s", name),
+            "PhoneName": Variant("s", clip(phone_name, MAX_NAME)),
+            "Number": Variant("s", clip(c.number, MAX_NUMBER)),
+            "Name": Variant("s", clip(name, MAX_NAME)),
             "NameSource": Variant("s", source),
             "State": Variant("s", c.state),
             "Direction": Variant("s", c.direction),
@@ -75,7 +77,7 @@ class Calls1(ServiceInterface):
     def phone_props(self, st: "PhoneStatus", connected: bool = True) -> dict[str, Variant]:
         return {
             "Address": Variant("s", st.address),
-            "Name": Variant("s", st.name),
+            "Name": Variant("s", clip(st.name, MAX_NAME)),
             "Role": Variant("s", self._h.phone_role(st.address)),
             "Connected": Variant("b", connected),
             "Ready": Variant("b", st.ready and connected),

@@ -13,6 +13,17 @@ from dbus_fast import Message, Variant
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 
+from profiles.limits import (
+    MAX_ADDRESS,
+    MAX_ADDRESSES_PER_CONTACT,
+    MAX_EMAIL,
+    MAX_EMAILS_PER_CONTACT,
+    MAX_NAME,
+    MAX_NUMBER,
+    MAX_NUMBERS_PER_CONTACT,
+    clip,
+)
+
 from ..dbus import names
 from ..errors import InvalidInput, NotFound
 from .base import api_call
@@ -72,8 +83,8 @@ class Contacts1(ServiceInterface):
     async def Search(self, text: DBusStr, limit: DBusUInt32) -> PropsList:
         if len(text) > _MAX_TEXT:
             raise InvalidInput("search text is too long")
-        return [{"Id": Variant("t", cid), "Name": Variant("s", name), "Phone": Variant("s", phone),
-                 "Number": Variant("s", number)}
+        return [{"Id": Variant("t", cid), "Name": Variant("s", clip(name, MAX_NAME)), "Phone": Variant("s", phone),
+                 "Number": Variant("s", clip(number, MAX_NUMBER))}
                 for cid, name, phone, number in self._s.search(text, int(limit))]
 
     @dbus_method()
@@ -84,7 +95,7 @@ class Contacts1(ServiceInterface):
         found = self._s.lookup(number)
         if found is None:
             raise NotFound("no contact has this number")
-        return (found[1].name, found[1].contact_id)
+        return (clip(found[1].name, MAX_NAME), found[1].contact_id)
 
     @dbus_method()
     @api_call
@@ -92,15 +103,18 @@ class Contacts1(ServiceInterface):
         c = self._s.contact(int(id))
         out: dict[str, Variant] = {
             "Id": Variant("t", c["id"]),
-            "Name": Variant("s", c["name"]),
+            "Name": Variant("s", clip(c["name"], MAX_NAME)),
             "Phone": Variant("s", c["phone"]),
             "Favourite": Variant("b", c["book"] == "fav"),
-            "Numbers": Variant("a(ss)", [[n, k] for n, k in c.get("numbers", [])]),
-            "Emails": Variant("a(ss)", [[e, k] for e, k in c.get("emails", [])]),
-            "Addresses": Variant("a(ss)", [[a, k] for a, k in c.get("addresses", [])]),
-            "Organization": Variant("s", c.get("org", "")),
-            "Title": Variant("s", c.get("title", "")),
-            "Nickname": Variant("s", c.get("nickname", "")),
+            "Numbers": Variant("a(ss)", [[clip(n, MAX_NUMBER), clip(k, MAX_NAME)]
+                                          for n, k in c.get("numbers", [])[:MAX_NUMBERS_PER_CONTACT]]),
+            "Emails": Variant("a(ss)", [[clip(e, MAX_EMAIL), clip(k, MAX_NAME)]
+                                         for e, k in c.get("emails", [])[:MAX_EMAILS_PER_CONTACT]]),
+            "Addresses": Variant("a(ss)", [[clip(a, MAX_ADDRESS), clip(k, MAX_NAME)]
+                                            for a, k in c.get("addresses", [])[:MAX_ADDRESSES_PER_CONTACT]]),
+            "Organization": Variant("s", clip(c.get("org", ""), MAX_NAME)),
+            "Title": Variant("s", clip(c.get("title", ""), MAX_NAME)),
+            "Nickname": Variant("s", clip(c.get("nickname", ""), MAX_NAME)),
             "Birthday": Variant("s", c.get("bday", "")),
         }
         if "photo" in c:
@@ -112,8 +126,8 @@ class Contacts1(ServiceInterface):
     @api_call
     async def GetCallHistory(self, phone: DBusStr, limit: DBusUInt32) -> PropsList:
         rows = self._s.history(_phone_arg(phone), int(limit))
-        return [{"Kind": Variant("s", r["kind"]), "Name": Variant("s", r["name"]),
-                 "Number": Variant("s", r["number"]), "Time": Variant("s", r["at"]),
+        return [{"Kind": Variant("s", r["kind"]), "Name": Variant("s", clip(r["name"], MAX_NAME)),
+                 "Number": Variant("s", clip(r["number"], MAX_NUMBER)), "Time": Variant("s", r["at"]),
                  "ContactId": Variant("t", r["contact_id"]), "Phone": Variant("s", r["phone"])} for r in rows]
 
     @dbus_method()

@@ -14,6 +14,8 @@ from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
+from profiles.limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_PREVIEW, MAX_SUBJECT, clip, echo
+
 from ..dbus import names
 from ..errors import InvalidInput
 from .base import api_call, api_call_sync
@@ -27,7 +29,7 @@ VarDictList = Annotated[list[dict[str, Any]], DBusSignature("aa{sv}")]
 StateMap = Annotated[dict[str, list[str]], DBusSignature("a{s(ss)}")]
 
 MAX_LIMIT = 500
-PREVIEW_CHARS = 120
+PREVIEW_CHARS = MAX_PREVIEW
 _FILTER_TYPES = {"phone": "s", "folder": "s", "type": "s", "unread": "b", "offset": "u", "limit": "u"}
 
 
@@ -55,10 +57,10 @@ class Messages1(ServiceInterface):
             "type": Variant("s", m.type),
             "folder": Variant("s", m.folder),
             "direction": Variant("s", m.direction),
-            "sender": Variant("s", m.sender),
-            "sender_name": Variant("s", self._comp.display_name(m) if m.direction == "in" else ""),
-            "recipient": Variant("s", m.recipient),
-            "subject": Variant("s", m.subject),
+            "sender": Variant("s", clip(m.sender, MAX_EMAIL)),
+            "sender_name": Variant("s", clip(self._comp.display_name(m), MAX_NAME) if m.direction == "in" else ""),
+            "recipient": Variant("s", clip(m.recipient, MAX_EMAIL)),
+            "subject": Variant("s", clip(m.subject, MAX_SUBJECT)),
             "preview": Variant("s", _preview(m.body)),
             "received": Variant("s", m.received),
             "read": Variant("b", m.read),
@@ -68,7 +70,7 @@ class Messages1(ServiceInterface):
 
     def _full(self, m: "StoredMessage") -> dict[str, Variant]:
         d = self._summary(m)
-        d["body"] = Variant("s", m.body or "")
+        d["body"] = Variant("s", clip(m.body or "", MAX_BODY))
         d["problems"] = Variant("as", list(m.problems))
         d["attachments"] = Variant("aa{sv}", [
             {"name": Variant("s", str(a.get("name", ""))), "type": Variant("s", str(a.get("type", ""))),
@@ -86,9 +88,9 @@ class Messages1(ServiceInterface):
         for key, var in filter.items():
             want = _FILTER_TYPES.get(key)
             if want is None:
-                raise InvalidInput(f"unknown filter key {key!r} (known: {', '.join(sorted(_FILTER_TYPES))})")
+                raise InvalidInput(f"unknown filter key {echo(key)} (known: {', '.join(sorted(_FILTER_TYPES))})")
             if not isinstance(var, Variant) or var.signature != want:
-                raise InvalidInput(f"filter {key!r} must be of type {want}")
+                raise InvalidInput(f"filter {echo(key)} must be of type {want}")
             kw[key] = var.value
         folder = str(kw.get("folder", "")).lower()
         if folder and not (folder.replace("-", "").replace("_", "").replace(".", "").isalnum() and len(folder) <= 40):

@@ -40,6 +40,7 @@ from daemon.logs import redact, redact_address
 from daemon.phones import PhoneDirectory, PhoneLink
 from daemon.services import CallerId, Destination, NavigationSink
 
+from ..limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_SUBJECT, clip, echo
 from . import bmessage, intents
 from .client import MapSession, ObexTracker, TransferFailed
 from .email_body import clean_text, looks_like_mime, parse_email
@@ -62,9 +63,9 @@ RECONNECT_LADDER_S = (0.5, 2.0, 5.0, 10.0, 30.0, 60.0)
 STABLE_SESSION_S = 10.0
 NOTIFY_LIST_COUNT = 8  # a notification's metadata is looked up among the newest this many
 POLL_LIST_COUNT = 20
-MAX_TEXT_CHARS = 64 * 1024
+MAX_TEXT_CHARS = MAX_BODY
 MAX_SEND_CHARS = 4000  # ~25 SMS segments; e-mail text longer than this is refused as well
-ADDRESS_MAX = 320
+ADDRESS_MAX = MAX_EMAIL
 STANDARD_FOLDERS = ("inbox", "outbox", "sent", "deleted", "draft")
 MAX_EXTRA_FOLDERS = 8
 _FOLDER_RE = re.compile(r"^[A-Za-z0-9_.\- ]{1,40}$")
@@ -289,15 +290,15 @@ class MessagesComponent:
             raise InvalidInput("message id must look like AA:BB:CC:DD:EE:FF/<handle>")
         m = self.db.get(*parsed)
         if m is None:
-            raise NotFound(f"no message {message_id}")
+            raise NotFound(f"no message {echo(message_id)}")
         return m
 
     def _ready_session(self, addr: str) -> PhoneSession:
         s = self.sessions.get(addr.upper())
         if s is None:
-            raise NotConnected(f"phone {addr} is not connected (or does not offer messages); nothing was done")
+            raise NotConnected(f"phone {echo(addr)} is not connected (or does not offer messages); nothing was done")
         if s.map is None or s.map.path is None or not s.ready:
-            raise NotReadyError(f"the message service of phone {addr} is not ready yet; nothing was done")
+            raise NotReadyError(f"the message service of phone {echo(addr)} is not ready yet; nothing was done")
         return s
 
     def list(self, **kw: Any) -> list[StoredMessage]:
@@ -347,6 +348,8 @@ class MessagesComponent:
             raise InvalidInput("an e-mail recipient must be an e-mail address")
         if not text.strip() or len(text) > MAX_SEND_CHARS:
             raise InvalidInput(f"text must be 1 to {MAX_SEND_CHARS} characters")
+        if len(subject) > MAX_SUBJECT:
+            raise InvalidInput(f"subject must be at most {MAX_SUBJECT} characters")
         s = self._ready_session(addr)
         return await s.send(mtype, recipient, subject, text)
 
@@ -356,6 +359,7 @@ class MessagesComponent:
             raise InvalidInput("only received messages with a sender can be replied to")
         if m.type == "email":
             subject = m.subject if m.subject.lower().startswith("re:") else f"Re: {m.subject}".strip()
+            subject = clip(subject, MAX_SUBJECT)
             return await self.send(m.phone, "email", m.sender, subject, text)
         return await self.send(m.phone, "sms", m.sender, "", text)
 
@@ -696,8 +700,9 @@ def decode_message(addr: str, handle: str, item: Listing, data: bytes, truncated
     if mtype == "sms" and subject and text and text.startswith(subject[:20]):
         subject = ""  # an SMS listing's subject is just the start of its text
     m = StoredMessage(phone=addr, handle=handle, folder=item.folder or "inbox", type=mtype, direction="in",
-                      sender=sender[:ADDRESS_MAX], sender_name=sender_name[:200], recipient=item.recipient,
-                      subject=subject[:500], body=text, body_state=state, problems=tuple(problems[:16]),
+                      sender=clip(sender, ADDRESS_MAX), sender_name=clip(sender_name, MAX_NAME),
+                      recipient=clip(item.recipient, ADDRESS_MAX), subject=clip(subject, MAX_SUBJECT), body=text,
+                      body_state=state, problems=tuple(problems[:16]),
                       attachments=attachments, received=received or local_iso(), size=item.size or len(data),
                       read=item.read)
     return Fetched(m, links)

@@ -23,6 +23,7 @@ from typing import Any
 
 from daemon.store import Store
 
+from ..limits import MAX_NAME, clip
 from .callerid import IndexEntry, Normalizer
 from .vcard import VCard
 
@@ -119,7 +120,7 @@ class ContactStore:
             cid = base
             pos = start_pos
             for card in cards:
-                name = card.display_name
+                name = clip(card.display_name, MAX_NAME)
                 if not name and card.tels:
                     name = card.tels[0].number
                 for t in card.tels:
@@ -203,8 +204,8 @@ class ContactStore:
         for pos, c in enumerate(cards):
             number = c.tels[0].number if c.tels else ""
             kind = c.call_type or _KIND_OF_BOOK.get(book, "")
-            rows.append((phone, book, kind, pos, c.display_name, number, (e164(number) or "") if number else "",
-                         c.call_datetime))
+            rows.append((phone, book, kind, pos, clip(c.display_name, MAX_NAME), number,
+                         (e164(number) or "") if number else "", c.call_datetime))
         db.execute("DELETE FROM call_history WHERE phone=? AND book=?", (phone, book))
         db.executemany("INSERT INTO call_history(phone, book, kind, pos, name, number, e164, at)"
                        " VALUES (?,?,?,?,?,?,?,?)", rows)

@@ -346,6 +346,8 @@ class ContactsSync:
         return self.store.search(text, max(1, min(limit or 20, 500)), phones)
 
     def contact(self, contact_id: int) -> dict[str, Any]:
+        if not 0 < contact_id < 2**63:  # SQLite integers are 64-bit signed; ids start at 1
+            raise NotFound(f"no contact {contact_id} (contact ids come from Search, Lookup or GetCallHistory)")
         c = self.store.contact(contact_id)
         if c is None:
             raise NotFound(f"no contact {contact_id} (contact ids change when the phonebook is synced again)")
