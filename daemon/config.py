@@ -1,19 +1,24 @@
 """Typed, frozen configuration from one YAML file.
 
 Every error names the file, line and key path and what was expected, e.g.
-``config.yaml:12 cloud.retry.max_delay: expected a duration like "30s", got "fast"``.
-Unknown keys are errors.  Sections are plain frozen dataclasses; the loader reads their type
-hints, so adding a setting is adding a field (with a default) and a line in
+``config.yaml:12 cloud.retry.max_delay: expected a duration like "30s", got a string``; it never
+repeats a value from the file (the file may be a symlink to a secret).  The file must be a regular
+file of at most ``MAX_CONFIG_BYTES``.  Unknown keys are errors.  Sections are plain frozen
+dataclasses; the loader reads their type hints, so adding a setting is adding a field with a
+default and its range (``metadata=_r(lo, hi)``; a test walks every field) and a line in
 ``systemd/config.example.yaml``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+import stat
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NewType, Union, get_args, get_origin, get_type_hints
@@ -46,147 +51,212 @@ def parse_duration(text: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# Ranges.  Every setting declares the values it accepts next to its default (field metadata), so
+# a setting added without one is caught by tests/unit/test_config.py (it walks every field).
+# ---------------------------------------------------------------------------------------------
+
+MS, S, MIN, HOUR, DAY = 0.001, 1.0, 60.0, 3600.0, 86400.0
+
+RANGE = "range"  # numbers: the value; strings: the length in UTF-8 bytes; lists/mappings: each entry
+ITEMS = "items"  # lists and mappings: how many entries
+
+
+@dataclass(frozen=True)
+class Range:
+    lo: float
+    hi: float
+
+
+def _r(lo: float | None = None, hi: float | None = None, *,
+       items: tuple[int, int] | None = None) -> dict[str, Range]:
+    """Field metadata: the accepted range (see ``RANGE``) and entry count (``ITEMS``)."""
+    md: dict[str, Range] = {}
+    if lo is not None or hi is not None:
+        if lo is None or hi is None:
+            raise TypeError("a range needs both ends")
+        md[RANGE] = Range(lo, hi)
+    if items is not None:
+        md[ITEMS] = Range(*items)
+    return md
+
+
+PATH_MAX = 4096
+NAME_MAX = 255  # D-Bus names, interface and member names
+
+# ---------------------------------------------------------------------------------------------
 # Sections.  Keep defaults safe for a head unit; document each field in config.example.yaml.
 # ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class BusesConfig:
-    system: str | None = None  # None: $DBUS_SYSTEM_BUS_ADDRESS or the machine's system bus
-    session: str | None = None  # None: $DBUS_SESSION_BUS_ADDRESS (obexd lives there)
+    # None: $DBUS_SYSTEM_BUS_ADDRESS or the machine's system bus
+    system: str | None = field(default=None, metadata=_r(1, PATH_MAX))
+    # None: $DBUS_SESSION_BUS_ADDRESS (obexd lives there)
+    session: str | None = field(default=None, metadata=_r(1, PATH_MAX))
+    # Where obexd writes what it pulls from phones for us (absolute; see daemon/transfers.py).
+    # None: $RUNTIME_DIRECTORY/obex under systemd, else <state_directory>/obex
+    transfer_dir: str | None = field(default=None, metadata=_r(1, PATH_MAX))
 
 
 @dataclass(frozen=True)
 class ApiConfig:
     # Who may call org.dashbridge besides root and the daemon's own user (the D-Bus policy in
     # systemd/ is the first gate; this is the second, checked per call).
-    allowed_groups: tuple[str, ...] = ("dashboard",)
-    allowed_users: tuple[str, ...] = ()
-    call_timeout: Duration = Duration(5.0)
+    allowed_groups: tuple[str, ...] = field(default=("dashboard",), metadata=_r(1, 256, items=(0, 256)))
+    allowed_users: tuple[str, ...] = field(default=(), metadata=_r(1, 256, items=(0, 256)))
+    call_timeout: Duration = field(default=Duration(5.0), metadata=_r(100 * MS, 5 * MIN))
 
 
 @dataclass(frozen=True)
 class BluetoothConfig:
-    adapter: str = "hci0"
-    alias: str = "dashbridge"
-    device_class: int = 0x200420  # audio/video, car audio
+    adapter: str = field(default="hci0", metadata=_r(1, 64))
+    alias: str = field(default="dashbridge", metadata=_r(1, 248))  # the Bluetooth name: at most 248 bytes
+    # audio/video, car audio (24-bit class of device)
+    device_class: int = field(default=0x200420, metadata=_r(0, 0xFFFFFF))
     agent_capability: Literal[
         "DisplayOnly", "DisplayYesNo", "KeyboardOnly", "NoInputNoOutput", "KeyboardDisplay"
     ] = "DisplayYesNo"
-    pairing_window: Duration = Duration(120.0)
-    prompt_timeout: Duration = Duration(30.0)
-    max_connected: int = 2
-    connect_budget: Duration = Duration(8.0)
-    first_connect_attempts: int = 3
+    pairing_window: Duration = field(default=Duration(120.0), metadata=_r(1 * S, HOUR))
+    prompt_timeout: Duration = field(default=Duration(30.0), metadata=_r(100 * MS, 10 * MIN))
+    max_connected: int = field(default=2, metadata=_r(1, 7))
+    connect_budget: Duration = field(default=Duration(8.0), metadata=_r(100 * MS, 10 * MIN))
+    first_connect_attempts: int = field(default=3, metadata=_r(1, 10))
     # Deadline for a car-initiated Device1.Pair() and for a phone-initiated pairing to finish after
     # the prompt was accepted: above bluetoothd's own 60 s agent timeout plus service discovery.
-    pair_timeout: Duration = Duration(90.0)
-    bluez_call_timeout: Duration = Duration(5.0)  # every other call to bluetoothd
+    pair_timeout: Duration = field(default=Duration(90.0), metadata=_r(1 * S, 10 * MIN))
+    # every other call to bluetoothd
+    bluez_call_timeout: Duration = field(default=Duration(5.0), metadata=_r(100 * MS, 5 * MIN))
     close_window_after_pairing: bool = True
 
 
 @dataclass(frozen=True)
 class CallsConfig:
-    ofono_timeout: Duration = Duration(5.0)  # deadline for every call to oFono
+    # deadline for every call to oFono
+    ofono_timeout: Duration = field(default=Duration(5.0), metadata=_r(100 * MS, 5 * MIN))
     # Powering a phone's HFP modem waits for the service-level connection (oFono replies then).
-    connect_timeout: Duration = Duration(15.0)
+    connect_timeout: Duration = field(default=Duration(15.0), metadata=_r(100 * MS, 5 * MIN))
     # How long calls are kept (and shown) after oFono left the bus, waiting for it to come back.
-    restart_grace: Duration = Duration(15.0)
+    restart_grace: Duration = field(default=Duration(15.0), metadata=_r(0, HOUR))
+
+
+_DELAYS = (100 * MS, DAY)
 
 
 @dataclass(frozen=True)
 class ContactsConfig:
-    region: str = "GB"  # ISO 3166 region for numbers stored without a country code
-    page_size: int = 500  # PBAP MaxCount per PullAll
+    region: str = field(default="GB", metadata=_r(2, 2))  # ISO 3166 region for numbers stored without a country code
+    page_size: int = field(default=500, metadata=_r(1, 65535))  # PBAP MaxCount per PullAll
     wipe_on_disconnect: bool = False
-    photo_max_bytes: int = 256 * 1024  # larger photos are dropped (the contact is kept)
+    # larger photos are dropped (the contact is kept)
+    photo_max_bytes: int = field(default=256 * 1024, metadata=_r(0, 16 * 1024 * 1024))
     photos: bool = True
     favourites: bool = True  # pull telecom/fav where the phone offers it
     call_history: bool = True
-    history_limit: int = 100  # newest entries of each of ich/och/mch
+    history_limit: int = field(default=100, metadata=_r(1, 65535))  # newest entries of each of ich/och/mch
     sync_secondary: bool = False  # also sync phones connected as secondary (calls-only) phones
-    connect_timeout: Duration = Duration(12.0)  # CreateSession (Android's car service: 12 s)
-    call_timeout: Duration = Duration(10.0)  # Select/GetSize/PullAll replies
-    stall_timeout: Duration = Duration(30.0)  # a transfer without progress this long is abandoned
-    retry_delays: tuple[Duration, ...] = (Duration(2.0), Duration(5.0), Duration(15.0), Duration(60.0),
-                                          Duration(300.0))  # after a failed sync (last one repeats)
-    permission_retry_delays: tuple[Duration, ...] = (Duration(3.0), Duration(5.0), Duration(10.0),
-                                                     Duration(30.0))  # phone's "allow contacts?" open
+    # CreateSession (Android: 12 s)
+    connect_timeout: Duration = field(default=Duration(12.0), metadata=_r(100 * MS, 10 * MIN))
+    # Select/GetSize/PullAll replies
+    call_timeout: Duration = field(default=Duration(10.0), metadata=_r(100 * MS, 10 * MIN))
+    # a transfer without progress this long is abandoned
+    stall_timeout: Duration = field(default=Duration(30.0), metadata=_r(100 * MS, HOUR))
+    # after a failed sync (last one repeats)
+    retry_delays: tuple[Duration, ...] = field(
+        default=(Duration(2.0), Duration(5.0), Duration(15.0), Duration(60.0), Duration(300.0)),
+        metadata=_r(*_DELAYS, items=(1, 32)))
+    # while the phone's "allow contacts?" is open
+    permission_retry_delays: tuple[Duration, ...] = field(
+        default=(Duration(3.0), Duration(5.0), Duration(10.0), Duration(30.0)), metadata=_r(*_DELAYS, items=(1, 32)))
 
 
 @dataclass(frozen=True)
 class MessagesConfig:
-    fetch_count: int = 50  # newest messages fetched when a phone's MAP connects ...
-    fetch_days: int = 7  # ... from the last this many days
-    poll_interval: Duration = Duration(120.0)  # only phones that never sent a notification
-    keep_count: int = 500  # per phone; older messages are dropped from the car
-    max_message_bytes: int = 1024 * 1024  # a larger message is read up to here and marked truncated
-    connect_timeout: Duration = Duration(15.0)  # CreateSession (the phone may show a prompt)
-    obex_timeout: Duration = Duration(10.0)  # every other obexd call
-    transfer_idle_timeout: Duration = Duration(15.0)  # a transfer without progress for this long fails
+    # newest messages fetched when a phone's MAP connects ...
+    fetch_count: int = field(default=50, metadata=_r(1, 1024))
+    fetch_days: int = field(default=7, metadata=_r(1, 3650))  # ... from the last this many days
+    # only phones that never sent a notification
+    poll_interval: Duration = field(default=Duration(120.0), metadata=_r(10 * S, DAY))
+    # per phone; older messages are dropped from the car
+    keep_count: int = field(default=500, metadata=_r(1, 1_000_000))
+    # a larger message is read up to here and marked truncated
+    max_message_bytes: int = field(default=1024 * 1024, metadata=_r(4096, 16 * 1024 * 1024))
+    # CreateSession (may show a prompt)
+    connect_timeout: Duration = field(default=Duration(15.0), metadata=_r(100 * MS, 10 * MIN))
+    obex_timeout: Duration = field(default=Duration(10.0), metadata=_r(100 * MS, 10 * MIN))  # every other obexd call
+    # a transfer without progress for this long fails
+    transfer_idle_timeout: Duration = field(default=Duration(15.0), metadata=_r(100 * MS, HOUR))
 
 
 @dataclass(frozen=True)
 class NavigationServiceConfig:
-    bus_name: str = "org.dashboard.Navigation"
-    path: str = "/org/dashboard/Navigation"
-    interface: str = "org.dashboard.Navigation1"
-    method: str = "NavigateTo"
+    bus_name: str = field(default="org.dashboard.Navigation", metadata=_r(1, NAME_MAX))
+    path: str = field(default="/org/dashboard/Navigation", metadata=_r(1, PATH_MAX))
+    interface: str = field(default="org.dashboard.Navigation1", metadata=_r(1, NAME_MAX))
+    method: str = field(default="NavigateTo", metadata=_r(1, NAME_MAX))
 
 
 @dataclass(frozen=True)
 class NavigationConfig:
     service: NavigationServiceConfig = field(default_factory=NavigationServiceConfig)
-    intent_expiry: Duration = Duration(86400.0)
-    delivery_timeout: Duration = Duration(5.0)
-    retry_base: Duration = Duration(2.0)  # a failed delivery is retried after up to this, doubling ...
-    retry_max: Duration = Duration(300.0)  # ... never more than this apart
-    min_confidence: float = 0.0  # destinations found in messages below this are not offered
+    intent_expiry: Duration = field(default=Duration(86400.0), metadata=_r(1 * S, 365 * DAY))
+    delivery_timeout: Duration = field(default=Duration(5.0), metadata=_r(100 * MS, 5 * MIN))
+    # a failed delivery is retried after up to retry_base, doubling, never more than retry_max apart
+    retry_base: Duration = field(default=Duration(2.0), metadata=_r(10 * MS, HOUR))
+    retry_max: Duration = field(default=Duration(300.0), metadata=_r(100 * MS, DAY))
+    # destinations found in messages below this are not offered
+    min_confidence: float = field(default=0.0, metadata=_r(0.0, 1.0))
 
 
 @dataclass(frozen=True)
 class CloudTlsConfig:
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: str | None = field(default=None, metadata=_r(1, PATH_MAX))
+    cert_file: str | None = field(default=None, metadata=_r(1, PATH_MAX))
+    key_file: str | None = field(default=None, metadata=_r(1, PATH_MAX))
 
 
 @dataclass(frozen=True)
 class CloudRetryConfig:
-    base_delay: Duration = Duration(1.0)
-    max_delay: Duration = Duration(3600.0)
-    breaker_threshold: int = 5
-    breaker_cooldown: Duration = Duration(60.0)
+    base_delay: Duration = field(default=Duration(1.0), metadata=_r(10 * MS, HOUR))
+    max_delay: Duration = field(default=Duration(3600.0), metadata=_r(100 * MS, 7 * DAY))
+    breaker_threshold: int = field(default=5, metadata=_r(1, 10_000))
+    breaker_cooldown: Duration = field(default=Duration(60.0), metadata=_r(1 * S, DAY))
     # The breaker's cool-down doubles (full jitter) from breaker_cooldown up to this; it bounds
     # how long after the backend's return a car notices (bench: fleet_recovery_drain_s).
-    breaker_max_cooldown: Duration = Duration(600.0)
-    max_retry_after: Duration = Duration(6 * 3600.0)  # a longer Retry-After is cut to this
+    breaker_max_cooldown: Duration = field(default=Duration(600.0), metadata=_r(1 * S, 7 * DAY))
+    # a longer Retry-After from the backend is cut to this
+    max_retry_after: Duration = field(default=Duration(6 * 3600.0), metadata=_r(1 * S, 7 * DAY))
 
 
 @dataclass(frozen=True)
 class CloudConfig:
     enabled: bool = False
-    url: str | None = None  # base URL; discovery is at <url>/.well-known/dashbridge
-    vehicle_id: str | None = None
-    request_timeout: Duration = Duration(10.0)
-    sync_interval: Duration = Duration(3600.0)
-    sync_jitter: float = 0.2  # each interval is sync_interval * U[1 - j, 1 + j]
-    startup_delay: Duration = Duration(30.0)  # first sync after start: U[0, startup_delay]
+    # base URL; discovery is at <url>/.well-known/dashbridge
+    url: str | None = field(default=None, metadata=_r(1, 2048))
+    vehicle_id: str | None = field(default=None, metadata=_r(1, 128))
+    request_timeout: Duration = field(default=Duration(10.0), metadata=_r(100 * MS, 10 * MIN))
+    sync_interval: Duration = field(default=Duration(3600.0), metadata=_r(MIN, 7 * DAY))
+    sync_jitter: float = field(default=0.2, metadata=_r(0.0, 0.9))  # each interval is sync_interval * U[1 - j, 1 + j]
+    # first sync after start: U[0, startup_delay]
+    startup_delay: Duration = field(default=Duration(30.0), metadata=_r(0, DAY))
     tls: CloudTlsConfig = field(default_factory=CloudTlsConfig)
     retry: CloudRetryConfig = field(default_factory=CloudRetryConfig)
-    trust_anchors: dict[str, str] = field(default_factory=dict)  # kid -> base64url Ed25519 key
-    clock_skew: Duration = Duration(300.0)
-    grace: Duration = Duration(30 * 86400.0)
-    offline_policy: dict[str, bool] = field(default_factory=dict)  # feature -> on/off offline
-    gated_local_features: tuple[str, ...] = ()
+    # kid -> base64url Ed25519 key
+    trust_anchors: dict[str, str] = field(default_factory=dict, metadata=_r(1, 128, items=(0, 16)))
+    clock_skew: Duration = field(default=Duration(300.0), metadata=_r(0, DAY))
+    grace: Duration = field(default=Duration(30 * 86400.0), metadata=_r(0, 365 * DAY))
+    # feature -> on/off offline
+    offline_policy: dict[str, bool] = field(default_factory=dict, metadata=_r(items=(0, 256)))
+    gated_local_features: tuple[str, ...] = field(default=(), metadata=_r(1, 64, items=(0, 16)))
 
 
 @dataclass(frozen=True)
 class Config:
     buses: BusesConfig = field(default_factory=BusesConfig)
-    state_directory: str = "/var/lib/dashbridge"
+    state_directory: str = field(default="/var/lib/dashbridge", metadata=_r(1, PATH_MAX))
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    stop_timeout: Duration = Duration(10.0)  # < TimeoutStopSec in dashbridge.service
+    # < TimeoutStopSec in dashbridge.service
+    stop_timeout: Duration = field(default=Duration(10.0), metadata=_r(1 * S, 5 * MIN))
     api: ApiConfig = field(default_factory=ApiConfig)
     bluetooth: BluetoothConfig = field(default_factory=BluetoothConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
@@ -201,26 +271,54 @@ class Config:
 # ---------------------------------------------------------------------------------------------
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KiB; anything this big is not one
+_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # key names we are willing to repeat in a message
+_PARENT_RE = re.compile(r"(\.[^.\[\]]*|\[\d+\])$")
+
+
 class _Ctx:
+    """The file name and, per key path, the YAML node it came from (for the line in messages).
+
+    Messages name the file, line and key path and what was expected; they never repeat a value
+    from the file (it may not be a config file at all: a symlink to a secret, say)."""
+
     def __init__(self, filename: str) -> None:
         self.filename = filename
+        self.nodes: dict[str, yaml.Node] = {}
+
+    def at(self, path: str) -> yaml.Node | None:
+        """The node of ``path`` or, for a key the file does not set, of its nearest parent."""
+        while True:
+            node = self.nodes.get(path)
+            if node is not None or not path:
+                return node
+            parent = _PARENT_RE.sub("", path)
+            path = parent if parent != path else ""
 
     def fail(self, node: yaml.Node | None, path: str, msg: str) -> typing.NoReturn:
-        line = f":{node.start_mark.line + 1}" if node is not None else ""
-        raise ConfigError(f"{self.filename}{line} {path or '<top>'}: {msg}")
+        if node is None:
+            node = self.at(path)
+        line = node.start_mark.line + 1 if node is not None else 1
+        raise ConfigError(f"{self.filename}:{line} {path or '<top>'}: {msg}")
 
 
-def _show(node: yaml.Node) -> str:
-    if isinstance(node, yaml.ScalarNode):
-        return f'"{node.value}"' if node.style or not node.value.replace(".", "").isdigit() else node.value
+def _kind(node: yaml.Node) -> str:
+    """What a node is, never what it says."""
     if isinstance(node, yaml.SequenceNode):
         return "a list"
-    return "a mapping"
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    return {"null": "nothing", "bool": "true or false", "int": "a number", "float": "a number"}.get(
+        str(node.tag).rsplit(":", 1)[-1], "a string")
+
+
+def _name(raw: str) -> str:
+    return raw if _NAME_RE.fullmatch(raw) else "<key>"
 
 
 def _scalar(ctx: _Ctx, node: yaml.Node, path: str, what: str) -> str:
     if not isinstance(node, yaml.ScalarNode):
-        ctx.fail(node, path, f"expected {what}, got {_show(node)}")
+        ctx.fail(node, path, f"expected {what}, got {_kind(node)}")
     return str(node.value)
 
 
@@ -235,7 +333,7 @@ def _convert(ctx: _Ctx, node: yaml.Node, tp: Any, path: str) -> Any:
         try:
             value = parse_duration(raw)
         except ValueError:
-            ctx.fail(node, path, f'expected a duration like "30s", got "{raw}"')
+            ctx.fail(node, path, f'expected a duration like "30s", got {_kind(node)}')
         return Duration(value)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -245,45 +343,65 @@ def _convert(ctx: _Ctx, node: yaml.Node, tp: Any, path: str) -> Any:
             ctx.fail(node, path, "must not be empty")
         return _convert(ctx, node, args[0], path)
     if origin is Literal:
-        raw = _scalar(ctx, node, path, "one of " + ", ".join(map(str, get_args(tp))))
+        choices = ", ".join(map(str, get_args(tp)))
+        raw = _scalar(ctx, node, path, "one of " + choices)
         if raw not in get_args(tp):
-            ctx.fail(node, path, f"expected one of {', '.join(map(str, get_args(tp)))}, got \"{raw}\"")
+            ctx.fail(node, path, f"expected one of {choices}")
         return raw
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _load_section(ctx, node, tp, path)
     if tp is bool:
         raw = _scalar(ctx, node, path, "true or false")
         if node.tag != "tag:yaml.org,2002:bool":
-            ctx.fail(node, path, f"expected true or false, got {_show(node)}")
+            ctx.fail(node, path, f"expected true or false, got {_kind(node)}")
         return raw.lower() in ("true", "yes", "on")
     if tp is int:
         raw = _scalar(ctx, node, path, "a whole number")
         try:
             return int(raw, 0) if node.tag == "tag:yaml.org,2002:int" else int(raw)
         except ValueError:
-            ctx.fail(node, path, f"expected a whole number, got {_show(node)}")
+            kind = _kind(node)
+            ctx.fail(node, path, "expected a whole number" + (f", got {kind}" if kind != "a number" else
+                                                              " (decimal, or hexadecimal with 0x)"))
     if tp is float:
         raw = _scalar(ctx, node, path, "a number")
+        if node.tag == "tag:yaml.org,2002:float" and raw.lower().lstrip("+-") in (".inf", ".nan"):
+            ctx.fail(node, path, "expected a finite number")
         try:
-            return float(raw)
+            number = float(raw)
         except ValueError:
-            ctx.fail(node, path, f"expected a number, got {_show(node)}")
+            ctx.fail(node, path, f"expected a number, got {_kind(node)}")
+        if not math.isfinite(number):
+            ctx.fail(node, path, "expected a finite number")
+        return number
     if tp is str:
         if _is_null(node):
             ctx.fail(node, path, "expected a string, got nothing")
-        return _scalar(ctx, node, path, "a string")
+        raw = _scalar(ctx, node, path, "a string")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+            ctx.fail(node, path, "must not contain control characters")
+        return raw
     if origin is tuple:
         (item_tp, _ellipsis) = get_args(tp)
         if not isinstance(node, yaml.SequenceNode):
-            ctx.fail(node, path, f"expected a list, got {_show(node)}")
-        return tuple(_convert(ctx, n, item_tp, f"{path}[{i}]") for i, n in enumerate(node.value))
+            ctx.fail(node, path, f"expected a list, got {_kind(node)}")
+        items = []
+        for i, n in enumerate(node.value):
+            ctx.nodes[f"{path}[{i}]"] = n
+            items.append(_convert(ctx, n, item_tp, f"{path}[{i}]"))
+        return tuple(items)
     if origin is dict:
         _key_tp, val_tp = get_args(tp)
         if not isinstance(node, yaml.MappingNode):
-            ctx.fail(node, path, f"expected a mapping, got {_show(node)}")
+            ctx.fail(node, path, f"expected a mapping, got {_kind(node)}")
         out: dict[Any, Any] = {}
         for knode, vnode in node.value:
             k = _scalar(ctx, knode, path, "a key")
+            if not _NAME_RE.fullmatch(k):
+                ctx.fail(knode, path, "expected keys of at most 64 letters, digits and _ . : -")
+            if k in out:
+                ctx.fail(knode, f"{path}.{k}", "given twice")
+            ctx.nodes[f"{path}.{k}"] = knode
             out[k] = _convert(ctx, vnode, val_tp, f"{path}.{k}")
         return out
     raise TypeError(f"config type {tp!r} not supported")  # a programming error, not user input
@@ -293,71 +411,160 @@ def _load_section(ctx: _Ctx, node: yaml.Node, cls: type[Any], path: str) -> Any:
     if _is_null(node):
         return cls()
     if not isinstance(node, yaml.MappingNode):
-        ctx.fail(node, path, f"expected a mapping, got {_show(node)}")
+        ctx.fail(node, path, f"expected a mapping, got {_kind(node)}")
     hints = get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for knode, vnode in node.value:
         key = _scalar(ctx, knode, path, "a key")
-        sub = f"{path}.{key}" if path else key
+        sub = f"{path}.{_name(key)}" if path else _name(key)
         if key not in fields:
             known = ", ".join(sorted(fields))
             ctx.fail(knode, sub, f"unknown key (known here: {known})")
         if key in kwargs:
             ctx.fail(knode, sub, "given twice")
+        ctx.nodes[sub] = knode
         kwargs[key] = _convert(ctx, vnode, hints[key], sub)
     return cls(**kwargs)
 
 
+# ---------------------------------------------------------------------------------------------
+# Checks: the declared ranges of every field, then what spans several keys or needs a look outside
+# ---------------------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MIN), ("s", S)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def check_ranges(cfg: Any, ctx: _Ctx | None = None, path: str = "") -> None:
+    """Every field of ``cfg`` (a section, recursively) within its declared ``RANGE``/``ITEMS``."""
+    ctx = ctx or _Ctx("<config>")
+    hints = get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        sub = f"{path}.{f.name}" if path else f.name
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, ctx, sub)
+        else:
+            _check_value(ctx, hints[f.name], f.metadata, value, sub)
+
+
+def _check_value(ctx: _Ctx, tp: Any, meta: typing.Mapping[str, Any], value: Any, path: str) -> None:
+    if value is None:
+        return
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        tp = next(a for a in get_args(tp) if a is not type(None))
+        origin = get_origin(tp)
+    if origin in (tuple, dict):
+        count: Range | None = meta.get(ITEMS)
+        if count is not None and not count.lo <= len(value) <= count.hi:
+            ctx.fail(None, path, f"expected {count.lo:g} to {count.hi:g} entries")
+        if origin is tuple:
+            entries = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+            item_tp = get_args(tp)[0]
+        else:
+            entries = [(f"{path}.{k}", v) for k, v in value.items()]
+            item_tp = get_args(tp)[1]
+        for item_path, item in entries:
+            _check_value(ctx, item_tp, {k: v for k, v in meta.items() if k != ITEMS}, item, item_path)
+        return
+    rng: Range | None = meta.get(RANGE)
+    if rng is None:
+        return
+    if isinstance(value, str):
+        size = len(value.encode())
+        if size < rng.lo:
+            ctx.fail(None, path, "must not be empty" if rng.lo == 1 else f"expected at least {rng.lo:g} bytes")
+        if size > rng.hi:
+            ctx.fail(None, path, f"longer than {rng.hi:g} bytes")
+        return
+    if not rng.lo <= value <= rng.hi:  # also refuses NaN
+        if tp is Duration:
+            ctx.fail(None, path, f"expected {format_duration(rng.lo)} to {format_duration(rng.hi)}")
+        ctx.fail(None, path, f"expected {rng.lo:g} to {rng.hi:g}" if tp is not int
+                 else f"expected {int(rng.lo)} to {int(rng.hi)}")
+
+
 def _validate(cfg: Config, ctx: _Ctx) -> None:
-    b = cfg.bluetooth
-    if not 1 <= b.max_connected <= 7:
-        ctx.fail(None, "bluetooth.max_connected", f"expected 1 to 7, got {b.max_connected}")
-    if len(b.alias.encode()) > 248:
-        ctx.fail(None, "bluetooth.alias", "longer than 248 bytes")
-    for key in ("pairing_window", "prompt_timeout", "connect_budget", "pair_timeout", "bluez_call_timeout"):
-        if getattr(b, key) <= 0:
-            ctx.fail(None, f"bluetooth.{key}", "must be longer than 0s")
-    if not 1 <= b.first_connect_attempts <= 10:
-        ctx.fail(None, "bluetooth.first_connect_attempts", f"expected 1 to 10, got {b.first_connect_attempts}")
-    for key in ("ofono_timeout", "connect_timeout"):
-        if getattr(cfg.calls, key) <= 0:
-            ctx.fail(None, f"calls.{key}", "must be longer than 0s")
-    if cfg.cloud.enabled and not cfg.cloud.url:
-        ctx.fail(None, "cloud.url", "required when cloud.enabled is true")
-    if cfg.cloud.enabled and not (cfg.cloud.url or "").startswith("https://"):
-        ctx.fail(None, "cloud.url", f"expected an https:// URL, got \"{cfg.cloud.url}\"")
-    if cfg.cloud.enabled and not cfg.cloud.vehicle_id:
-        ctx.fail(None, "cloud.vehicle_id", "required when cloud.enabled is true")
-    if not 0.0 <= cfg.cloud.sync_jitter <= 0.9:
-        ctx.fail(None, "cloud.sync_jitter", f"expected 0 to 0.9, got {cfg.cloud.sync_jitter}")
-    if bool(cfg.cloud.tls.cert_file) != bool(cfg.cloud.tls.key_file):
-        ctx.fail(None, "cloud.tls", "cert_file and key_file go together")
-    if cfg.contacts.page_size < 1 or cfg.contacts.page_size > 65535:
-        ctx.fail(None, "contacts.page_size", f"expected 1 to 65535, got {cfg.contacts.page_size}")
-    if not 1 <= cfg.contacts.history_limit <= 65535:
-        ctx.fail(None, "contacts.history_limit", f"expected 1 to 65535, got {cfg.contacts.history_limit}")
-    if cfg.contacts.photo_max_bytes < 0:
-        ctx.fail(None, "contacts.photo_max_bytes", "must not be negative")
-    if not cfg.contacts.retry_delays or not cfg.contacts.permission_retry_delays:
-        ctx.fail(None, "contacts.retry_delays", "needs at least one delay")
+    check_ranges(cfg, ctx)
+    m = cfg.messages
+    if m.keep_count < m.fetch_count:
+        ctx.fail(None, "messages.keep_count", "must not be smaller than messages.fetch_count")
+    nav = cfg.navigation
+    if nav.retry_max < nav.retry_base:
+        ctx.fail(None, "navigation.retry_max", "must not be shorter than navigation.retry_base")
+    r = cfg.cloud.retry
+    if r.max_delay < r.base_delay:
+        ctx.fail(None, "cloud.retry.max_delay", "must not be shorter than cloud.retry.base_delay")
+    if r.breaker_max_cooldown < r.breaker_cooldown:
+        ctx.fail(None, "cloud.retry.breaker_max_cooldown", "must not be shorter than cloud.retry.breaker_cooldown")
     import phonenumbers  # validated here so a typo is a config error, not silent misses
 
     if phonenumbers.country_code_for_region(cfg.contacts.region.upper()) == 0:
-        ctx.fail(None, "contacts.region", f'expected a region code like "GB", got "{cfg.contacts.region}"')
-    m = cfg.messages
-    if not 1 <= m.fetch_count <= 1024:
-        ctx.fail(None, "messages.fetch_count", f"expected 1 to 1024, got {m.fetch_count}")
-    if not 1 <= m.fetch_days <= 3650:
-        ctx.fail(None, "messages.fetch_days", f"expected 1 to 3650, got {m.fetch_days}")
-    if m.poll_interval < 10:
-        ctx.fail(None, "messages.poll_interval", "expected at least 10s")
-    if m.keep_count < m.fetch_count:
-        ctx.fail(None, "messages.keep_count", "must not be smaller than messages.fetch_count")
-    if not 4096 <= m.max_message_bytes <= 16 * 1024 * 1024:
-        ctx.fail(None, "messages.max_message_bytes", "expected 4096 to 16777216")
-    if not 0.0 <= cfg.navigation.min_confidence <= 1.0:
-        ctx.fail(None, "navigation.min_confidence", "expected 0.0 to 1.0")
+        ctx.fail(None, "contacts.region", 'expected a region code like "GB"')
+    _validate_cloud(cfg.cloud, ctx)
+
+
+def _validate_cloud(c: CloudConfig, ctx: _Ctx) -> None:
+    from .cloud.features import LOCAL_FEATURES
+
+    for i, name in enumerate(c.gated_local_features):
+        if name not in LOCAL_FEATURES:
+            ctx.fail(None, f"cloud.gated_local_features[{i}]", f"expected one of {', '.join(LOCAL_FEATURES)}")
+    if bool(c.tls.cert_file) != bool(c.tls.key_file):
+        ctx.fail(None, "cloud.tls.key_file" if c.tls.cert_file else "cloud.tls.cert_file",
+                 "cert_file and key_file go together")
+    if c.trust_anchors:
+        # As the cloud component loads them (with ``cryptography``), so a bad one stops us here.
+        from .cloud.entitlements import load_anchors
+
+        for kid, text in c.trust_anchors.items():
+            if load_anchors({kid: text})[1]:
+                ctx.fail(None, f"cloud.trust_anchors.{kid}",
+                         "expected the base64url encoding of a raw 32-byte Ed25519 public key")
+    if not c.enabled:
+        return
+    if not c.url:
+        ctx.fail(ctx.at("cloud.enabled"), "cloud.url", "required when cloud.enabled is true")
+    parts = urllib.parse.urlsplit(c.url)
+    if parts.scheme != "https" or not parts.hostname:
+        ctx.fail(None, "cloud.url", "expected an https:// URL with a host")
+    if not c.vehicle_id:
+        ctx.fail(ctx.at("cloud.enabled"), "cloud.vehicle_id", "required when cloud.enabled is true")
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(c.tls, key)
+        if path is None:
+            continue
+        if not os.path.isabs(path):
+            ctx.fail(None, f"cloud.tls.{key}", "expected an absolute path")
+        problem = _unreadable(path)
+        if problem:
+            ctx.fail(None, f"cloud.tls.{key}", problem)
+
+
+def _unreadable(path: str) -> str | None:
+    """Why the daemon could not read this file (it is not opened if it is not a regular file)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "the file is not a regular file"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"the file cannot be read ({exc.strerror})"
+    os.close(fd)
+    return None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint without the text it quotes (a character or two is kept)."""
+    problem = str(getattr(exc, "problem", None) or "syntax error")
+    return re.sub(r"'[^']*'|\"[^\"]*\"", lambda m: m.group(0) if len(m.group(0)) <= 6 else "'...'", problem)
 
 
 def loads(text: str, filename: str = "<config>") -> Config:
@@ -366,12 +573,50 @@ def loads(text: str, filename: str = "<config>") -> Config:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{filename}{line} <top>: not valid YAML ({problem})") from None
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError(f"{filename}:{line} <top>: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{filename}:1 <top>: not valid YAML (nested too deeply)") from None
+    if node is not None:
+        ctx.nodes[""] = node
     cfg = Config() if node is None else _load_section(ctx, node, Config, "")
     _validate(cfg, ctx)
     return cfg
+
+
+def read_config_file(path: Path) -> str:
+    """The text of a config file: a regular file (a symlink to one is fine) of at most
+    ``MAX_CONFIG_BYTES``.  A FIFO, a device or a directory is refused without blocking."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # not even opened: opening a device may act
+            raise ConfigError(f"{path}: not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)  # what was opened, should the path have changed since
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
 
 
 def load(path: Path | str | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
@@ -384,13 +629,7 @@ def load(path: Path | str | None = None, env: typing.Mapping[str, str] | None = 
         cfg = Config()
     else:
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not UTF-8 text") from None
-        cfg = loads(text, p.name)
+        cfg = loads(read_config_file(p), str(p))
     return with_env(cfg, env)
 
 

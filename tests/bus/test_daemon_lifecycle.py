@@ -83,7 +83,7 @@ def test_bad_config_exits_78_and_writes_nothing(tmp_path: Path) -> None:
     state = tmp_path / "state"
     res = _run_daemon("bluetooth:\n  alias: car\ncloud:\n  retry:\n    max_delay: fast\n", state, tmp_path)
     assert res.returncode == 78
-    assert 'config.yaml:5 cloud.retry.max_delay: expected a duration like "30s", got "fast"' in res.stderr
+    assert 'config.yaml:5 cloud.retry.max_delay: expected a duration like "30s", got a string' in res.stderr
     assert not state.exists()
 
 
