@@ -39,6 +39,47 @@ _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configura
 </busconfig>
 """
 
+# A system bus as a head unit has it: the default policy of dbus-daemon's own system.conf (Debian's
+# dbus 1.14: calls denied unless a service's policy file punches a hole, signals and replies
+# allowed, everything receivable), then the policy files given — e.g. our shipped
+# systemd/org.dashbridge.conf — included as system.d files are.  Root stands in for the foreign
+# daemons (bluetoothd, ofonod, obexd), whose own policy files let root own their names and be
+# called; the simulator's fakes and the daemon under test run as root.
+_SYSTEM_LIKE = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>{kind}</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"
+          send_member="UpdateActivationEnvironment"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Debug.Stats"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+    <allow own="*"/>
+    <allow send_destination="*"/>
+  </policy>
+{includes}
+  <limit name="max_message_size">134217728</limit>
+  <limit name="reply_timeout">300000</limit>
+</busconfig>
+"""
+
 DBUS_DAEMON = "dbus-daemon"
 START_DEADLINE_S = 10.0
 
@@ -50,8 +91,12 @@ class BusStartError(RuntimeError):
 class PrivateBus:
     """One private bus: ``address`` is what clients pass to ``MessageBus(bus_address=...)``."""
 
-    def __init__(self, kind: str = "session", directory: Path | None = None) -> None:
+    def __init__(self, kind: str = "session", directory: Path | None = None,
+                 policy_files: tuple[Path, ...] | None = None) -> None:
+        """``policy_files``: None for the open developer's policy; a tuple (possibly empty) for a
+        system-bus-like policy that includes those files (see ``_SYSTEM_LIKE``)."""
         self.kind = kind
+        self.policy_files = policy_files
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix=f"dashbridge-{kind}-bus-"))
         self.socket_path = self.directory / f"{kind}_bus_socket"
@@ -66,7 +111,11 @@ class PrivateBus:
         if exe is None:
             raise BusStartError("dbus-daemon is not installed (Debian package: dbus-daemon)")
         conf = self.directory / f"{self.kind}.conf"
-        conf.write_text(_CONFIG.format(kind=self.kind, socket=self.socket_path))
+        if self.policy_files is None:
+            conf.write_text(_CONFIG.format(kind=self.kind, socket=self.socket_path))
+        else:
+            includes = "\n".join(f"  <include>{Path(f).resolve()}</include>" for f in self.policy_files)
+            conf.write_text(_SYSTEM_LIKE.format(kind=self.kind, socket=self.socket_path, includes=includes))
         # --print-address tells us the bus is listening: no polling, no sleeps.
         self._proc = subprocess.Popen(
             [exe, f"--config-file={conf}", "--nofork", "--nosyslog", "--print-address=1"],

@@ -430,6 +430,8 @@ class WorldSpec:
     backend: dict[str, Any] = field(default_factory=dict)  # fake backend's initial state
     navigation: dict[str, Any] = field(default_factory=dict)  # fake navigation service options
     log_path: Path | None = None  # keep the daemon's log here (default: its temp dir)
+    # None: the open developer's policy; a tuple: a system-bus-like policy including these files
+    system_policy: tuple[Path, ...] | None = None
 
 
 FAKE_NAMES = ("bluez", "ofono", "obexd", "navigation", "backend")
@@ -473,7 +475,7 @@ class World:
         try:
             # Config first: a bad override must fail before anything is started.
             self.config = self._daemon_config({})
-            self.system = await PrivateBus("system").astart()
+            self.system = await PrivateBus("system", policy_files=self.spec.system_policy).astart()
             self.session = await PrivateBus("session").astart()
             for bus in (self.system, self.session):
                 if bus.pid is not None:

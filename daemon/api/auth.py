@@ -1,13 +1,25 @@
 """Caller authorization for ``org.dashbridge``.
 
 The D-Bus policy file (systemd/org.dashbridge.conf) is the first gate on a real head unit.  This
-is the second, enforced by the daemon itself on every method call and property access to our
-interfaces: the caller's Unix uid (asked from the bus daemon, cached per unique name) must be
-root, the daemon's own user, a user named in ``api.allowed_users`` or a member of a group in
-``api.allowed_groups``.  Denied callers get ``org.dashbridge.Error.AccessDenied`` and a log line.
+is the second, enforced by the daemon itself on **every** method call that reaches its connection
+on the system bus, whatever its interface header says (default deny):
 
-dbus-fast message handlers are synchronous, so the first call from a new connection is held,
-the uid is looked up asynchronously (with a deadline) and the call is then re-dispatched.
+* ``org.freedesktop.DBus.Introspectable.Introspect`` and ``org.freedesktop.DBus.Peer`` (``Ping``,
+  ``GetMachineId``) are open, but only when the call names that interface: a call without an
+  interface header is dispatched by dbus-fast by member and signature to *any* interface at the
+  path (``Ping`` would reach ``Daemon1.Ping``), so it is gated like the rest;
+* the pairing agent (``org.bluez.*`` interfaces, and anything at the agent's path) is bluetoothd's
+  to call: root or the daemon's own user only;
+* everything else — our ``org.dashbridge.*`` interfaces, ``Properties.Get/GetAll/Set``,
+  ``ObjectManager.GetManagedObjects`` (served by dbus-fast itself, it would hand out every
+  property), calls without an interface — needs a dashboard caller: root, the daemon's own user, a
+  user named in ``api.allowed_users`` or a member of a group in ``api.allowed_groups``.
+
+The caller's Unix uid is asked from the bus daemon (with a deadline) and cached per unique name
+(unique names are never reused on a bus).  dbus-fast message handlers are synchronous, so the
+first call from a new connection is held, the uid is looked up, and the call re-dispatched.
+Denied callers get ``org.dashbridge.Error.AccessDenied``; the log line is rate-limited so a
+hostile process cannot flood the journal.
 """
 
 from __future__ import annotations
@@ -17,9 +29,11 @@ import grp
 import logging
 import os
 import pwd
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageFlag, MessageType
 from dbus_fast.aio import MessageBus
 
 from ..dbus import names
@@ -30,9 +44,23 @@ log = logging.getLogger(__name__)
 
 _CACHE_SIZE = 512
 LOOKUP_TIMEOUT_S = 2.0
+# Calls held per unknown caller while its uid is looked up; more are denied at once.
+MAX_HELD_PER_CALLER = 64
+# Denial log lines: at most this many per window; the rest are counted and summarised.
+DENIAL_LOGS_PER_WINDOW = 10
+DENIAL_LOG_WINDOW_S = 60.0
+
+# (interface, member) pairs anybody may call — only with the interface header present.
+OPEN_CALLS = frozenset({
+    (names.INTROSPECTABLE_IFACE, "Introspect"),
+    ("org.freedesktop.DBus.Peer", "Ping"),
+    ("org.freedesktop.DBus.Peer", "GetMachineId"),
+})
+_BLUEZ_PREFIX = "org.bluez."
 
 
 def uid_allowed(uid: int, users: tuple[str, ...], groups: tuple[str, ...]) -> bool:
+    """A dashboard caller: root, ourselves, a named user or a member of a named group."""
     if uid == 0 or uid == os.getuid():
         return True
     try:
@@ -51,68 +79,114 @@ def uid_allowed(uid: int, users: tuple[str, ...], groups: tuple[str, ...]) -> bo
     return False
 
 
+def system_uid(uid: int) -> bool:
+    """bluetoothd's side (the pairing agent): root or the daemon's own user."""
+    return uid == 0 or uid == os.getuid()
+
+
+class DenialLog:
+    """Rate-limited warnings for denied calls (no timer: the window is checked when one comes)."""
+
+    def __init__(self, per_window: int = DENIAL_LOGS_PER_WINDOW, window: float = DENIAL_LOG_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_window = per_window
+        self.window = window
+        self.clock = clock
+        self._start = -window
+        self._logged = 0
+        self.suppressed = 0
+
+    def denied(self, what: str, sender: str) -> None:
+        now = self.clock()
+        if now - self._start >= self.window:
+            if self.suppressed:
+                log.warning("%d more denied calls were not logged", self.suppressed)
+            self._start, self._logged, self.suppressed = now, 0, 0
+        if self._logged < self.per_window:
+            self._logged += 1
+            log.warning("denied %s from %s (not an allowed caller)", what, sender)
+        else:
+            self.suppressed += 1
+            log.debug("denied %s from %s (not an allowed caller)", what, sender)
+
+
 class CallerGate:
-    """Install with :meth:`install` after exporting the interfaces."""
+    """Install with :meth:`install` after exporting the interfaces (before owning the name)."""
 
     def __init__(self, bus: MessageBus, users: tuple[str, ...], groups: tuple[str, ...],
-                 interface_prefix: str = "org.dashbridge.") -> None:
+                 agent_path: str = names.DASHBRIDGE_AGENT_PATH) -> None:
         self.bus = bus
         self.users = users
         self.groups = groups
-        self.prefix = interface_prefix
-        self._verdicts: OrderedDict[str, bool] = OrderedDict()
+        self.agent_path = agent_path
+        self._uids: OrderedDict[str, int | None] = OrderedDict()  # unique name -> uid (None: unknown)
         self._pending: dict[str, list[Message]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.denials = DenialLog()
 
     def install(self) -> None:
         # Must run before dbus-fast's own dispatch: user handlers are consulted first.
         self.bus.add_message_handler(self._on_message)
 
-    def _guarded(self, msg: Message) -> bool:
-        if msg.message_type != MessageType.METHOD_CALL:
-            return False
-        iface = msg.interface or ""
-        if iface.startswith(self.prefix):
-            return True
-        if iface == names.PROPERTIES_IFACE and msg.body and isinstance(msg.body[0], str):
-            return msg.body[0].startswith(self.prefix) or (msg.member == "GetAll" and msg.body[0] == "")
-        return False
+    # -- policy ---------------------------------------------------------------------------------
+    def _open(self, msg: Message) -> bool:
+        return (msg.interface or "", msg.member or "") in OPEN_CALLS
 
+    def _system_only(self, msg: Message) -> bool:
+        path = msg.path or ""
+        return ((msg.interface or "").startswith(_BLUEZ_PREFIX) or path == self.agent_path
+                or path.startswith(self.agent_path + "/"))
+
+    def allows(self, msg: Message, uid: int | None) -> bool:
+        if uid is None:
+            return False
+        if self._system_only(msg):
+            return system_uid(uid)
+        return uid_allowed(uid, self.users, self.groups)
+
+    # -- dispatch -------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> bool | Message | None:
-        if not self._guarded(msg) or msg.sender is None:
+        if msg.message_type != MessageType.METHOD_CALL or self._open(msg):
             return None
-        verdict = self._verdicts.get(msg.sender)
-        if verdict is True:
-            return None
-        if verdict is False:
+        sender = msg.sender
+        if not sender:  # on a bus every call carries its sender; refuse one that does not
             return self._deny(msg)
-        waiting = self._pending.setdefault(msg.sender, [])
+        if sender in self._uids:
+            return None if self.allows(msg, self._uids[sender]) else self._deny(msg)
+        waiting = self._pending.setdefault(sender, [])
+        if len(waiting) >= MAX_HELD_PER_CALLER:
+            return self._deny(msg)
         waiting.append(msg)
         if len(waiting) == 1:
-            task = asyncio.get_running_loop().create_task(self._lookup(msg.sender))
+            task = asyncio.get_running_loop().create_task(self._lookup(sender))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return True
 
-    def _deny(self, msg: Message) -> Message:
-        log.warning("denied %s.%s from %s (not an allowed dashboard user)", msg.interface, msg.member, msg.sender)
+    def _deny(self, msg: Message) -> Message | bool:
+        self.denials.denied(f"{msg.interface or '(no interface)'}.{msg.member} at {msg.path}", msg.sender or "?")
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            return True
         return Message.new_error(msg, names.DB_ERR_ACCESS_DENIED, "caller is not allowed to use org.dashbridge")
 
     async def _lookup(self, sender: str) -> None:
+        uid: int | None
         try:
-            (uid,) = await call(
+            (raw,) = await call(
                 self.bus, names.DBUS_NAME, names.DBUS_PATH, names.DBUS_IFACE, "GetConnectionUnixUser", "s",
                 [sender], timeout=LOOKUP_TIMEOUT_S,
             )
-            allowed = uid_allowed(int(uid), self.users, self.groups)
+            uid = int(raw)
         except BusError as exc:
             log.warning("cannot identify caller %s (%s): denied", sender, exc)
-            allowed = False
-        self._verdicts[sender] = allowed
-        if len(self._verdicts) > _CACHE_SIZE:
-            self._verdicts.popitem(last=False)
+            uid = None
+        self._uids[sender] = uid
+        if len(self._uids) > _CACHE_SIZE:
+            self._uids.popitem(last=False)
         for msg in self._pending.pop(sender, []):
-            if allowed:
-                self.bus._process_message(msg)  # re-dispatch now that the verdict is cached
+            if self.allows(msg, uid):
+                self.bus._process_message(msg)  # re-dispatch: the uid is cached now
             else:
-                self.bus.send(self._deny(msg))
+                reply = self._deny(msg)
+                if isinstance(reply, Message):
+                    self.bus.send(reply)

@@ -37,6 +37,8 @@ LinkCodeT = Annotated[list[Any], DBusSignature("(ssx)")]
 Rejection = Annotated[list[Any], DBusSignature("(sx)")]
 SendToCar = Annotated[list[Any], DBusSignature("(us)")]
 
+# Properties whose values never travel in PropertiesChanged (annotated EmitsChangedSignal=invalidates).
+NEVER_BROADCAST = ("LinkCode",)
 DISABLED = "the cloud is disabled (cloud.enabled is false in the config)"
 
 
@@ -67,8 +69,11 @@ class Cloud1(ServiceInterface):
         snap = self._snapshot()
         changed = {k: v for k, v in snap.items() if self._last.get(k) != v}
         self._last = snap
-        if changed:
-            self.emit_properties_changed(changed)
+        # The link code alone links the car to an account at the backend: it is never broadcast.
+        # Its change is announced by name only (invalidated); an authorized caller reads it.
+        invalidated = [k for k in NEVER_BROADCAST if changed.pop(k, None) is not None]
+        if changed or invalidated:
+            self.emit_properties_changed(changed, invalidated)
 
     def _engine(self) -> "CloudEngine":
         if self._c.engine is None:

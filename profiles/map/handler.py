@@ -585,8 +585,9 @@ class PhoneSession:
         assert self.map is not None
         async with self.lock:
             data, truncated = await self.map.get_message(handle)
-        return decode_message(self.addr, handle, item, data, truncated, max_text=MAX_TEXT_CHARS,
-                              max_bytes=self.cfg.max_message_bytes)
+        # off the loop: up to max_message_bytes (16 MB allowed) of MIME/bMessage parsing
+        return await asyncio.to_thread(decode_message, self.addr, handle, item, data, truncated,
+                                       max_text=MAX_TEXT_CHARS, max_bytes=self.cfg.max_message_bytes)
 
     async def refetch(self, m: StoredMessage) -> StoredMessage:
         item = Listing(m.handle, m.folder, m.type, m.subject, "", m.sender_name, m.sender, m.recipient, m.size,
