@@ -60,6 +60,7 @@ from daemon.dbus.watch import NameWatcher
 from daemon.errors import InvalidInput, NotConnected, NotFound
 from daemon.logs import redact_address
 from daemon.phones import PhoneDirectory, PhoneLink
+from daemon.transfers import TransferDir, transfer_dir
 
 from ..limits import MAX_PAGE_BYTES, MAX_PHONE_BYTES, MAX_PHOTO_BYTES
 from .callerid import CallerIdIndex, Match, Normalizer
@@ -81,8 +82,10 @@ CONTACT_FIELDS = ("VERSION", "FN", "N", "TEL", "EMAIL", "ADR", "ORG", "TITLE", "
 HISTORY_FIELDS = ("VERSION", "FN", "N", "TEL", "X-IRMC-CALL-DATETIME")
 HISTORY_BOOKS = ("ich", "och", "mch")
 READ_CHUNK = 64 * 1024
-# Parsed cards handed to the store at a time (their photos included): the memory one page costs.
+# Parsed cards handed to the store at a time (their photos included): the memory one page costs,
+# and (in cards) the length of one synchronous store slice on the event loop (~6 ms for 250).
 BATCH_BYTES = 4 * 1024 * 1024
+BATCH_CARDS = 250
 ZERO_COUNTER = "0" * 32
 # Progress signals per phone at most this often (the final state is always sent).
 PROGRESS_INTERVAL_S = 0.25
@@ -164,6 +167,7 @@ class ContactsSync:
         self.normalizer = Normalizer(self.cfg.region)
         self.index = CallerIdIndex(self.normalizer)
         self.store = ContactStore(ctx.store, self.normalizer)
+        self.transfers = transfer_dir(ctx)  # obexd writes each page there, never in its own /tmp
         self._owner: str | None = None
         self._obexd_up = asyncio.Event()
         self._obexd_generation = 0
@@ -675,7 +679,12 @@ class ContactsSync:
         flds = list(fields) + (["PHOTO"] if photos else [])
         filters = {"Format": Variant("s", "vcard30"), "Offset": Variant("q", min(offset, 65535)),
                    "MaxCount": Variant("q", max(1, min(count, 65535))), "Fields": Variant("as", flds)}
-        path, props = await self._call(session, names.OBEX_PBAP_IFACE, "PullAll", "sa{sv}", ["", filters])
+        target = self.transfers.new_target("pbap")
+        try:
+            path, props = await self._call(session, names.OBEX_PBAP_IFACE, "PullAll", "sa{sv}", [target, filters])
+        except BaseException:
+            TransferDir.discard(target)
+            raise
         path = str(path)
         props = unwrap_props(props)
         filename = str(props.get("Filename", ""))
@@ -696,7 +705,8 @@ class ContactsSync:
                 if ps is not None:
                     ps.budget -= reader.kept
         finally:
-            if filename:
+            TransferDir.discard(target)  # always, whatever obexd answered
+            if filename and filename != target:
                 await asyncio.to_thread(_unlink, filename)
         errors = reader.errors
         if errors:
@@ -788,7 +798,8 @@ class ContactsSync:
 class CardReader:
     """One transfer file, parsed card by card a batch at a time (:meth:`next_batch` runs in a
     worker thread; one at a time).  Memory: the parser's bounded buffers plus one batch of at most
-    ``BATCH_BYTES`` of cards (by :func:`card_cost`).  At most ``budget`` bytes of cards are kept
+    ``BATCH_BYTES`` of cards (by :func:`card_cost`) and about ``BATCH_CARDS`` cards (one chunk's worth
+    more at most).  At most ``budget`` bytes of cards are kept
     (what the store would hold): beyond, ``over`` is set and the rest of the file is left unread.
     Bytes the parser drops on the fly (a photo over the cap) do not count."""
 
@@ -809,7 +820,7 @@ class CardReader:
         try:
             if self._fh is None and not self.done:
                 self._fh = open(self.filename, "rb")  # noqa: SIM115 - closed by close()/at the end
-            while not self.done and cost < BATCH_BYTES:
+            while not self.done and cost < BATCH_BYTES and len(batch) < BATCH_CARDS:
                 chunk = self._fh.read(READ_CHUNK)
                 cards = self.parser.feed(chunk) if chunk else self.parser.close()
                 for card in cards:
