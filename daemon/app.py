@@ -18,6 +18,7 @@ from pathlib import Path
 from dbus_fast import RequestNameReply
 from dbus_fast.service import ServiceInterface
 
+from . import logs
 from .api.auth import CallerGate
 from .api.daemon1 import Daemon1
 from .config import Config
@@ -83,6 +84,8 @@ async def open_context(cfg: Config, health: Health) -> AppContext:
     """The store, then both buses: what every component is built on."""
     # The store first: a database from a newer release must stop us before anything else.
     store = Store(Path(cfg.state_directory) / DB_NAME)
+    # The install's key for redact() lives beside the data it protects (the store made the directory).
+    logs.set_up_redaction(Path(cfg.state_directory))
     try:
         system_bus = await dbus_bus.connect(cfg.buses.system, "system", negotiate_unix_fd=True)
     except BaseException:
