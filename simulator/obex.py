@@ -860,6 +860,7 @@ class FakeObexd:
         self._gone: set[str] = set()
         self.generation = 0  # bumps on every (re)start
         self._up_cond = asyncio.Condition()
+        self.targetfiles: list[str] = []  # every non-empty target a client named, in order
 
     @classmethod
     async def start(cls, bus_address: str, phones: Iterable[VirtualPhone] = (), **kw: Any) -> FakeObexd:
@@ -962,6 +963,9 @@ class FakeObexd:
 
     def _open_target(self, targetfile: str) -> str:
         if targetfile:
+            # Like obexd's transfer_open(): exactly this file, O_WRONLY|O_CREAT|O_TRUNC, 0600 when
+            # created (an existing file keeps its owner and mode).
+            self.targetfiles.append(targetfile)
             try:
                 fd = os.open(targetfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             except OSError as exc:

@@ -30,6 +30,7 @@ from daemon.dbus.call import call, unwrap_props
 from daemon.dbus.errors import BusError
 from daemon.dbus.mirror import ObjectManagerMirror
 from daemon.dbus.signals import SignalRouter
+from daemon.transfers import TransferDir
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ class MapSession:
     """One obexd ``map`` session for one phone."""
 
     def __init__(self, bus: Any, tracker: ObexTracker, address: str, *, call_timeout: float,
-                 connect_timeout: float, idle_timeout: float, max_bytes: int, spool: Path) -> None:
+                 connect_timeout: float, idle_timeout: float, max_bytes: int, spool: Path,
+                 transfers: TransferDir) -> None:
         self.bus = bus
         self.tracker = tracker
         self.address = address
@@ -127,6 +129,7 @@ class MapSession:
         self.idle_timeout = idle_timeout
         self.max_bytes = max_bytes
         self.spool = spool
+        self.transfers = transfers  # obexd writes each message there, never in its own /tmp
         self.path: str | None = None
         self.supported_types: list[str] = []
 
@@ -199,9 +202,14 @@ class MapSession:
 
     # -- messages --------------------------------------------------------------------------------
     async def get_message(self, handle: str) -> tuple[bytes, bool]:
-        """Download one message: (bytes, truncated).  obexd's temp file is always removed."""
+        """Download one message: (bytes, truncated).  The file obexd wrote is always removed."""
         path = self.message_path(handle)
-        transfer, props = await self._call(path, names.OBEX_MESSAGE_IFACE, "Get", "sb", ["", False])
+        target = self.transfers.new_target("map")
+        try:
+            transfer, props = await self._call(path, names.OBEX_MESSAGE_IFACE, "Get", "sb", [target, False])
+        except BaseException:
+            TransferDir.discard(target)
+            raise
         filename = unwrap_props(props).get("Filename")
         try:
             await self.tracker.wait_transfer(str(transfer), self.idle_timeout)
@@ -209,7 +217,8 @@ class MapSession:
                 raise TransferFailed("obexd gave no file name")
             return await asyncio.to_thread(_read_capped, filename, self.max_bytes)
         finally:
-            if isinstance(filename, str) and filename:
+            TransferDir.discard(target)
+            if isinstance(filename, str) and filename and filename != target:
                 with contextlib.suppress(OSError):
                     os.unlink(filename)
 

@@ -39,6 +39,7 @@ from daemon.errors import InvalidInput, NotConnected, NotFound, NotReadyError, O
 from daemon.logs import redact, redact_address
 from daemon.phones import PhoneDirectory, PhoneLink
 from daemon.services import CallerId, Destination, NavigationSink
+from daemon.transfers import transfer_dir
 
 from ..limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_SUBJECT, clip, echo
 from . import bmessage, intents
@@ -97,6 +98,7 @@ class MessagesComponent:
         self.tracker = ObexTracker(ctx.session, timeout=self.cfg.obex_timeout)
         self.tracker.listeners.append(self._on_obex)
         self.spool = Path(ctx.config.state_directory) / "map-outgoing"
+        self.transfers = transfer_dir(ctx)
         self.sessions: dict[str, PhoneSession] = {}
         self.states: dict[str, State] = {}
         self._events: asyncio.Queue[tuple[str, PhoneLink]] = asyncio.Queue()
@@ -398,7 +400,8 @@ class PhoneSession:
             self.map = MapSession(comp.ctx.session_bus, comp.tracker, self.addr,
                                   call_timeout=self.cfg.obex_timeout, connect_timeout=self.cfg.connect_timeout,
                                   idle_timeout=self.cfg.transfer_idle_timeout,
-                                  max_bytes=self.cfg.max_message_bytes, spool=comp.spool)
+                                  max_bytes=self.cfg.max_message_bytes, spool=comp.spool,
+                                  transfers=comp.transfers)
             opened_at: float | None = None
             try:
                 comp.set_state(self.addr, "connecting")

@@ -78,7 +78,8 @@ class MiniDaemon:
     async def start(self) -> MiniDaemon:
         # assembled exactly as daemon.app does it, with only these components
         cfg = dataclasses.replace(self.config, state_directory=str(self.state_dir),
-                                  buses=config_mod.BusesConfig(self.system_address, self.session_address))
+                                  buses=dataclasses.replace(self.config.buses, system=self.system_address,
+                                                            session=self.session_address))
         ctx = await open_context(cfg, self.health)
         PhoneDirectory.of(ctx.services)
         if self.callerid is not None:
