@@ -198,7 +198,10 @@ class PbapWorld:
         return list(self.ctx.store.execute(sql, params).fetchall())
 
     def obex_files(self) -> list[str]:
-        return sorted(os.listdir(self.obex_tmp)) if self.obex_tmp.exists() else []
+        """Files left in obexd's temp directory or in the daemon's transfer directory (where the
+        daemon tells obexd to write: <state>/obex outside systemd)."""
+        dirs = (self.obex_tmp, self.state_dir / "obex")
+        return sorted(name for d in dirs if d.exists() for name in os.listdir(d))
 
 
 @contextlib.asynccontextmanager
