@@ -137,3 +137,20 @@ def test_a_huge_email_subject_is_stored_clipped() -> None:
                        max_bytes=1024 * 1024).message
     assert took < 0.5
     assert len(m.subject) == MAX_SUBJECT and m.subject.endswith(MARK)
+
+
+def test_a_10mb_argument_is_not_echoed_back_in_the_error() -> None:
+    from types import SimpleNamespace
+
+    from daemon.api.base import to_dbus_error
+    from daemon.errors import NotConnected, NotFound
+    from profiles.map.handler import MessagesComponent
+
+    huge = "AA:" * 3_500_000
+    try:
+        MessagesComponent._ready_session(SimpleNamespace(sessions={}), huge)  # type: ignore[arg-type]
+    except NotConnected as exc:
+        assert len(exc.message) < 200
+    else:
+        raise AssertionError("not refused")
+    assert len(to_dbus_error(NotFound("no such " + huge)).text) <= 512
