@@ -1,7 +1,12 @@
 """Watch who owns a bus name, so components learn when bluetoothd/obexd/ofonod/a client come and go.
 
 Subscribe to ``NameOwnerChanged(arg0=name)`` first, then ask ``GetNameOwner`` — no window in
-which an owner change could be missed.
+which an owner change could be missed.  Signals that arrive while the question is out are
+buffered (as ``mirror.py`` buffers around ``GetManagedObjects``) and applied on top of the answer:
+a ``NameOwnerChanged`` and the reply can be read in one batch, the signal handled before the
+awaiting coroutine resumes, so applying the reply last would put a stale owner over a newer one.
+A buffered change applies only if its *old* owner is the one known then: a change older than the
+answer is already in it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from .signals import SignalRouter, Subscription
 
 log = logging.getLogger(__name__)
 
+OWNER_TIMEOUT_S = 5.0
 OwnerCallback = Callable[[str | None], Awaitable[None] | None]
 
 
@@ -38,6 +44,7 @@ class NameWatcher:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._appeared = asyncio.Event()
+        self._buffer: list[tuple[str | None, str | None]] | None = None  # (old, new) while asking
 
     def add_callback(self, cb: OwnerCallback) -> None:
         self._callbacks.append(cb)
@@ -50,19 +57,29 @@ class NameWatcher:
             member="NameOwnerChanged",
             arg0=self.name,
         )
+        self._buffer = []
         try:
             (owner,) = await call(
                 self.router.bus, names.DBUS_NAME, names.DBUS_PATH, names.DBUS_IFACE, "GetNameOwner", "s",
-                [self.name],
+                [self.name], timeout=OWNER_TIMEOUT_S,
             )
         except BusError:
             owner = None
+        current: str | None = owner or None
+        buffered, self._buffer = self._buffer, None
+        if current:
+            self._queue.put_nowait(current)
+        for old, new in buffered:
+            if old == current:  # newer than the answer
+                self._queue.put_nowait(new)
+                current = new
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"watch:{self.name}")
-        if owner:
-            self._queue.put_nowait(owner)
 
     def _on_signal(self, msg: Message) -> None:
-        _name, _old, new = msg.body
+        _name, old, new = msg.body
+        if self._buffer is not None:
+            self._buffer.append((old or None, new or None))
+            return
         self._queue.put_nowait(new or None)
 
     async def _run(self) -> None:

@@ -2,6 +2,7 @@
 
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import pytest
@@ -160,3 +161,39 @@ async def test_ofono_style_mirror(system_bus: PrivateBus) -> None:
     await m.close()
     svc.disconnect()
     client.disconnect()
+
+
+async def test_name_watcher_never_applies_a_stale_owner_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving that bit: GetNameOwner answers "A", and before the awaiting coroutine
+    resumes, a NameOwnerChanged(A -> B) read in the same batch is handled.  The watcher must end
+    on B (and a change older than the answer must not be replayed over it)."""
+    from daemon.dbus import watch as watch_mod
+
+    handlers: list[Callable[[Message], None]] = []
+
+    class Router:
+        bus = None
+
+        async def subscribe(self, cb: Callable[[Message], None], **_kw: Any) -> None:
+            handlers.append(cb)
+
+    def owner_changed(old: str, new: str) -> Message:
+        return Message.new_signal("/org/freedesktop/DBus", "org.freedesktop.DBus", "NameOwnerChanged", "sss",
+                                  ["org.example.Svc", old, new])
+
+    async def answer_then_signal(*_a: Any, **_kw: Any) -> list[Any]:
+        handlers[0](owner_changed("", ":1.7"))  # older than the answer: already in it
+        handlers[0](owner_changed(":1.7", ":1.9"))  # newer: read with the reply, handled first
+        return [":1.7"]
+
+    monkeypatch.setattr(watch_mod, "call", answer_then_signal)
+    seen: asyncio.Queue[str | None] = asyncio.Queue()
+    w = NameWatcher(Router(), "org.example.Svc", lambda o: seen.put_nowait(o))  # type: ignore[arg-type]
+    await w.start()
+    async with asyncio.timeout(5):
+        got = [await seen.get() for _ in range(3)]
+    assert got == [":1.7", None, ":1.9"]  # A, then the restart A -> B reported as vanish + appear
+    assert w.owner == ":1.9"
+    assert seen.empty()
+    w._sub = None
+    await w.stop()

@@ -58,6 +58,17 @@ def test_unit_is_a_notify_service_with_watchdog_and_state() -> None:
     assert Config().stop_timeout < stop, "the daemon must stop before systemd gives up on it"
 
 
+def test_unit_keeps_restarting_through_a_long_fault_and_has_resource_ceilings() -> None:
+    text = UNIT.read_text()
+    unit_section = text.split("[Service]")[0]
+    # the default start limit (5 starts in 10 s) would give up for good after a burst of failures
+    assert re.search(r"^StartLimitIntervalSec=0$", unit_section, re.M)
+    restart_sec = int(re.search(r"^RestartSec=(\d+)s$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert restart_sec >= 2
+    for key in ("MemoryMax", "MemoryHigh", "TasksMax"):
+        assert re.search(rf"^{key}=\d+[MG]?$", text, re.M), key
+
+
 def test_dbus_policy() -> None:
     root = ET.parse(POLICY).getroot()
     assert root.tag == "busconfig"
@@ -71,6 +82,9 @@ def test_dbus_policy() -> None:
     default = policies[(None, None, "default")]
     assert any(d.get("send_destination") == "org.dashbridge" for d in default.findall("deny"))
     assert any(d.get("own") == "org.dashbridge" for d in default.findall("deny"))
+    # signals carry personal data: only the dashboard group (and root) may receive them
+    assert any(d.get("receive_sender") == "org.dashbridge" for d in default.findall("deny"))
+    assert any(a.get("receive_sender") == "org.dashbridge" for a in dashboard.findall("allow"))
 
 
 @pytest.mark.skipif(not shutil.which("dbus-daemon"), reason="dbus-daemon not installed")
