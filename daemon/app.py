@@ -117,7 +117,8 @@ async def publish(ctx: AppContext, components: list[Component], extra: Sequence[
         exported.extend(comp.interfaces())
     for iface in exported:
         ctx.system_bus.export(names.DASHBRIDGE_PATH, iface)
-    CallerGate(ctx.system_bus, ctx.config.api.allowed_users, ctx.config.api.allowed_groups).install()
+    CallerGate(ctx.system_bus, ctx.config.api.allowed_users, ctx.config.api.allowed_groups,
+               system_peer=lambda sender: any(p(sender) for p in ctx.system_peers)).install()
     reply = await asyncio.wait_for(ctx.system_bus.request_name(names.DASHBRIDGE_NAME), timeout=5.0)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         raise StartupError(f"cannot own {names.DASHBRIDGE_NAME} ({reply.name}): another instance?")

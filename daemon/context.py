@@ -43,5 +43,8 @@ class AppContext:
     health: Health
     # Services components offer each other (set by the composition root, read by others).
     services: dict[str, object] = field(default_factory=dict)
+    # Who may call the objects the daemon exports for foreign daemons (the pairing agent): each
+    # predicate says whether a unique bus name is such a daemon now (e.g. the owner of org.bluez).
+    system_peers: list[Callable[[str], bool]] = field(default_factory=list)
     # Clean-up callbacks run at shutdown, newest first.
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -9,7 +9,8 @@ on the system bus, whatever its interface header says (default deny):
   interface header is dispatched by dbus-fast by member and signature to *any* interface at the
   path (``Ping`` would reach ``Daemon1.Ping``), so it is gated like the rest;
 * the pairing agent (``org.bluez.*`` interfaces, and anything at the agent's path) is bluetoothd's
-  to call: root or the daemon's own user only;
+  to call: the current owner of ``org.bluez`` (at once, no lookup: a ``Release`` sent just before
+  bluetoothd leaves must still be seen as bluetoothd's), else root or the daemon's own user only;
 * everything else — our ``org.dashbridge.*`` interfaces, ``Properties.Get/GetAll/Set``,
   ``ObjectManager.GetManagedObjects`` (served by dbus-fast itself, it would hand out every
   property), calls without an interface — needs a dashboard caller: root, the daemon's own user, a
@@ -114,8 +115,13 @@ class CallerGate:
     """Install with :meth:`install` after exporting the interfaces (before owning the name)."""
 
     def __init__(self, bus: MessageBus, users: tuple[str, ...], groups: tuple[str, ...],
-                 agent_path: str = names.DASHBRIDGE_AGENT_PATH) -> None:
+                 agent_path: str = names.DASHBRIDGE_AGENT_PATH,
+                 system_peer: Callable[[str], bool] | None = None) -> None:
+        """``system_peer(sender)``: the sender is a foreign daemon the agent serves (the current
+        owner of ``org.bluez``, a name only root may own under bluetoothd's policy): its calls to
+        the agent pass at once, in order, without waiting for a uid lookup."""
         self.bus = bus
+        self.system_peer = system_peer
         self.users = users
         self.groups = groups
         self.agent_path = agent_path
@@ -151,6 +157,8 @@ class CallerGate:
         sender = msg.sender
         if not sender:  # on a bus every call carries its sender; refuse one that does not
             return self._deny(msg)
+        if self.system_peer is not None and self._system_only(msg) and self.system_peer(sender):
+            return None
         if sender in self._uids:
             return None if self.allows(msg, self._uids[sender]) else self._deny(msg)
         waiting = self._pending.setdefault(sender, [])

@@ -107,6 +107,9 @@ class BluetoothManager:
         self.mirror = ObjectManagerMirror(ctx.system, names.BLUEZ_NAME, "/", timeout=self.cfg.bluez_call_timeout)
         self.watcher = NameWatcher(ctx.system, names.BLUEZ_NAME, self._owner_changed)
         self.gate = AgentGate(self.bus, lambda: self.watcher.owner)
+        # The caller gate lets bluetoothd's calls to the agent through at once (no uid lookup
+        # first): a Release sent just before bluetoothd leaves the bus must still find it the owner.
+        ctx.system_peers.append(lambda sender: sender == self.watcher.owner)
         self._session: asyncio.Task[None] | None = None
         self._loading = False
         self._loaded = False
