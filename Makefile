@@ -29,12 +29,14 @@ sysdeps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sim/pyproject.toml VERSION
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	@# the daemon (dashbridge) and the simulator (dashbridge-sim, sim/), both from this checkout:
+	@# edits take effect at once, and imports are dashbridge.* as in an installed wheel
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./sim --config-settings editable_mode=compat
 	@# byte-compile as a package install would (start-up time is measured against this)
-	$(BIN)/python -m compileall -q daemon profiles simulator >/dev/null
+	$(BIN)/python -m compileall -q daemon profiles simulator dashbridge >/dev/null
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -47,8 +49,8 @@ test: deps
 	$(BIN)/python -m pytest -q tests
 
 lint: venv
-	$(BIN)/ruff check daemon profiles simulator tests bench
-	$(BIN)/mypy daemon profiles simulator
+	$(BIN)/ruff check dashbridge/__init__.py daemon profiles simulator tests bench
+	$(BIN)/mypy -p dashbridge
 	$(BIN)/lint-imports
 
 bench: deps

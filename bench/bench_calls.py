@@ -34,13 +34,13 @@ from pathlib import Path
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus import names
-from daemon.dbus.call import call
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
-from simulator.ofono import FakeOfono, modem_path
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.ofono import FakeOfono, modem_path
+from dashbridge.simulator.phone import VirtualPhone
 
 N = int(os.environ.get("DASHBRIDGE_BENCH_CALLS", "1000"))
 WARMUP = 50

@@ -41,16 +41,16 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from daemon.cloud.clock import SimClock
-from daemon.cloud.component import settings_from_config
-from daemon.cloud.engine import CloudEngine, EngineSettings
-from daemon.cloud.entitlements import b64url_encode, load_anchors
-from daemon.cloud.outbox import CloudDb
-from daemon.cloud.policy import Backoff
-from daemon.cloud.protocol import Discovery, Unreachable, discovery_url
-from daemon.cloud.transport import HttpResponse
-from daemon.config import CloudConfig, Duration
-from simulator.cloud import sign_jws
+from dashbridge.daemon.cloud.clock import SimClock
+from dashbridge.daemon.cloud.component import settings_from_config
+from dashbridge.daemon.cloud.engine import CloudEngine, EngineSettings
+from dashbridge.daemon.cloud.entitlements import b64url_encode, load_anchors
+from dashbridge.daemon.cloud.outbox import CloudDb
+from dashbridge.daemon.cloud.policy import Backoff
+from dashbridge.daemon.cloud.protocol import Discovery, Unreachable, discovery_url
+from dashbridge.daemon.cloud.transport import HttpResponse
+from dashbridge.daemon.config import CloudConfig, Duration
+from dashbridge.simulator.cloud import sign_jws
 
 CARS = 10_000
 BATCH = 2_000

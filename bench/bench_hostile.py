@@ -82,12 +82,12 @@ def near_limit_card(i: int) -> bytes:
 
 def _sync_pages(vcf: Path, db: Path, timer: list[float], worker: list[float]) -> int:
     """One page through the sync's real path: CardReader batches -> ContactStore.stage."""
-    from daemon.store import Store
-    from profiles.limits import MAX_PAGE_BYTES
-    from profiles.pbap.callerid import Normalizer
-    from profiles.pbap.store import ContactStore, Counters
-    from profiles.pbap.sync import CardReader
-    from profiles.pbap.vcard import VCardParser
+    from dashbridge.daemon.store import Store
+    from dashbridge.profiles.limits import MAX_PAGE_BYTES
+    from dashbridge.profiles.pbap.callerid import Normalizer
+    from dashbridge.profiles.pbap.store import ContactStore, Counters
+    from dashbridge.profiles.pbap.sync import CardReader
+    from dashbridge.profiles.pbap.vcard import VCardParser
 
     st = Store(db)
     try:
@@ -119,8 +119,8 @@ import json, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import phonenumbers  # noqa: F401
-from daemon.store import Store
-import profiles.pbap.store, profiles.pbap.vcard, profiles.pbap.callerid, profiles.pbap.sync  # noqa: F401
+from dashbridge.daemon.store import Store
+import dashbridge.profiles.pbap.store, profiles.pbap.vcard, profiles.pbap.callerid, profiles.pbap.sync  # noqa: F401
 from bench.bench_hostile import _sync_pages
 loop, worker = [], []
 n = 0
@@ -149,9 +149,9 @@ def _child(vcf: str, db: Path) -> dict[str, float]:
 
 
 def _messages() -> tuple[dict[str, Callable[[], object]], dict[str, Callable[[], object]]]:
-    from profiles.map import bmessage, intents
-    from profiles.map.handler import MAX_TEXT_CHARS, decode_message
-    from profiles.map.listing import Listing
+    from dashbridge.profiles.map import bmessage, intents
+    from dashbridge.profiles.map.handler import MAX_TEXT_CHARS, decode_message
+    from dashbridge.profiles.map.listing import Listing
 
     def decode(data: bytes, mtype: str = "sms") -> Callable[[], object]:
         item = Listing("h1", "inbox", mtype, "", "20240101T120000", "Bench", "+447700900001", "", len(data), False,
@@ -180,7 +180,7 @@ def _messages() -> tuple[dict[str, Callable[[], object]], dict[str, Callable[[],
 
 
 def run() -> dict[str, float]:
-    from simulator.vcards import generate
+    from dashbridge.simulator.vcards import generate
 
     figures: dict[str, float] = {}
     on_loop, off_loop = _messages()

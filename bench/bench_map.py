@@ -23,8 +23,8 @@ import re
 import statistics
 import time
 
-from profiles.map.intents import extract
-from simulator.phone import VirtualPhone
+from dashbridge.profiles.map.intents import extract
+from dashbridge.simulator.phone import VirtualPhone
 
 ADDR = "AA:BB:CC:DD:EE:01"
 N_MESSAGES = 200
@@ -34,7 +34,7 @@ N_CORPUS = 1000
 # -- notification -> signal -----------------------------------------------------------------------
 
 async def _notify_latency() -> dict[str, float]:
-    from simulator.world import World, WorldSpec
+    from dashbridge.simulator.world import World, WorldSpec
 
     phone = VirtualPhone(ADDR, name="Bench phone", bonded=True)
     spec = WorldSpec(phones=[phone], config={"log_level": "warning"})

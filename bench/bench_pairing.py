@@ -23,11 +23,11 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus.call import call
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.phone import VirtualPhone
 
 ADDR = "AA:BB:CC:DD:EE:01"
 DEVICE_PATH = "/org/bluez/hci0/dev_AA_BB_CC_DD_EE_01"

@@ -37,7 +37,7 @@ READ_CHUNK = 64 * 1024
 
 
 def _make_vcf(path: Path) -> int:
-    from simulator.vcards import generate
+    from dashbridge.simulator.vcards import generate
 
     book = generate(5000, seed=7, photo_every=10, photo_bytes=4096, history=0)
     data = book.render("pb", "3.0", offset=1)  # the 5,000 contacts (not the owner card)
@@ -48,10 +48,10 @@ def _make_vcf(path: Path) -> int:
 def parse_and_store(vcf: Path, db: Path, store: object | None = None) -> int:
     """What the sync does with one phonebook: stream-parse, stage page by page, swap.  ``store``:
     an open ``daemon.store.Store`` (opening one runs an integrity check: not part of a sync)."""
-    from daemon.store import Store
-    from profiles.pbap.callerid import Normalizer
-    from profiles.pbap.store import ContactStore, Counters
-    from profiles.pbap.vcard import VCardParser
+    from dashbridge.daemon.store import Store
+    from dashbridge.profiles.pbap.callerid import Normalizer
+    from dashbridge.profiles.pbap.store import ContactStore, Counters
+    from dashbridge.profiles.pbap.vcard import VCardParser
 
     own = store is None
     st = Store(db) if store is None else store
@@ -85,8 +85,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import phonenumbers  # noqa: F401
 from bench.bench_pbap import parse_and_store
-from daemon.store import Store
-import profiles.pbap.store, profiles.pbap.vcard, profiles.pbap.callerid  # noqa: F401
+from dashbridge.daemon.store import Store
+import dashbridge.profiles.pbap.store, profiles.pbap.vcard, profiles.pbap.callerid  # noqa: F401
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -118,7 +118,7 @@ def _child_rss(vcf: Path, db: Path) -> float:
 
 def parse_only(vcf: Path) -> int:
     """Our parser alone on the same file, read the same way (like for like with vobject)."""
-    from profiles.pbap.vcard import VCardParser
+    from dashbridge.profiles.pbap.vcard import VCardParser
 
     parser = VCardParser()
     n = 0
@@ -136,8 +136,8 @@ def _vobject_parse(vcf: Path) -> int:
 
 
 def _lookups() -> tuple[float, float]:
-    from profiles.pbap.callerid import CallerIdIndex, Normalizer
-    from simulator.vcards import generate
+    from dashbridge.profiles.pbap.callerid import CallerIdIndex, Normalizer
+    from dashbridge.simulator.vcards import generate
 
     book = generate(10_000, seed=11, history=0)
     idx = CallerIdIndex(Normalizer("GB"))
@@ -177,7 +177,7 @@ def run() -> dict[str, float]:
     try:
         vcf = tmp / "pb.vcf"
         size = _make_vcf(vcf)
-        from daemon.store import Store
+        from dashbridge.daemon.store import Store
 
         db = tmp / "state.sqlite3"
         store = Store(db)

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 IDLE_WINDOW_S = float(os.environ.get("DASHBRIDGE_BENCH_IDLE_S", "60"))
 
@@ -76,8 +76,8 @@ async def _fast_burst(address: str) -> int:
     from dbus_fast import Message
     from dbus_fast.aio import MessageBus
 
-    from daemon.dbus.bus import connect
-    from daemon.dbus.call import call
+    from dashbridge.daemon.dbus.bus import connect
+    from dashbridge.daemon.dbus.call import call
     from tests.bus.test_signal_burst import Burst, N
 
     bus = await connect(address)

@@ -55,16 +55,16 @@ def build_components(ctx: AppContext) -> list[Component]:
     components.append(BluetoothComponent(ctx))
     # contacts (issue 5): PBAP phonebook/call history; offers ctx.services["callerid"] (set when
     # built, loaded from the store, so caller ID works before any phone syncs) to calls/messages.
-    from profiles.pbap.sync import ContactsSync
+    from dashbridge.profiles.pbap.sync import ContactsSync
 
     components.append(ContactsSync(ctx))
     # calls (issue 4): HFP through oFono; after bluetooth (which fills the phone directory).
-    from profiles.hfp.handler import HfpHandler
+    from dashbridge.profiles.hfp.handler import HfpHandler
 
     components.append(HfpHandler(ctx))
     # navigation relay, then messages (issue 6): messages offer the destinations they contain to
     # the relay, and the cloud feeds send-to-car destinations into it (ctx.services["navigation"]).
-    from profiles.map.handler import MessagesComponent
+    from dashbridge.profiles.map.handler import MessagesComponent
 
     from .navigation import NavigationRelay
 

@@ -67,7 +67,7 @@ class Migration:
 
 def migrations() -> list[Migration]:
     out: list[Migration] = []
-    for entry in resources.files("daemon.schema").iterdir():
+    for entry in resources.files("dashbridge.daemon.schema").iterdir():
         m = _MIGRATION_RE.match(entry.name)
         if m:
             out.append(Migration(int(m.group(1)), entry.name, entry.read_text(encoding="utf-8")))

@@ -118,7 +118,7 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
         else:
             hint = f" --config {cfg_path}" if cfg_path else ""
             print("  dashbridged: not started — run your own with the environment above, e.g.\n"
-                  f"      .venv/bin/python -m daemon{hint}\n"
+                  f"      .venv/bin/python -m dashbridge.daemon{hint}\n"
                   "Ctrl-C stops the simulator.", file=sys.stderr, flush=True)
         sys.stdout.flush()
         await stop.wait()

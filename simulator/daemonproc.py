@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,10 @@ class DaemonProcess:
 
     def __init__(self, system_address: str, session_address: str, *, config: Mapping[str, Any] | None = None,
                  state_dir: Path | None = None, env: Mapping[str, str] | None = None,
-                 watchdog_usec: int | None = None, log_path: Path | None = None) -> None:
+                 watchdog_usec: int | None = None, log_path: Path | None = None,
+                 exe: Sequence[str] | None = None) -> None:
+        """``exe``: the command that runs dashbridged (default: the one beside this Python)."""
+        self.exe = list(exe) if exe else None
         self.workdir = Path(tempfile.mkdtemp(prefix="dashbridged-"))
         self.state_dir = state_dir or (self.workdir / "state")
         self.config_path = write_config(self.workdir / "config.yaml", config or {})
@@ -134,12 +137,12 @@ class DaemonProcess:
     @staticmethod
     def command() -> list[str]:
         exe = shutil.which("dashbridged", path=os.path.dirname(sys.executable))
-        return [exe] if exe else [sys.executable, "-m", "daemon"]
+        return [exe] if exe else [sys.executable, "-m", "dashbridge.daemon"]
 
     def start(self, *, wait_ready: bool = True, timeout: float = 15.0) -> DaemonProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*self.command(), "--config", str(self.config_path)],
+            [*(self.exe or self.command()), "--config", str(self.config_path)],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         if wait_ready:

@@ -30,7 +30,7 @@ What it reproduces (upstream ``obexd/client/{manager,session,transfer}.c`` + ``g
 Plug-in API for profile fakes (PBAP is ``simulator/obex_pbap.py``; MAP goes in
 ``simulator/obex_map.py``)::
 
-    from simulator.obex import (FakeInterface, Method, ObexError, ObexProfile, Session,
+    from dashbridge.simulator.obex import (FakeInterface, Method, ObexError, ObexProfile, Session,
                                 TransferSpec, register_profile)
 
     class MessageAccess(FakeInterface):            # one instance per session
@@ -830,7 +830,7 @@ def register_control_method(name: str, in_sig: str, out_sig: str, handler: Calla
 # The daemon
 # -------------------------------------------------------------------------------------------------
 
-_PROFILE_MODULES = ("simulator.obex_pbap", "simulator.obex_map")
+_PROFILE_MODULES = (f"{__package__}.obex_pbap", f"{__package__}.obex_map")
 
 
 def load_profiles() -> None:

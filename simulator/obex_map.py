@@ -39,8 +39,8 @@ from typing import Any
 
 from dbus_fast import Variant
 
-from profiles.map import bmessage
-from profiles.map.email_body import looks_like_mime
+from dashbridge.profiles.map import bmessage
+from dashbridge.profiles.map.email_body import looks_like_mime
 
 from .obex import (
     TRANSFER_IFACE,
@@ -445,7 +445,7 @@ class MessageAccess(FakeInterface):
         msg = PhoneMessage(handle=next_handle(self.phone), folder=parts[2], type=bm.type, recipient=rcpt.address,
                            recipient_name=rcpt.display_name, body=bm.text, timestamp=_now(), read=True)
         if bm.type == "EMAIL" and looks_like_mime(bm.text):
-            from profiles.map.email_body import parse_email
+            from dashbridge.profiles.map.email_body import parse_email
 
             msg.subject = parse_email(bm.text).subject
         self.phone.messages.append(msg)

@@ -42,8 +42,8 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus import names
-from profiles.hfp.models import MAX_NUMBER_DIGITS
+from dashbridge.daemon.dbus import names
+from dashbridge.profiles.hfp.models import MAX_NUMBER_DIGITS
 
 from .phone import VirtualPhone
 

@@ -51,8 +51,8 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from daemon.config import parse_duration
-from daemon.dbus.errors import BusError
+from dashbridge.daemon.config import parse_duration
+from dashbridge.daemon.dbus.errors import BusError
 
 from .phone import PROFILE_UUIDS, VirtualPhone
 from .world import Event, ValueTypeError, World, WorldError, WorldSpec
@@ -739,8 +739,8 @@ def _is_null(node: yaml.Node) -> bool:
 
 def _check_config(f: _File, node: yaml.Node, data: dict[str, Any]) -> None:
     """Validate overrides with the daemon's own loader; point at the offending line here."""
-    from daemon.config import Config, ConfigError
-    from daemon.config import overrides as config_overrides
+    from dashbridge.daemon.config import Config, ConfigError
+    from dashbridge.daemon.config import overrides as config_overrides
 
     try:
         config_overrides(Config(), data, "<config>")
@@ -1446,7 +1446,7 @@ async def _run_in_worker(path: str) -> ScenarioResult:
     t0 = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "simulator", "run", "--worker", out, path,
+            sys.executable, "-m", "dashbridge.simulator", "run", "--worker", out, path,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
         try:
             output, _ = await proc.communicate()

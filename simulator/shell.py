@@ -409,7 +409,7 @@ class SimShell(cmd.Cmd):
     def do_advance(self, arg: str) -> None:
         """advance DURATION — simulated time passes for the cloud (e.g. advance 3w): leases, grace,
         retries and syncs become due at once."""
-        from daemon.config import parse_duration
+        from dashbridge.daemon.config import parse_duration
 
         try:
             seconds = parse_duration(arg.strip())

@@ -40,11 +40,11 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.signature import SignatureTree, SignatureType
 
-from daemon.config import Config
-from daemon.config import overrides as config_overrides
-from daemon.dbus import names
-from daemon.dbus.bus import connect
-from daemon.dbus.call import call, unwrap
+from dashbridge.daemon.config import Config
+from dashbridge.daemon.config import overrides as config_overrides
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.bus import connect
+from dashbridge.daemon.dbus.call import call, unwrap
 
 from .bus import PrivateBus
 from .daemonproc import DaemonProcess
@@ -668,7 +668,7 @@ class World:
         return list(self.phones.values())
 
     async def _start_bluez(self) -> Any | None:
-        mod = _optional_module("simulator.bluez")
+        mod = _optional_module(f"{__package__}.bluez")
         if mod is None:
             self.missing["bluez"] = "simulator/bluez.py has not landed"
             return None
@@ -679,7 +679,7 @@ class World:
         return await mod.FakeBluez.start(self.system.address, self._phones(), timings=timings)
 
     async def _start_ofono(self) -> Any | None:
-        mod = _optional_module("simulator.ofono")
+        mod = _optional_module(f"{__package__}.ofono")
         if mod is None:
             self.missing["ofono"] = "simulator/ofono.py has not landed"
             return None
@@ -690,7 +690,7 @@ class World:
         return await mod.FakeOfono.start(self.system.address, paired)
 
     async def _start_obexd(self) -> Any | None:
-        mod = _optional_module("simulator.obex")
+        mod = _optional_module(f"{__package__}.obex")
         if mod is None:
             self.missing["obexd"] = "simulator/obex.py has not landed"
             return None
@@ -699,7 +699,7 @@ class World:
         return await mod.FakeObexd.start(self.session.address, self._phones(), tmpdir=self.tmpdir / "obex")
 
     async def _start_navigation(self) -> Any | None:
-        mod = _optional_module("simulator.navsvc")
+        mod = _optional_module(f"{__package__}.navsvc")
         if mod is None:
             self.missing["navigation"] = "simulator/navsvc.py has not landed"
             return None
@@ -707,7 +707,7 @@ class World:
         opts = self.spec.navigation
         # The dashboard's navigation service lives on the system bus, where the daemon calls it
         # (navigation.service.* in config; the fake takes the configured name/path/method).
-        from daemon.config import Config
+        from dashbridge.daemon.config import Config
 
         try:
             cfg = config_overrides(Config(), {"navigation": self.spec.config.get("navigation", {})})
@@ -735,7 +735,7 @@ class World:
         ``migrated``), ``auto_approve`` (registrations complete at once), ``lease`` (seconds of
         entitlement validity), ``features`` (entitlements), ``enabled`` (false: no cloud config
         for the daemon at all)."""
-        mod = _optional_module("simulator.cloud")
+        mod = _optional_module(f"{__package__}.cloud")
         if mod is None:
             self.missing["backend"] = "simulator/cloud.py has not landed"
             return None
@@ -893,7 +893,7 @@ class World:
                         sender_name: str = "", html: bool = False) -> Any:
         """A new SMS (``SMS_GSM``), ``MMS`` or ``EMAIL`` reaches the phone; it notifies the car
         if it delivers MAP notifications.  Returns the phone's message record."""
-        mod = _optional_module("simulator.obex_map")
+        mod = _optional_module(f"{__package__}.obex_map")
         if mod is None:
             raise WorldError("no MAP in this world: simulator/obex_map.py has not landed")
         p = self.phone(ref)
@@ -902,7 +902,7 @@ class World:
 
     def phone_outbox(self, ref: str) -> list[Any]:
         """Messages the car sent through the phone (its outbox)."""
-        mod = _optional_module("simulator.obex_map")
+        mod = _optional_module(f"{__package__}.obex_map")
         if mod is None:
             raise WorldError("no MAP in this world: simulator/obex_map.py has not landed")
         return list(mod.outbox(self.fake("obexd"), self.phone(ref).address))

@@ -13,9 +13,9 @@ import pytest
 from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus import writerfix
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
+from dashbridge.daemon.dbus import writerfix
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 writerfix.apply()
 
@@ -101,7 +101,7 @@ class SignalCollector:
 
 @pytest.fixture
 async def signals(client: MessageBus) -> SignalCollector:
-    from daemon.dbus.call import call
+    from dashbridge.daemon.dbus.call import call
 
     await call(client, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch",
                "s", ["type='signal',sender='org.dashbridge'"])

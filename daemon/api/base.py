@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from dbus_fast import DBusError
 
-from profiles.limits import MAX_ERROR, clip
+from dashbridge.profiles.limits import MAX_ERROR, clip
 
 from ..dbus import names
 from ..dbus.errors import BusError, CallTimeout, ServiceGone

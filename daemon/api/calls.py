@@ -16,15 +16,15 @@ from dbus_fast import Message, Variant
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 
-from profiles.limits import MAX_NAME, MAX_NUMBER, clip
+from dashbridge.profiles.limits import MAX_NAME, MAX_NUMBER, clip
 
 from ..dbus import names
 from ..errors import InvalidInput
 from .base import api_call
 
 if TYPE_CHECKING:
-    from profiles.hfp.handler import HfpHandler
-    from profiles.hfp.models import Call, PhoneStatus
+    from dashbridge.profiles.hfp.handler import HfpHandler
+    from dashbridge.profiles.hfp.models import Call, PhoneStatus
 
 Props = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]

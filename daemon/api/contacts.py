@@ -13,7 +13,7 @@ from dbus_fast import Message, Variant
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_signal
 
-from profiles.limits import (
+from dashbridge.profiles.limits import (
     MAX_ADDRESS,
     MAX_ADDRESSES_PER_CONTACT,
     MAX_EMAIL,
@@ -29,7 +29,7 @@ from ..errors import InvalidInput, NotFound
 from .base import api_call
 
 if TYPE_CHECKING:
-    from profiles.pbap.sync import ContactsSync, SyncStatus
+    from dashbridge.profiles.pbap.sync import ContactsSync, SyncStatus
 
 Props = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]

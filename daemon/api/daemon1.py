@@ -6,7 +6,7 @@ from dbus_fast.annotations import DBusSignature, DBusStr
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
-from .. import __version__
+from ... import version
 from ..dbus import names
 from ..health import Health
 
@@ -27,7 +27,7 @@ class Daemon1(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:
-        return __version__
+        return version()
 
     @dbus_property(access=PropertyAccess.READ)
     def Health(self) -> HealthMap:

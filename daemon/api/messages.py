@@ -14,15 +14,15 @@ from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
-from profiles.limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_PREVIEW, MAX_SUBJECT, clip, echo
+from dashbridge.profiles.limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_PREVIEW, MAX_SUBJECT, clip, echo
 
 from ..dbus import names
 from ..errors import InvalidInput
 from .base import api_call, api_call_sync
 
 if TYPE_CHECKING:
-    from profiles.map.handler import MessagesComponent
-    from profiles.map.store import StoredMessage
+    from dashbridge.profiles.map.handler import MessagesComponent
+    from dashbridge.profiles.map.store import StoredMessage
 
 VarDict = Annotated[dict[str, Any], DBusSignature("a{sv}")]
 VarDictList = Annotated[list[dict[str, Any]], DBusSignature("aa{sv}")]
@@ -34,7 +34,7 @@ _FILTER_TYPES = {"phone": "s", "folder": "s", "type": "s", "unread": "b", "offse
 
 
 def _preview(text: str | None) -> str:
-    from profiles.map.listing import preview
+    from dashbridge.profiles.map.listing import preview
 
     return preview(text or "", PREVIEW_CHARS)
 

@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from ... import version
 from ..config import CloudConfig
 from ..context import AppContext
 from .clock import Clock, OffsetClock, RealClock
@@ -62,7 +62,7 @@ def settings_from_config(cfg: CloudConfig) -> EngineSettings:
         grace=cfg.grace,
         offline_policy=dict(cfg.offline_policy),
         gated_local=tuple(cfg.gated_local_features),
-        software_version=__version__,
+        software_version=version(),
     )
 
 
@@ -194,7 +194,7 @@ class CloudComponent:
         tls = self.cfg.tls
         ctx = make_ssl_context(tls.ca_file, tls.cert_file, tls.key_file)
         anchors, problems = load_anchors(self.cfg.trust_anchors)
-        return AiohttpTransport(ctx, f"dashbridge/{__version__}"), dict(anchors), problems
+        return AiohttpTransport(ctx, f"dashbridge/{version()}"), dict(anchors), problems
 
 
 async def _close(transport: Transport) -> None:

@@ -44,7 +44,7 @@ class CloudDb:
         if _SCHEMA is None:
             from ..store import _split_sql
 
-            sql = resources.files("daemon.schema").joinpath("0006_cloud.sql").read_text(encoding="utf-8")
+            sql = resources.files("dashbridge.daemon.schema").joinpath("0006_cloud.sql").read_text(encoding="utf-8")
             _SCHEMA = _split_sql(sql)
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA page_size=512")

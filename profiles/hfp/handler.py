@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from dbus_fast import Message, Variant
 
-from daemon.dbus import names
-from daemon.dbus.call import call as dbus_call
-from daemon.dbus.call import unwrap, unwrap_props
-from daemon.dbus.errors import (
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call as dbus_call
+from dashbridge.daemon.dbus.call import unwrap, unwrap_props
+from dashbridge.daemon.dbus.errors import (
     BusError,
     CallTimeout,
     InProgress,
@@ -43,11 +43,19 @@ from daemon.dbus.errors import (
     NotImplementedOnPeer,
     ServiceGone,
 )
-from daemon.dbus.signals import Subscription
-from daemon.dbus.watch import NameWatcher
-from daemon.errors import Busy, DeadlineExceeded, InvalidInput, NotConnected, NotFound, NotReadyError, OperationFailed
-from daemon.logs import redact, redact_address
-from daemon.phones import PhoneDirectory, PhoneLink
+from dashbridge.daemon.dbus.signals import Subscription
+from dashbridge.daemon.dbus.watch import NameWatcher
+from dashbridge.daemon.errors import (
+    Busy,
+    DeadlineExceeded,
+    InvalidInput,
+    NotConnected,
+    NotFound,
+    NotReadyError,
+    OperationFailed,
+)
+from dashbridge.daemon.logs import redact, redact_address
+from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
 
 from .models import (
     Call,
@@ -66,8 +74,8 @@ from .models import (
 if TYPE_CHECKING:
     from dbus_fast.service import ServiceInterface
 
-    from daemon.context import AppContext
-    from daemon.services import CallerId
+    from dashbridge.daemon.context import AppContext
+    from dashbridge.daemon.services import CallerId
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +157,7 @@ class HfpHandler:
 
     def interfaces(self) -> list[ServiceInterface]:
         if self._api is None:
-            from daemon.api.calls import Calls1
+            from dashbridge.daemon.api.calls import Calls1
 
             self._api = Calls1(self)
         return [self._api]

@@ -25,12 +25,12 @@ from typing import Any
 
 from dbus_fast import Variant
 
-from daemon.dbus import names
-from daemon.dbus.call import call, unwrap_props
-from daemon.dbus.errors import BusError
-from daemon.dbus.mirror import ObjectManagerMirror
-from daemon.dbus.signals import SignalRouter
-from daemon.transfers import TransferDir
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call, unwrap_props
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.daemon.dbus.mirror import ObjectManagerMirror
+from dashbridge.daemon.dbus.signals import SignalRouter
+from dashbridge.daemon.transfers import TransferDir
 
 log = logging.getLogger(__name__)
 

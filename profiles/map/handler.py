@@ -31,15 +31,15 @@ from typing import Any
 
 from dbus_fast.service import ServiceInterface
 
-from daemon.context import AppContext
-from daemon.dbus import names
-from daemon.dbus.errors import BusError
-from daemon.dbus.watch import NameWatcher
-from daemon.errors import InvalidInput, NotConnected, NotFound, NotReadyError, OperationFailed
-from daemon.logs import redact, redact_address
-from daemon.phones import PhoneDirectory, PhoneLink
-from daemon.services import CallerId, Destination, NavigationSink
-from daemon.transfers import transfer_dir
+from dashbridge.daemon.context import AppContext
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.daemon.dbus.watch import NameWatcher
+from dashbridge.daemon.errors import InvalidInput, NotConnected, NotFound, NotReadyError, OperationFailed
+from dashbridge.daemon.logs import redact, redact_address
+from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
+from dashbridge.daemon.services import CallerId, Destination, NavigationSink
+from dashbridge.daemon.transfers import transfer_dir
 
 from ..limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_SUBJECT, clip, echo
 from . import bmessage, intents
@@ -118,7 +118,7 @@ class MessagesComponent:
 
     # -- component ------------------------------------------------------------------------------------
     def interfaces(self) -> list[ServiceInterface]:
-        from daemon.api.messages import Messages1
+        from dashbridge.daemon.api.messages import Messages1
 
         if self._api is None:
             self._api = Messages1(self)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from daemon.store import Store
+from dashbridge.daemon.store import Store
 
 _COLS = ("phone, handle, folder, type, direction, sender, sender_name, recipient, subject, body, body_state, "
          "problems, attachments, received, size, read")

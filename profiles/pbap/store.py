@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.store import Store
+from dashbridge.daemon.store import Store
 
 from ..limits import MAX_NAME, clip
 from .callerid import IndexEntry, Normalizer

@@ -51,16 +51,16 @@ from typing import TYPE_CHECKING, Any
 
 from dbus_fast import Message, Variant
 
-from daemon.dbus import names
-from daemon.dbus.call import call as dbus_call
-from daemon.dbus.call import unwrap, unwrap_props
-from daemon.dbus.errors import BusError, CallTimeout, Failed, Forbidden, ServiceGone
-from daemon.dbus.signals import Subscription
-from daemon.dbus.watch import NameWatcher
-from daemon.errors import InvalidInput, NotConnected, NotFound
-from daemon.logs import redact_address
-from daemon.phones import PhoneDirectory, PhoneLink
-from daemon.transfers import TransferDir, transfer_dir
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call as dbus_call
+from dashbridge.daemon.dbus.call import unwrap, unwrap_props
+from dashbridge.daemon.dbus.errors import BusError, CallTimeout, Failed, Forbidden, ServiceGone
+from dashbridge.daemon.dbus.signals import Subscription
+from dashbridge.daemon.dbus.watch import NameWatcher
+from dashbridge.daemon.errors import InvalidInput, NotConnected, NotFound
+from dashbridge.daemon.logs import redact_address
+from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
+from dashbridge.daemon.transfers import TransferDir, transfer_dir
 
 from ..limits import MAX_PAGE_BYTES, MAX_PHONE_BYTES, MAX_PHOTO_BYTES
 from .callerid import CallerIdIndex, Match, Normalizer
@@ -70,7 +70,7 @@ from .vcard import CardError, VCard, VCardParser
 if TYPE_CHECKING:
     from dbus_fast.service import ServiceInterface
 
-    from daemon.context import AppContext
+    from dashbridge.daemon.context import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class ContactsSync:
 
     def interfaces(self) -> list[ServiceInterface]:
         if self._api is None:
-            from daemon.api.contacts import Contacts1
+            from dashbridge.daemon.api.contacts import Contacts1
 
             self._api = Contacts1(self)
         return [self._api]

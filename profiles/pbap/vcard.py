@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from profiles.limits import (
+from dashbridge.profiles.limits import (
     MAX_ADDRESS,
     MAX_ADDRESSES_PER_CONTACT,
     MAX_EMAIL,

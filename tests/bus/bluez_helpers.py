@@ -10,7 +10,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusDict, DBusObjectPath, DBusStr, DBusUInt16, DBusUInt32, DBusUnixFd
 from dbus_fast.service import ServiceInterface, dbus_method
 
-from daemon.dbus.call import call, unwrap
+from dashbridge.daemon.dbus.call import call, unwrap
 
 BLUEZ = "org.bluez"
 ADAPTER_PATH = "/org/bluez/hci0"

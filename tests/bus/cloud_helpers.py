@@ -8,9 +8,9 @@ from typing import Any
 
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, unwrap_props
-from simulator.bus import PrivateBus
-from simulator.cloud import FakeCloud
+from dashbridge.daemon.dbus.call import call, unwrap_props
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.cloud import FakeCloud
 
 CLOUD = "org.dashbridge.Cloud1"
 NAME, PATH = "org.dashbridge", "/org/dashbridge"

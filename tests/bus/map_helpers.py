@@ -21,16 +21,16 @@ from typing import Any
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon import config as config_mod
-from daemon.app import close_context, open_context, publish
-from daemon.context import AppContext
-from daemon.dbus import names
-from daemon.dbus.call import call, unwrap
-from daemon.health import Health
-from daemon.navigation import NavigationRelay
-from daemon.phones import PhoneDirectory, PhoneLink
-from daemon.supervisor import Supervisor
-from profiles.map.handler import MessagesComponent
+from dashbridge.daemon import config as config_mod
+from dashbridge.daemon.app import close_context, open_context, publish
+from dashbridge.daemon.context import AppContext
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.daemon.health import Health
+from dashbridge.daemon.navigation import NavigationRelay
+from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
+from dashbridge.daemon.supervisor import Supervisor
+from dashbridge.profiles.map.handler import MessagesComponent
 
 NAME, PATH = names.DASHBRIDGE_NAME, names.DASHBRIDGE_PATH
 MSG_IFACE = names.DASHBRIDGE_MESSAGES_IFACE

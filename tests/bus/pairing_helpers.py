@@ -10,10 +10,10 @@ import pytest
 from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, unwrap
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 NAME, PATH, IFACE = "org.dashbridge", "/org/dashbridge", "org.dashbridge.Phones1"
 ADA = "AA:BB:CC:DD:EE:01"
@@ -74,7 +74,7 @@ def start_daemon(factory: Callable[..., DaemonProcess], **bt: Any) -> DaemonProc
 
 
 async def phones_state(client: MessageBus) -> str:
-    from daemon.dbus.call import get_property
+    from dashbridge.daemon.dbus.call import get_property
 
     return str(await get_property(client, NAME, PATH, IFACE, "State"))
 

@@ -17,19 +17,19 @@ from typing import Any
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from daemon import config as config_mod
-from daemon.app import close_context, open_context, publish
-from daemon.context import AppContext
-from daemon.dbus import names
-from daemon.dbus.call import call, unwrap
-from daemon.dbus.errors import BusError
-from daemon.health import Health
-from daemon.phones import PhoneDirectory, PhoneLink
-from daemon.supervisor import Supervisor
-from profiles.pbap.sync import ContactsSync
-from simulator.bus import PrivateBus
-from simulator.obex import FakeObexd
-from simulator.phone import VirtualPhone
+from dashbridge.daemon import config as config_mod
+from dashbridge.daemon.app import close_context, open_context, publish
+from dashbridge.daemon.context import AppContext
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.daemon.health import Health
+from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
+from dashbridge.daemon.supervisor import Supervisor
+from dashbridge.profiles.pbap.sync import ContactsSync
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.obex import FakeObexd
+from dashbridge.simulator.phone import VirtualPhone
 
 PHONE = "AA:BB:CC:00:05:01"
 OTHER = "AA:BB:CC:00:05:02"

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0 or not shutil.which("setpriv") or not shutil.which("busctl"),

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0 or not shutil.which("setpriv"),
@@ -120,7 +120,7 @@ def test_a_denied_caller_gets_nothing_with_or_without_an_interface_header(
     log = d.log()
     assert f"denied {calls[0]['interface']}.{calls[0]['member']}" in log
     # the denial log is rate limited: hundreds of denied calls, ten lines a minute
-    assert 1 <= log.count("WARNING daemon.api.auth: denied ") <= 10, log.count("denied ")
+    assert 1 <= log.count("WARNING dashbridge.daemon.api.auth: denied ") <= 10, log.count("denied ")
 
 
 def test_an_allowed_dashboard_user_reaches_every_method_but_not_the_agent(

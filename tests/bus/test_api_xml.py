@@ -8,8 +8,8 @@ from pathlib import Path
 
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call
-from simulator.daemonproc import DaemonProcess
+from dashbridge.daemon.dbus.call import call
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 ROOT = Path(__file__).parents[2]
 XML_DIR = ROOT / "daemon" / "api" / "xml"

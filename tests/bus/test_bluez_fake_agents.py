@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.errors import AlreadyExists, DoesNotExist, InvalidArguments
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus.errors import AlreadyExists, DoesNotExist, InvalidArguments
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.phone import VirtualPhone
 
 from .bluez_helpers import (
     ADAPTER,
@@ -209,7 +209,7 @@ async def test_local_pair_uses_callers_agent_and_replies_after_sdp(fake: FakeBlu
         # The reply came after Paired (gdbus sends PropertiesChanged before the method return).
         assert any("Paired" in c for c, _ in log.props_changed(dev_path(PHONE)))
         assert agent.members()[0] == "RequestConfirmation"
-        from daemon.dbus.errors import AlreadyExists as Exists
+        from dashbridge.daemon.dbus.errors import AlreadyExists as Exists
 
         with pytest.raises(Exists):
             await bluez_call(bus, dev_path(PHONE), "org.bluez.Device1", "Pair")
@@ -218,7 +218,7 @@ async def test_local_pair_uses_callers_agent_and_replies_after_sdp(fake: FakeBlu
 
 
 async def test_local_pair_rejected_by_the_phone(fake: FakeBluez, system_bus: PrivateBus, client: MessageBus) -> None:
-    from daemon.dbus.errors import AuthenticationError
+    from dashbridge.daemon.dbus.errors import AuthenticationError
 
     bus, _agent = await _agent_client(system_bus)
     fake.set_phone_accepts_pairing(PHONE, False)

@@ -11,8 +11,8 @@ import pytest
 from dbus_fast import Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, unwrap
-from daemon.dbus.errors import (
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.daemon.dbus.errors import (
     AlreadyExists,
     AuthenticationError,
     BusError,
@@ -23,9 +23,9 @@ from daemon.dbus.errors import (
     NotPermitted,
     NotReady,
 )
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.phone import VirtualPhone
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.phone import VirtualPhone
 
 from .bluez_helpers import (
     ADAPTER,
@@ -277,7 +277,7 @@ async def test_control_interface_drives_the_world(fake: FakeBluez, client: Messa
 
 
 async def test_gatt_objects_as_bleak_expects_them(system_bus: PrivateBus, client: MessageBus) -> None:
-    from simulator.bluez import GattCharacteristic, GattService
+    from dashbridge.simulator.bluez import GattCharacteristic, GattService
 
     battery = GattService("0000180f-0000-1000-8000-00805f9b34fb", [
         GattCharacteristic("00002a19-0000-1000-8000-00805f9b34fb", ("read", "notify"), b"\x64"),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.dbus import names
-from simulator.bus import PrivateBus
-from simulator.ofono import modem_path
+from dashbridge.daemon.dbus import names
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.ofono import modem_path
 from tests.bus.test_calls_world import A, B, CallsWorld, calls_world
 
 

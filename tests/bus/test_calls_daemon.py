@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from dbus_fast.aio import MessageBus
 
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
-from simulator.ofono import FakeOfono
-from simulator.phone import VirtualPhone
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.ofono import FakeOfono
+from dashbridge.simulator.phone import VirtualPhone
 from tests.realofono.support import Dashboard
 
 A = "AA:00:00:00:00:01"

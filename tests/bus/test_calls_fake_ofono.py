@@ -10,12 +10,12 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus import names
-from daemon.dbus.call import call, unwrap
-from daemon.dbus.errors import BusError
-from simulator.bus import PrivateBus
-from simulator.ofono import SIM_IFACE, SIM_PATH, FakeOfono, modem_path
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.ofono import SIM_IFACE, SIM_PATH, FakeOfono, modem_path
+from dashbridge.simulator.phone import VirtualPhone
 
 A = "AA:00:00:00:00:01"
 MP = modem_path(A)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from dbus_fast import Variant
 
-from daemon.config import Duration
-from daemon.dbus import names
-from simulator.bus import PrivateBus
-from simulator.ofono import modem_path
+from dashbridge.daemon.config import Duration
+from dashbridge.daemon.dbus import names
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.ofono import modem_path
 from tests.bus.test_calls_world import A, B, CallsWorld, calls_world
 
 

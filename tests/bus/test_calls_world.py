@@ -18,19 +18,19 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from daemon.config import CallsConfig, Config, Duration
-from daemon.context import AppContext
-from daemon.dbus import names
-from daemon.dbus.call import call, unwrap
-from daemon.dbus.errors import BusError
-from daemon.dbus.signals import SignalRouter
-from daemon.health import Health
-from daemon.phones import PhoneDirectory, PhoneLink
-from daemon.store import Store
-from profiles.hfp.handler import HfpHandler
-from simulator.bus import PrivateBus
-from simulator.ofono import FakeOfono
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.config import CallsConfig, Config, Duration
+from dashbridge.daemon.context import AppContext
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.daemon.dbus.signals import SignalRouter
+from dashbridge.daemon.health import Health
+from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
+from dashbridge.daemon.store import Store
+from dashbridge.profiles.hfp.handler import HfpHandler
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.ofono import FakeOfono
+from dashbridge.simulator.phone import VirtualPhone
 
 A = "AA:00:00:00:00:01"
 B = "BB:00:00:00:00:02"

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, get_property
-from daemon.dbus.errors import BusError
-from simulator.bus import PrivateBus
-from simulator.cloud import FakeCloud
-from simulator.daemonproc import DaemonProcess
-from simulator.navsvc import FakeNavigation
+from dashbridge.daemon.dbus.call import call, get_property
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.cloud import FakeCloud
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.navsvc import FakeNavigation
 
 from ..conftest import SignalCollector
 from .cloud_helpers import NAME, PATH, cloud_call, ctl, daemon_config, props, wait_prop

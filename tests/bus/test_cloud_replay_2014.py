@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.scenario import loads, run_scenario
+from dashbridge.simulator.scenario import loads, run_scenario
 
 REPLAY = r"""
 version: 1

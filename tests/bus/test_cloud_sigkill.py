@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.errors import BusError
-from simulator.cloud import FakeCloud
-from simulator.daemonproc import DaemonProcess
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.simulator.cloud import FakeCloud
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 from .cloud_helpers import cloud_call, daemon_config, wait_prop
 

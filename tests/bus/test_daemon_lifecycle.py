@@ -13,9 +13,9 @@ from pathlib import Path
 
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, get_property
-from daemon.store import DB_NAME, latest_version
-from simulator.daemonproc import DaemonProcess
+from dashbridge.daemon.dbus.call import call, get_property
+from dashbridge.daemon.store import DB_NAME, latest_version
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 NAME, PATH, IFACE = "org.dashbridge", "/org/dashbridge", "org.dashbridge.Daemon1"
 

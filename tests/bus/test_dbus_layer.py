@@ -12,12 +12,12 @@ from dbus_fast.annotations import DBusSignature, DBusStr
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
-from daemon.dbus import errors
-from daemon.dbus.call import call
-from daemon.dbus.mirror import ObjectManagerMirror, OfonoPropsMirror
-from daemon.dbus.signals import SignalRouter
-from daemon.dbus.watch import NameWatcher
-from simulator.bus import PrivateBus
+from dashbridge.daemon.dbus import errors
+from dashbridge.daemon.dbus.call import call
+from dashbridge.daemon.dbus.mirror import ObjectManagerMirror, OfonoPropsMirror
+from dashbridge.daemon.dbus.signals import SignalRouter
+from dashbridge.daemon.dbus.watch import NameWatcher
+from dashbridge.simulator.bus import PrivateBus
 
 
 class Thing(ServiceInterface):
@@ -167,7 +167,7 @@ async def test_name_watcher_never_applies_a_stale_owner_answer(monkeypatch: pyte
     """The interleaving that bit: GetNameOwner answers "A", and before the awaiting coroutine
     resumes, a NameOwnerChanged(A -> B) read in the same batch is handled.  The watcher must end
     on B (and a change older than the answer must not be replayed over it)."""
-    from daemon.dbus import watch as watch_mod
+    from dashbridge.daemon.dbus import watch as watch_mod
 
     handlers: list[Callable[[Message], None]] = []
 

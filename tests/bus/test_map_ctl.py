@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from dbus_fast.aio import MessageBus
 
-from simulator import obex_map
-from simulator.bus import PrivateBus
-from simulator.navsvc import FakeNavigation
-from simulator.obex import FakeObexd
-from simulator.phone import VirtualPhone
+from dashbridge.simulator import obex_map
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.navsvc import FakeNavigation
+from dashbridge.simulator.obex import FakeObexd
+from dashbridge.simulator.phone import VirtualPhone
 
 from .map_helpers import MSG_IFACE, PHONE, MiniDaemon, Signals
 

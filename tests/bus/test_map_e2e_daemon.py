@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from simulator.obex_pbap import book_for
-from simulator.phone import VirtualPhone
-from simulator.vcards import SimContact
-from simulator.world import Dashboard, Event, World, WorldSpec
+from dashbridge.simulator.obex_pbap import book_for
+from dashbridge.simulator.phone import VirtualPhone
+from dashbridge.simulator.vcards import SimContact
+from dashbridge.simulator.world import Dashboard, Event, World, WorldSpec
 
 ADDR = "AA:BB:CC:DD:EE:01"
 SAM = "+447700900456"

@@ -15,13 +15,13 @@ import pytest
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, unwrap
-from daemon.dbus.errors import BusError
-from profiles.map import bmessage
-from simulator import obex_map
-from simulator.bus import PrivateBus
-from simulator.obex import SIM_IFACE, SIM_PATH, FakeObexd
-from simulator.phone import PhoneMessage, VirtualPhone
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.profiles.map import bmessage
+from dashbridge.simulator import obex_map
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.obex import SIM_IFACE, SIM_PATH, FakeObexd
+from dashbridge.simulator.phone import PhoneMessage, VirtualPhone
 
 OBEX = "org.bluez.obex"
 MAP = "org.bluez.obex.MessageAccess1"

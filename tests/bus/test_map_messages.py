@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus import names
-from daemon.dbus.errors import BusError
-from simulator import obex_map
-from simulator.bus import PrivateBus
-from simulator.navsvc import FakeNavigation
-from simulator.obex import FakeObexd
-from simulator.phone import PhoneMessage, VirtualPhone
+from dashbridge.daemon.dbus import names
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.simulator import obex_map
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.navsvc import FakeNavigation
+from dashbridge.simulator.obex import FakeObexd
+from dashbridge.simulator.phone import PhoneMessage, VirtualPhone
 
 from .map_helpers import MSG_IFACE, NAV_IFACE, PHONE, MiniDaemon, Signals, api, make_config, prop, var
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.errors import BusError
-from daemon.errors import InvalidInput
-from daemon.services import Destination
-from simulator.bus import PrivateBus
-from simulator.navsvc import FakeNavigation
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.daemon.errors import InvalidInput
+from dashbridge.daemon.services import Destination
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.navsvc import FakeNavigation
 
 from .map_helpers import NAV_IFACE, MiniDaemon, Signals, api, make_config, prop
 

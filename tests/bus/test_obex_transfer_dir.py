@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.config import Config
-from daemon.transfers import PREFIX, TransferDir, resolve
-from simulator.bus import PrivateBus
-from simulator.obex import FakeObexd
-from simulator.phone import PhoneMessage, VirtualPhone
+from dashbridge.daemon.config import Config
+from dashbridge.daemon.transfers import PREFIX, TransferDir, resolve
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.obex import FakeObexd
+from dashbridge.simulator.phone import PhoneMessage, VirtualPhone
 
 from .map_helpers import MSG_IFACE, PHONE, MiniDaemon, Signals, api, make_config
 from .pbap_helpers import PHONE as PBAP_PHONE

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.errors import BusError
-from daemon.store import DB_NAME
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus.errors import BusError
+from dashbridge.daemon.store import DB_NAME
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.phone import VirtualPhone
 
 from .pairing_helpers import (
     ADA,

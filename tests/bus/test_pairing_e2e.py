@@ -15,10 +15,10 @@ from typing import Any
 
 from dbus_fast.aio import MessageBus
 
-from simulator.bluez import FakeBluez
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
-from simulator.phone import VirtualPhone
+from dashbridge.simulator.bluez import FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.phone import VirtualPhone
 
 from .pairing_helpers import ADA, BOB, bluez, daemon_config, fresh, is_signal, wait_ready
 

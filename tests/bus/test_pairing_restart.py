@@ -9,11 +9,11 @@ from typing import Any
 from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import get_property
-from simulator.bluez import BluezTimings, FakeBluez
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus.call import get_property
+from dashbridge.simulator.bluez import BluezTimings, FakeBluez
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.phone import VirtualPhone
 
 from .pairing_helpers import (
     ADA,
@@ -41,7 +41,7 @@ async def _up(factory: Callable[..., DaemonProcess], client: MessageBus, signals
 
 async def _watch_bluez_owner(client: MessageBus) -> list[tuple[float, str]]:
     """(loop time, new owner) for every org.bluez owner change, seen by this client."""
-    from daemon.dbus.call import call
+    from dashbridge.daemon.dbus.call import call
 
     seen: list[tuple[float, str]] = []
     loop = asyncio.get_running_loop()
@@ -101,7 +101,7 @@ async def test_bluetoothd_restart_mid_pairing(bluez: FakeBluez, daemon_factory: 
 
 async def test_stale_answer_after_restart_is_refused(bluez: FakeBluez, daemon_factory: Callable[..., DaemonProcess],
                                                      client: MessageBus, signals: Any) -> None:
-    from daemon.dbus.errors import BusError
+    from dashbridge.daemon.dbus.errors import BusError
 
     await _up(daemon_factory, client, signals)
     await phones_call(client, "OpenPairingWindow", "u", [30])

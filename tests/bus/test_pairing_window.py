@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, get_property
-from daemon.dbus.errors import BusError, InvalidArguments, Rejected
-from daemon.dbus.errors import NotReady as NotReadyErr
-from simulator.bluez import FakeBluez
-from simulator.daemonproc import DaemonProcess
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus.call import call, get_property
+from dashbridge.daemon.dbus.errors import BusError, InvalidArguments, Rejected
+from dashbridge.daemon.dbus.errors import NotReady as NotReadyErr
+from dashbridge.simulator.bluez import FakeBluez
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.phone import VirtualPhone
 
 from .bluez_helpers import ADAPTER, ADAPTER_PATH, dev_path
 from .pairing_helpers import (

@@ -12,9 +12,9 @@ import shutil
 import sys
 from typing import Any
 
-from simulator import obex_pbap
-from simulator.phone import VirtualPhone
-from simulator.world import Event, World, WorldSpec
+from dashbridge.simulator import obex_pbap
+from dashbridge.simulator.phone import VirtualPhone
+from dashbridge.simulator.world import Event, World, WorldSpec
 
 ADA = "AA:BB:CC:DD:05:01"
 CONFIG = {"contacts": {"retry_delays": ["200ms"], "permission_retry_delays": ["200ms"], "page_size": 200}}

@@ -14,10 +14,10 @@ import pytest
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, unwrap_props
-from daemon.dbus.errors import BusError, Failed, InvalidArguments, NotPermitted, ServiceGone
-from simulator.bus import PrivateBus
-from simulator.obex import (
+from dashbridge.daemon.dbus.call import call, unwrap_props
+from dashbridge.daemon.dbus.errors import BusError, Failed, InvalidArguments, NotPermitted, ServiceGone
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.obex import (
     FakeInterface,
     FakeObexd,
     ObexProfile,
@@ -25,7 +25,7 @@ from simulator.obex import (
     TransferSpec,
     register_profile,
 )
-from simulator.phone import VirtualPhone
+from dashbridge.simulator.phone import VirtualPhone
 
 PHONE = "AA:BB:CC:DD:EE:01"
 TEST_UUID = "0000ffff-0000-1000-8000-00805f9b34fb"

@@ -12,12 +12,12 @@ import pytest
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.dbus.call import call, unwrap, unwrap_props
-from daemon.dbus.errors import BusError, Failed, Forbidden, InvalidArguments, NotImplementedOnPeer
-from profiles.pbap.vcard import parse_bytes
-from simulator.bus import PrivateBus
-from simulator.obex import FakeObexd
-from simulator.phone import VirtualPhone
+from dashbridge.daemon.dbus.call import call, unwrap, unwrap_props
+from dashbridge.daemon.dbus.errors import BusError, Failed, Forbidden, InvalidArguments, NotImplementedOnPeer
+from dashbridge.profiles.pbap.vcard import parse_bytes
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.obex import FakeObexd
+from dashbridge.simulator.phone import VirtualPhone
 
 OBEX = "org.bluez.obex"
 PBAP = "org.bluez.obex.PhonebookAccess1"

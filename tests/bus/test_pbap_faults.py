@@ -7,9 +7,9 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from simulator import obex_pbap
-from simulator.bus import PrivateBus
-from simulator.phone import VirtualPhone
+from dashbridge.simulator import obex_pbap
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.phone import VirtualPhone
 
 from .pbap_helpers import PHONE, pbap_world
 
@@ -104,7 +104,7 @@ async def test_obexd_missing_at_start_then_started(system_bus: PrivateBus, sessi
         mark = w.mark()
         w.connect()
         await w.wait_state("waiting", after=mark)
-        from simulator.obex import FakeObexd
+        from dashbridge.simulator.obex import FakeObexd
 
         w.obexd = await FakeObexd.start(session_bus.address, list(w.phones.values()), tmpdir=w.obex_tmp)
         await w.wait_state("synced", after=mark, timeout=15)

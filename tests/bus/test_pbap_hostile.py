@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from profiles.limits import MARK, MAX_NAME
-from simulator.bus import PrivateBus
-from simulator.phone import VirtualPhone
+from dashbridge.profiles.limits import MARK, MAX_NAME
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.phone import VirtualPhone
 
 from .pbap_helpers import PHONE, pbap_world
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from simulator import obex_pbap
-from simulator.bus import PrivateBus
-from simulator.phone import VirtualPhone
+from dashbridge.simulator import obex_pbap
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.phone import VirtualPhone
 
 from .pbap_helpers import OTHER, PHONE, PbapWorld, pbap_world
 

@@ -16,9 +16,9 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_signal
 
-from daemon.dbus import writerfix
-from daemon.dbus.call import call
-from simulator.bus import PrivateBus
+from dashbridge.daemon.dbus import writerfix
+from dashbridge.daemon.dbus.call import call
+from dashbridge.simulator.bus import PrivateBus
 
 N = 10_000
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from daemon.dbus.call import call
-from simulator.phone import VirtualPhone
-from simulator.world import World, WorldSpec
+from dashbridge.daemon.dbus.call import call
+from dashbridge.simulator.phone import VirtualPhone
+from dashbridge.simulator.world import World, WorldSpec
 
 pytestmark = pytest.mark.skipif(
     os.getuid() != 0 or not shutil.which("setpriv"),

@@ -53,7 +53,7 @@ from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
 
-from simulator.bluez import LOCAL_TO_REMOTE, PROFILE, FakeBluez, parse_uuid, uuid16
+from dashbridge.simulator.bluez import LOCAL_TO_REMOTE, PROFILE, FakeBluez, parse_uuid, uuid16
 
 from .atphone import ATPhone
 
@@ -216,7 +216,7 @@ class Dashboard:
     """A dashboard client of org.dashbridge.Calls1: calls it, collects its signals in order."""
 
     def __init__(self, bus: Any) -> None:
-        from daemon.dbus import names
+        from dashbridge.daemon.dbus import names
 
         self.bus = bus
         self.names = names
@@ -225,7 +225,7 @@ class Dashboard:
         bus.add_message_handler(self._on)
 
     async def subscribe(self) -> Dashboard:
-        from daemon.dbus.call import call
+        from dashbridge.daemon.dbus.call import call
 
         await call(self.bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch",
                    "s", [f"type='signal',sender='{self.names.DASHBRIDGE_NAME}',"
@@ -233,7 +233,7 @@ class Dashboard:
         return self
 
     def _on(self, msg: Message) -> None:
-        from daemon.dbus.call import unwrap
+        from dashbridge.daemon.dbus.call import unwrap
 
         if msg.message_type == MessageType.SIGNAL and msg.interface == self.names.DASHBRIDGE_CALLS_IFACE:
             self.signals.append((msg.member or "", unwrap(list(msg.body))))
@@ -253,7 +253,7 @@ class Dashboard:
                 await self._event.wait()
 
     async def api(self, member: str, signature: str = "", body: list[Any] | None = None) -> list[Any]:
-        from daemon.dbus.call import call, unwrap
+        from dashbridge.daemon.dbus.call import call, unwrap
 
         out = await call(self.bus, self.names.DASHBRIDGE_NAME, self.names.DASHBRIDGE_PATH,
                          self.names.DASHBRIDGE_CALLS_IFACE, member, signature, body or [], timeout=15)

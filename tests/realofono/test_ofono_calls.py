@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from dbus_fast.aio import MessageBus
 
-from simulator.bluez import BluezTimings
-from simulator.bus import PrivateBus
-from simulator.daemonproc import DaemonProcess
-from simulator.phone import VirtualPhone
+from dashbridge.simulator.bluez import BluezTimings
+from dashbridge.simulator.bus import PrivateBus
+from dashbridge.simulator.daemonproc import DaemonProcess
+from dashbridge.simulator.phone import VirtualPhone
 from tests.realofono.atphone import ACTIVE, HELD, INCOMING, WAITING, ATPhone
 from tests.realofono.support import Dashboard, HfpBluez, Ofonod
 

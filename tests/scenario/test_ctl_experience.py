@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from simulator.phone import VirtualPhone
-from simulator.scenario import _add_contacts
-from simulator.world import World, WorldSpec
+from dashbridge.simulator.phone import VirtualPhone
+from dashbridge.simulator.scenario import _add_contacts
+from dashbridge.simulator.world import World, WorldSpec
 
 ALICE = "AA:BB:CC:DD:EE:01"
 CTL = [sys.executable, "-c", "import sys; from daemon.ctl import main; sys.exit(main())"]

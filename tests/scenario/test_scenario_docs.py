@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from simulator.scenario import ACTIONS, ScenarioError, loads
+from dashbridge.simulator.scenario import ACTIONS, ScenarioError, loads
 
 ROOT = Path(__file__).parents[2]
 DOC = (ROOT / "docs" / "scenarios.md").read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.scenario import ScenarioError, load_file, loads
+from dashbridge.simulator.scenario import ScenarioError, load_file, loads
 
 GOOD_HEAD = """\
 version: 1
@@ -112,7 +112,7 @@ def test_a_good_file_loads_with_lines_for_every_step() -> None:
 
 
 def test_every_library_file_is_valid() -> None:
-    from simulator.scenario import library
+    from dashbridge.simulator.scenario import library
 
     files = library()
     assert files, "the scenario library is empty"
@@ -138,7 +138,7 @@ def test_phone_data_in_the_file_becomes_the_phones_data() -> None:
         """), "data.yaml")
     phone = sc.phones[0].phone
     assert phone.generated_contacts == 10
-    from simulator.obex_pbap import book_for
+    from dashbridge.simulator.obex_pbap import book_for
 
     assert [c.fn for c in book_for(phone).contacts][-1] == "Mum"
     sms, mail = phone.messages

@@ -10,7 +10,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from simulator.scenario import loads, run_scenario
+from dashbridge.simulator.scenario import loads, run_scenario
 
 PASSING = """\
 version: 1
@@ -41,7 +41,7 @@ steps:
 
 
 def _sim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "simulator", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "dashbridge.simulator", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=60)
 
 
@@ -153,7 +153,7 @@ async def test_a_world_without_a_fake_fails_the_step_that_needs_it() -> None:
           - phone: alice
             do: pair
         """), "nobluez.yaml")
-    from simulator import world as world_mod
+    from dashbridge.simulator import world as world_mod
 
     spec = sc.world_spec
     sc.world_spec = lambda: __import__("dataclasses").replace(spec(), fakes=())  # type: ignore[method-assign]

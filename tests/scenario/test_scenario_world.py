@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.phone import VirtualPhone
-from simulator.world import World, WorldError, WorldSpec, to_dbus
+from dashbridge.simulator.phone import VirtualPhone
+from dashbridge.simulator.world import World, WorldError, WorldSpec, to_dbus
 
 
 async def test_a_world_leaves_nothing_running() -> None:

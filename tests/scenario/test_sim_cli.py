@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SIM = [sys.executable, "-m", "simulator"]
+SIM = [sys.executable, "-m", "dashbridge.simulator"]
 
 
 async def _up(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, str], str]:

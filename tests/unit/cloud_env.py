@@ -8,15 +8,15 @@ import random
 from pathlib import Path
 from typing import Any
 
-from daemon.cloud.clock import SimClock
-from daemon.cloud.engine import CloudEngine, EngineSettings
-from daemon.cloud.entitlements import load_anchors
-from daemon.cloud.https import AiohttpTransport, make_ssl_context
-from daemon.cloud.outbox import CloudDb
-from daemon.cloud.policy import Backoff
-from daemon.services import Destination
-from daemon.store import DB_NAME, Store
-from simulator.cloud import FakeCloud
+from dashbridge.daemon.cloud.clock import SimClock
+from dashbridge.daemon.cloud.engine import CloudEngine, EngineSettings
+from dashbridge.daemon.cloud.entitlements import load_anchors
+from dashbridge.daemon.cloud.https import AiohttpTransport, make_ssl_context
+from dashbridge.daemon.cloud.outbox import CloudDb
+from dashbridge.daemon.cloud.policy import Backoff
+from dashbridge.daemon.services import Destination
+from dashbridge.daemon.store import DB_NAME, Store
+from dashbridge.simulator.cloud import FakeCloud
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0

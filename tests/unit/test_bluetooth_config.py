@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.config import ConfigError, loads
+from dashbridge.daemon.config import ConfigError, loads
 
 
 def test_defaults() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.bluetooth.model import (
+from dashbridge.daemon.bluetooth.model import (
     MAX_NAME_BYTES,
     assign_roles,
     classify_connect_error,

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from daemon.bluetooth.prompts import Outcome, Prompt, PromptBroker
-from daemon.errors import InvalidInput, NotFound
+from dashbridge.daemon.bluetooth.prompts import Outcome, Prompt, PromptBroker
+from dashbridge.daemon.errors import InvalidInput, NotFound
 
 A = "AA:BB:CC:DD:EE:01"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bluetooth.registry import Registry
-from daemon.store import Store
+from dashbridge.daemon.bluetooth.registry import Registry
+from dashbridge.daemon.store import Store
 
 A, B, C = "AA:BB:CC:DD:EE:01", "AA:BB:CC:DD:EE:02", "AA:BB:CC:DD:EE:03"
 

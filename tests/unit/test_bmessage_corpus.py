@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiles.map import bmessage
+from dashbridge.profiles.map import bmessage
 
 DATA = Path(__file__).parents[1] / "data" / "messages"
 

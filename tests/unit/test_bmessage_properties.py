@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiles.map import bmessage
+from dashbridge.profiles.map import bmessage
 
 text_st = st.text(st.characters(blacklist_categories=("Cs",)), max_size=300)
 line_st = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)

@@ -3,7 +3,7 @@ ambiguity, short codes, per-phone separation."""
 
 from __future__ import annotations
 
-from profiles.pbap.callerid import CallerIdIndex, Match, Normalizer
+from dashbridge.profiles.pbap.callerid import CallerIdIndex, Match, Normalizer
 
 A = "AA:00:00:00:00:01"
 B = "BB:00:00:00:00:02"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiles.pbap.callerid import Normalizer, tail
+from dashbridge.profiles.pbap.callerid import Normalizer, tail
 
 REGIONS = ["GB", "DE", "FR", "US", "IT", "CN", "BR", "AU", "JP", "IN", "NL", "AR"]
 PREFIXES = ["+", "00", "0", "", "+44", "+1", "+49 (0)", "+39 0", "+86 1", "+55", "+54 9", "011", "(0)", "+44 (0)",

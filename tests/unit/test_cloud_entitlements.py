@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.cloud.entitlements import (
+from dashbridge.daemon.cloud.entitlements import (
     EntitlementRejected,
     b64url_encode,
     evaluate,
@@ -19,7 +19,7 @@ from daemon.cloud.entitlements import (
     parse_held,
     verify,
 )
-from simulator.cloud import sign_jws
+from dashbridge.simulator.cloud import sign_jws
 
 VIN = "WDB0000000DASH001"
 NOW = 1_800_000_000.0

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from simulator.cloud import FakeCloud
+from dashbridge.simulator.cloud import FakeCloud
 
 VIN = "WDB0000000DASH001"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cloud.outbox import POLICIES, CloudDb, Outbox, OutboxFull
-from daemon.store import DB_NAME, Store
+from dashbridge.daemon.cloud.outbox import POLICIES, CloudDb, Outbox, OutboxFull
+from dashbridge.daemon.store import DB_NAME, Store
 
 
 def _outbox(path: Path) -> tuple[Store, Outbox]:

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from daemon.cloud.clock import SimClock, Wake
-from daemon.cloud.policy import Backoff, Breaker
+from dashbridge.daemon.cloud.clock import SimClock, Wake
+from dashbridge.daemon.cloud.policy import Backoff, Breaker
 
 
 def test_full_jitter_stays_within_the_doubling_ceiling_and_the_cap() -> None:

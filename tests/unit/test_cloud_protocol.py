@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.cloud.protocol import (
+from dashbridge.daemon.cloud.protocol import (
     BadResponse,
     CloudError,
     NoCommonVersion,

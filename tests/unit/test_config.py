@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from daemon import config
+from dashbridge.daemon import config
 
 EXAMPLE = Path(__file__).parents[2] / "systemd" / "config.example.yaml"
 

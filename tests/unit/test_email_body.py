@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiles.map.email_body import Attachment, html_to_text, looks_like_mime, parse_email
+from dashbridge.profiles.map.email_body import Attachment, html_to_text, looks_like_mime, parse_email
 
 DATA = Path(__file__).parents[1] / "data" / "messages"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import config
+from dashbridge.daemon import config
 
 
 def _load(tmp_path: Path, text: str) -> config.Config:

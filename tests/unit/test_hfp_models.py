@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from profiles.hfp.models import (
+from dashbridge.profiles.hfp.models import (
     MAX_NUMBER_DIGITS,
     Call,
     InvalidNumber,

@@ -7,12 +7,12 @@ import base64
 import time
 from pathlib import Path
 
-from profiles.limits import MARK, MAX_NAME, MAX_NUMBERS_PER_CONTACT, MAX_SUBJECT, MAX_TYPES, clip, echo
-from profiles.map import bmessage, intents
-from profiles.map.handler import MAX_TEXT_CHARS, decode_message
-from profiles.map.listing import Listing
-from profiles.pbap.sync import BATCH_BYTES, BATCH_CARDS, CardReader, card_cost
-from profiles.pbap.vcard import VCardParser, parse_bytes
+from dashbridge.profiles.limits import MARK, MAX_NAME, MAX_NUMBERS_PER_CONTACT, MAX_SUBJECT, MAX_TYPES, clip, echo
+from dashbridge.profiles.map import bmessage, intents
+from dashbridge.profiles.map.handler import MAX_TEXT_CHARS, decode_message
+from dashbridge.profiles.map.listing import Listing
+from dashbridge.profiles.pbap.sync import BATCH_BYTES, BATCH_CARDS, CardReader, card_cost
+from dashbridge.profiles.pbap.vcard import VCardParser, parse_bytes
 
 
 def _card(*lines: bytes, version: bytes = b"3.0") -> bytes:
@@ -142,9 +142,9 @@ def test_a_huge_email_subject_is_stored_clipped() -> None:
 def test_a_10mb_argument_is_not_echoed_back_in_the_error() -> None:
     from types import SimpleNamespace
 
-    from daemon.api.base import to_dbus_error
-    from daemon.errors import NotConnected, NotFound
-    from profiles.map.handler import MessagesComponent
+    from dashbridge.daemon.api.base import to_dbus_error
+    from dashbridge.daemon.errors import NotConnected, NotFound
+    from dashbridge.profiles.map.handler import MessagesComponent
 
     huge = "AA:" * 3_500_000
     try:

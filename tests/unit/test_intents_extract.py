@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from profiles.map.intents import MAX_INTENTS, extract, intent_from_url, parse_pair
+from dashbridge.profiles.map.intents import MAX_INTENTS, extract, intent_from_url, parse_pair
 
 CASES = json.loads((Path(__file__).parents[1] / "data" / "messages" / "intents.json").read_text())
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import logs
+from dashbridge.daemon import logs
 
 NUMBER = "+447700900123"
 
@@ -77,7 +77,7 @@ def test_a_token_is_not_found_by_enumerating_the_unkeyed_hash(tmp_path: Path) ->
 def test_an_unwritable_state_directory_falls_back_to_a_per_process_key(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "file").write_text("")
-    with caplog.at_level(logging.WARNING, logger="daemon.logs"):
+    with caplog.at_level(logging.WARNING, logger="dashbridge.daemon.logs"):
         assert not logs.set_up_redaction(tmp_path / "file" / "state")  # ENOTDIR, even as root
     assert "cannot keep a key in the state directory" in caplog.text
     assert NUMBER not in caplog.text

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import store as store_mod
-from daemon.store import DB_NAME, NewerSchemaError, Store, latest_version, migrations
+from dashbridge.daemon import store as store_mod
+from dashbridge.daemon.store import DB_NAME, NewerSchemaError, Store, latest_version, migrations
 
 
 def _tables(conn: sqlite3.Connection) -> dict[str, str]:

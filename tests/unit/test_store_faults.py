@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from dbus_fast.aio import MessageBus
 
-from daemon import store as store_mod
-from daemon.dbus.call import call, unwrap
-from daemon.store import DB_NAME, Store, StoreUnavailable, latest_version
-from simulator.daemonproc import DaemonProcess
+from dashbridge.daemon import store as store_mod
+from dashbridge.daemon.dbus.call import call, unwrap
+from dashbridge.daemon.store import DB_NAME, Store, StoreUnavailable, latest_version
+from dashbridge.simulator.daemonproc import DaemonProcess
 
 ADA = "AA:BB:CC:DD:EE:01"
 

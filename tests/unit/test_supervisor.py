@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from daemon import supervisor as sup
-from daemon.health import Health
+from dashbridge.daemon import supervisor as sup
+from dashbridge.daemon.health import Health
 
 
 async def test_restarts_with_backoff_and_reports_down_then_ok(monkeypatch: pytest.MonkeyPatch) -> None:

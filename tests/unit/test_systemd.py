@@ -53,7 +53,7 @@ def test_unit_is_a_notify_service_with_watchdog_and_state() -> None:
         assert line in text
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
     stop = int(re.search(r"^TimeoutStopSec=(\d+)s", text, re.M).group(1))  # type: ignore[union-attr]
-    from daemon.config import Config
+    from dashbridge.daemon.config import Config
 
     assert Config().stop_timeout < stop, "the daemon must stop before systemd gives up on it"
 

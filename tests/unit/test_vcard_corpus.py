@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from profiles.pbap.vcard import VCard, VCardParser, parse_bytes
+from dashbridge.profiles.pbap.vcard import VCard, VCardParser, parse_bytes
 
 DATA = Path(__file__).parents[1] / "data" / "vcards"
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from profiles.pbap.vcard import VCard, VCardError, VCardParser, parse_bytes
-from simulator.vcards import SimCall, SimContact, render_card
+from dashbridge.profiles.pbap.vcard import VCard, VCardError, VCardParser, parse_bytes
+from dashbridge.simulator.vcards import SimCall, SimContact, render_card
 
 # VCARD_EXAMPLES=5000 for a deeper fuzzing run; the suite keeps it quick.
 FAST = settings(max_examples=int(os.environ.get("VCARD_EXAMPLES", "100")), deadline=2000, suppress_health_check=[HealthCheck.too_slow])
