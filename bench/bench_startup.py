@@ -4,9 +4,11 @@
   floor ``startup_floor_s``: ``python -c "import dbus_fast.aio"`` on the same machine, median of 5.
 * ``idle_cpu_s_per_min``: CPU seconds (user+sys) an idle daemon uses over 60 s.
 * ``rss_idle_mib``: its resident memory when idle.
-* ``burst_10k_lost`` / ``burst_10k_s``: 10,000 signals to a client that is not reading: signals
-  lost (must be 0) and seconds until the client has them all; floor ``burst_10k_floor_s`` is the
-  same count of signals sent to a client that reads at full speed.
+* ``burst_10k_lost`` / ``burst_10k_s``: 10,000 ``CallChanged``-shaped signals sent with a raw
+  ``bus.send`` (the daemon's hot path) to a client that is not reading, the bus daemon held while
+  they are sent (so the socket fills: without the writer fix the connection drops and all are
+  lost): signals lost (must be 0) and seconds until the client has them all; floor
+  ``burst_10k_floor_s`` is the same signals sent to a client that reads at full speed.
 """
 
 from __future__ import annotations
@@ -59,53 +61,18 @@ def _floor() -> list[float]:
     return times
 
 
-def _burst(address: str) -> tuple[int, float, float]:
-    from tests.bus.test_signal_burst import N, _burst
+def _burst(system: PrivateBus) -> tuple[int, float, float]:
+    """The burst as the daemon's hot path sends it (dashbridge.simulator.burst), the dashboard not
+    reading and the bus held while it is sent; floor: the same signals to a client reading at
+    full speed on a bus that runs.  Returns (signals lost, seconds, floor seconds)."""
+    from dashbridge.daemon.dbus import writerfix
+    from dashbridge.simulator.burst import N, burst
 
-    t0 = time.monotonic()
-    connected, received = asyncio.run(_burst(address))
-    slow = time.monotonic() - t0
-    t0 = time.monotonic()
-    received_fast = asyncio.run(_fast_burst(address))
-    fast = time.monotonic() - t0
-    assert received_fast == N
-    return (N - received) if connected else N, slow, fast
-
-
-async def _fast_burst(address: str) -> int:
-    from dbus_fast import Message
-    from dbus_fast.aio import MessageBus
-
-    from dashbridge.daemon.dbus.bus import connect
-    from dashbridge.daemon.dbus.call import call
-    from tests.bus.test_signal_burst import Burst, N
-
-    bus = await connect(address)
-    iface = Burst()
-    bus.export("/org/dashbridge", iface)
-    client = await MessageBus(bus_address=address).connect()
-    got = 0
-    done = asyncio.Event()
-
-    def on(msg: Message) -> None:
-        nonlocal got
-        if msg.member == "Tick":
-            got += 1
-            if got == N:
-                done.set()
-
-    client.add_message_handler(on)
-    await call(client, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", "s",
-               [f"type='signal',sender='{bus.unique_name}',member='Tick'"])
-    for i in range(N):
-        iface.Tick(i)
-        if i % 100 == 0:
-            await asyncio.sleep(0)
-    async with asyncio.timeout(60):
-        await done.wait()
-    client.disconnect()
-    bus.disconnect()
-    return got
+    writerfix.apply()
+    connected, got, slow = asyncio.run(burst(system.address, bus_pid=system.pid))
+    fast_connected, fast_got, fast = asyncio.run(burst(system.address, paused_reader=False))
+    assert fast_connected and len(fast_got) == N
+    return (N - len(got)) if connected else N, slow, fast
 
 
 def run() -> dict[str, float]:
@@ -127,7 +94,7 @@ def run() -> dict[str, float]:
             out["rss_idle_mib"] = _rss_mib(d.pid)
         finally:
             d.cleanup()
-        lost, slow, fast = _burst(system.address)
+        lost, slow, fast = _burst(system)
         out["burst_10k_lost"] = lost
         out["burst_10k_s"] = slow
         out["burst_10k_floor_s"] = fast
