@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from dashbridge.daemon.cloud.clock import SimClock
+from dashbridge.daemon.clock import SimClock
 from dashbridge.daemon.cloud.component import settings_from_config
 from dashbridge.daemon.cloud.engine import CloudEngine, EngineSettings
 from dashbridge.daemon.cloud.entitlements import b64url_encode, load_anchors

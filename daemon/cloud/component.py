@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ... import version
 from ..config import CloudConfig
 from ..context import AppContext
-from .clock import Clock, OffsetClock, RealClock
+from ..clock import Clock, OffsetClock, RealClock
 from .features import LOCAL_FEATURES
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ outbox and return; network work happens in :meth:`CloudEngine.run`, one request 
 behind the circuit breaker and Retry-After, each with a deadline.  No method the D-Bus API calls
 ever waits on the network.
 
-Time and randomness are injected (:mod:`daemon.cloud.clock`, ``random.Random``), so the same code
+Time and randomness are injected (:mod:`daemon.clock`, ``random.Random``), so the same code
 runs in the daemon, in simulated-time tests and 10,000 times over in the fleet bench.
 
 Backend state:
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import InvalidInput
 from ..logs import redact
 from .client import CloudClient
-from .clock import Clock, Wake
+from ..clock import Clock, Wake
 from .entitlements import (
     EntitlementDoc,
     EntitlementRejected,

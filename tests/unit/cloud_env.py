@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from dashbridge.daemon.cloud.clock import SimClock
+from dashbridge.daemon.clock import SimClock
 from dashbridge.daemon.cloud.engine import CloudEngine, EngineSettings
 from dashbridge.daemon.cloud.entitlements import load_anchors
 from dashbridge.daemon.cloud.https import AiohttpTransport, make_ssl_context

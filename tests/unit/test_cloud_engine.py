@@ -310,7 +310,7 @@ async def test_restart_after_the_backend_acted_but_before_we_recorded_it(env: En
 async def test_offset_clock_jumps_fire_due_timers_at_once() -> None:
     import asyncio
 
-    from dashbridge.daemon.cloud.clock import OffsetClock
+    from dashbridge.daemon.clock import OffsetClock
 
     clock = OffsetClock()
     t0 = clock.now()
@@ -376,7 +376,7 @@ async def test_a_delivered_registration_the_backend_lost_is_sent_again(tmp_path:
 def test_damaged_state_on_disk_never_stops_the_engine_from_starting() -> None:
     import random
 
-    from dashbridge.daemon.cloud.clock import SimClock
+    from dashbridge.daemon.clock import SimClock
     from dashbridge.daemon.cloud.engine import CloudEngine, EngineSettings
     from dashbridge.daemon.cloud.outbox import CloudDb
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from dashbridge.daemon.cloud.clock import SimClock, Wake
+from dashbridge.daemon.clock import SimClock, Wake
 from dashbridge.daemon.cloud.policy import Backoff, Breaker
 
 
