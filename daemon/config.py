@@ -12,42 +12,26 @@ default and its range (``metadata=_r(lo, hi)``; a test walks every field) and a 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import re
 import stat
 import types
 import typing
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NewType, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-try:  # the C loader is ~9x faster (DESIGN.md §6)
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover - libyaml missing
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+from . import yamlload
+from .yamlload import Duration as Duration  # re-exported: the settings' type
+from .yamlload import parse_duration as parse_duration
 
 DEFAULT_PATH = Path("/etc/dashbridge/config.yaml")
-
-Duration = NewType("Duration", float)
-"""Seconds; written in YAML as ``"250ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"21d"`` or a number."""
-
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
 class ConfigError(Exception):
     """A bad config file; ``str()`` is the one line to show the integrator."""
-
-
-def parse_duration(text: str) -> float:
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise ValueError(text)
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,28 +256,14 @@ class Config:
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a few KiB; anything this big is not one
-_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # key names we are willing to repeat in a message
-_PARENT_RE = re.compile(r"(\.[^.\[\]]*|\[\d+\])$")
 
 
-class _Ctx:
-    """The file name and, per key path, the YAML node it came from (for the line in messages).
+class _Ctx(yamlload.TypedReader):
+    """The file name and, per key path, the YAML node it came from (for the line in messages);
+    the conversion itself is the shared typed-YAML reader's (daemon/yamlload.py).
 
     Messages name the file, line and key path and what was expected; they never repeat a value
     from the file (it may not be a config file at all: a symlink to a secret, say)."""
-
-    def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.nodes: dict[str, yaml.Node] = {}
-
-    def at(self, path: str) -> yaml.Node | None:
-        """The node of ``path`` or, for a key the file does not set, of its nearest parent."""
-        while True:
-            node = self.nodes.get(path)
-            if node is not None or not path:
-                return node
-            parent = _PARENT_RE.sub("", path)
-            path = parent if parent != path else ""
 
     def fail(self, node: yaml.Node | None, path: str, msg: str) -> typing.NoReturn:
         if node is None:
@@ -301,131 +271,8 @@ class _Ctx:
         line = node.start_mark.line + 1 if node is not None else 1
         raise ConfigError(f"{self.filename}:{line} {path or '<top>'}: {msg}")
 
-
-def _kind(node: yaml.Node) -> str:
-    """What a node is, never what it says."""
-    if isinstance(node, yaml.SequenceNode):
-        return "a list"
-    if isinstance(node, yaml.MappingNode):
-        return "a mapping"
-    return {"null": "nothing", "bool": "true or false", "int": "a number", "float": "a number"}.get(
-        str(node.tag).rsplit(":", 1)[-1], "a string")
-
-
-def _name(raw: str) -> str:
-    return raw if _NAME_RE.fullmatch(raw) else "<key>"
-
-
-def _scalar(ctx: _Ctx, node: yaml.Node, path: str, what: str) -> str:
-    if not isinstance(node, yaml.ScalarNode):
-        ctx.fail(node, path, f"expected {what}, got {_kind(node)}")
-    return str(node.value)
-
-
-def _is_null(node: yaml.Node) -> bool:
-    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-
-def _convert(ctx: _Ctx, node: yaml.Node, tp: Any, path: str) -> Any:
-    origin = get_origin(tp)
-    if tp is Duration:
-        raw = _scalar(ctx, node, path, 'a duration like "30s"')
-        try:
-            value = parse_duration(raw)
-        except ValueError:
-            ctx.fail(node, path, f'expected a duration like "30s", got {_kind(node)}')
-        return Duration(value)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if _is_null(node):
-            if type(None) in get_args(tp):
-                return None
-            ctx.fail(node, path, "must not be empty")
-        return _convert(ctx, node, args[0], path)
-    if origin is Literal:
-        choices = ", ".join(map(str, get_args(tp)))
-        raw = _scalar(ctx, node, path, "one of " + choices)
-        if raw not in get_args(tp):
-            ctx.fail(node, path, f"expected one of {choices}")
-        return raw
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _load_section(ctx, node, tp, path)
-    if tp is bool:
-        raw = _scalar(ctx, node, path, "true or false")
-        if node.tag != "tag:yaml.org,2002:bool":
-            ctx.fail(node, path, f"expected true or false, got {_kind(node)}")
-        return raw.lower() in ("true", "yes", "on")
-    if tp is int:
-        raw = _scalar(ctx, node, path, "a whole number")
-        try:
-            return int(raw, 0) if node.tag == "tag:yaml.org,2002:int" else int(raw)
-        except ValueError:
-            kind = _kind(node)
-            ctx.fail(node, path, "expected a whole number" + (f", got {kind}" if kind != "a number" else
-                                                              " (decimal, or hexadecimal with 0x)"))
-    if tp is float:
-        raw = _scalar(ctx, node, path, "a number")
-        if node.tag == "tag:yaml.org,2002:float" and raw.lower().lstrip("+-") in (".inf", ".nan"):
-            ctx.fail(node, path, "expected a finite number")
-        try:
-            number = float(raw)
-        except ValueError:
-            ctx.fail(node, path, f"expected a number, got {_kind(node)}")
-        if not math.isfinite(number):
-            ctx.fail(node, path, "expected a finite number")
-        return number
-    if tp is str:
-        if _is_null(node):
-            ctx.fail(node, path, "expected a string, got nothing")
-        raw = _scalar(ctx, node, path, "a string")
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
-            ctx.fail(node, path, "must not contain control characters")
-        return raw
-    if origin is tuple:
-        (item_tp, _ellipsis) = get_args(tp)
-        if not isinstance(node, yaml.SequenceNode):
-            ctx.fail(node, path, f"expected a list, got {_kind(node)}")
-        items = []
-        for i, n in enumerate(node.value):
-            ctx.nodes[f"{path}[{i}]"] = n
-            items.append(_convert(ctx, n, item_tp, f"{path}[{i}]"))
-        return tuple(items)
-    if origin is dict:
-        _key_tp, val_tp = get_args(tp)
-        if not isinstance(node, yaml.MappingNode):
-            ctx.fail(node, path, f"expected a mapping, got {_kind(node)}")
-        out: dict[Any, Any] = {}
-        for knode, vnode in node.value:
-            k = _scalar(ctx, knode, path, "a key")
-            if not _NAME_RE.fullmatch(k):
-                ctx.fail(knode, path, "expected keys of at most 64 letters, digits and _ . : -")
-            if k in out:
-                ctx.fail(knode, f"{path}.{k}", "given twice")
-            ctx.nodes[f"{path}.{k}"] = knode
-            out[k] = _convert(ctx, vnode, val_tp, f"{path}.{k}")
-        return out
-    raise TypeError(f"config type {tp!r} not supported")  # a programming error, not user input
-
-
-def _load_section(ctx: _Ctx, node: yaml.Node, cls: type[Any], path: str) -> Any:
-    if _is_null(node):
-        return cls()
-    if not isinstance(node, yaml.MappingNode):
-        ctx.fail(node, path, f"expected a mapping, got {_kind(node)}")
-    hints = get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for knode, vnode in node.value:
-        key = _scalar(ctx, knode, path, "a key")
-        sub = f"{path}.{_name(key)}" if path else _name(key)
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            ctx.fail(knode, sub, f"unknown key (known here: {known})")
-        if key in kwargs:
-            ctx.fail(knode, sub, "given twice")
-        ctx.nodes[sub] = knode
-        kwargs[key] = _convert(ctx, vnode, hints[key], sub)
-    return cls(**kwargs)
+    def other(self, node: yaml.Node, tp: Any, path: str) -> Any:
+        raise TypeError(f"config type {tp!r} not supported")  # a programming error, not user input
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,25 +408,17 @@ def _unreadable(path: str) -> str | None:
     return None
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """The parser's complaint without the text it quotes (a character or two is kept)."""
-    problem = str(getattr(exc, "problem", None) or "syntax error")
-    return re.sub(r"'[^']*'|\"[^\"]*\"", lambda m: m.group(0) if len(m.group(0)) <= 6 else "'...'", problem)
-
-
 def loads(text: str, filename: str = "<config>") -> Config:
     ctx = _Ctx(filename)
     try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise ConfigError(f"{filename}:{line} <top>: not valid YAML ({_yaml_problem(exc)})") from None
+        node = yamlload.compose(text)
+    except yamlload.SyntaxProblem as exc:
+        raise ConfigError(f"{filename}:{exc.line or 1} <top>: not valid YAML ({exc.quiet()})") from None
     except RecursionError:
         raise ConfigError(f"{filename}:1 <top>: not valid YAML (nested too deeply)") from None
     if node is not None:
         ctx.nodes[""] = node
-    cfg = Config() if node is None else _load_section(ctx, node, Config, "")
+    cfg = Config() if node is None else ctx.section(node, Config, "")
     _validate(cfg, ctx)
     return cfg
 
