@@ -205,6 +205,12 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(args)
 
 
+def _conformance(rest: list[str]) -> int:
+    from .conformance import main as conformance_main
+
+    return conformance_main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dashbridge-sim", description="the world around dashbridged, simulated")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -235,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="play the headline story with a readable timeline")
     demo.set_defaults(func=_demo)
+    conf = sub.add_parser("cloud-conformance", add_help=False,
+                          help="run a car's expectations against a backend (see cloud-conformance --help)")
+    conf.add_argument("rest", nargs=argparse.REMAINDER)
+    conf.set_defaults(func=lambda a: _conformance(a.rest))
     args = p.parse_args(argv)
     if not getattr(args, "func", None):
         p.print_help()

@@ -55,8 +55,10 @@ async def burst(bus_address: str, *, n: int = N, bus_pid: int | None = None,
         body=[f"type='signal',sender='{sender.unique_name}',member='CallChanged'"])), 5.0)
     assert reply is not None and reply.message_type == MessageType.METHOD_RETURN
     loop = asyncio.get_running_loop()
+    fd, writer = client._fd, sender._writer
+    assert fd is not None and writer is not None
     if paused_reader:
-        loop.remove_reader(client._fd)  # the slow dashboard: not reading at all during the burst
+        loop.remove_reader(fd)  # the slow dashboard: not reading at all during the burst
     t0 = time.monotonic()
     if bus_pid is not None:
         os.kill(bus_pid, signal.SIGSTOP)
@@ -71,14 +73,14 @@ async def burst(bus_address: str, *, n: int = N, bus_pid: int | None = None,
             os.kill(bus_pid, signal.SIGCONT)
     # Let the sender's writer drain what the socket would not take at once.
     async with asyncio.timeout(_DRAIN_S):
-        while sender.connected and (sender._writer.messages or sender._writer.buf is not None):
+        while sender.connected and (writer.messages or writer.buf is not None):
             await asyncio.sleep(0)
     connected = sender.connected
     if paused_reader:
         from dbus_fast.aio.message_reader import build_message_reader
 
         reader = build_message_reader(client._sock, client._process_message, client._finalize, False)
-        loop.add_reader(client._fd, reader)  # the client catches up
+        loop.add_reader(fd, reader)  # the client catches up
     if connected:
         async with asyncio.timeout(_DRAIN_S):
             await all_in.wait()
