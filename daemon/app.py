@@ -30,7 +30,7 @@ from .health import Health
 from .phones import PhoneDirectory
 from .sdnotify import Notifier
 from .store import DB_NAME, Store
-from .supervisor import Supervisor
+from .supervisor import Supervisor, restart_policy
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class App:
 
         async with asyncio.TaskGroup() as tg:
             for comp in components:
-                tg.create_task(self.supervisor.supervise(comp.name, comp.run), name=comp.name)
+                tg.create_task(self.supervisor.supervise(comp.name, comp.run, restart_policy(comp)), name=comp.name)
             if self.notifier.watchdog_interval:
                 tg.create_task(self._watchdog(self.notifier.watchdog_interval / 2), name="watchdog")
             tg.create_task(self._bus_lost(ctx), name="bus-watch")

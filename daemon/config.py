@@ -205,7 +205,7 @@ class CloudRetryConfig:
     max_delay: Duration = field(default=Duration(3600.0), metadata=_r(100 * MS, 7 * DAY))
     breaker_threshold: int = field(default=5, metadata=_r(1, 10_000))
     breaker_cooldown: Duration = field(default=Duration(60.0), metadata=_r(1 * S, DAY))
-    # The breaker's cool-down doubles (full jitter) from breaker_cooldown up to this; it bounds
+    # The breaker's cool-down doubles (equal jitter) from breaker_cooldown up to this; it bounds
     # how long after the backend's return a car notices (bench: fleet_recovery_drain_s).
     breaker_max_cooldown: Duration = field(default=Duration(600.0), metadata=_r(1 * S, 7 * DAY))
     # a longer Retry-After from the backend is cut to this

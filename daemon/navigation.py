@@ -15,10 +15,13 @@ Flow::
   :class:`~daemon.dbus.watch.NameWatcher`; when it appears, every waiting intent is due at once.
 * One delivery at a time, by one task, in acceptance order; an intent becomes ``delivered`` only
   after the service answered.  An error or no answer within ``delivery_timeout`` keeps it
-  accepted and schedules a retry (``retry_base`` doubling up to ``retry_max``, half-jittered).
+  accepted and schedules a retry (``retry_base`` doubling up to ``retry_max``, equal jitter: a
+  uniform wait in ``[c/2, c]`` — :mod:`daemon.backoff`).
   The payload carries the intent's ``id``: a service that answered too late to be seen still
   receives the same id again and can drop the duplicate.
-* Idle means no wake-ups: the loop sleeps until the next retry or expiry is due, or a kick.
+* Idle means (almost) no wake-ups: the loop sleeps on the injected :class:`~daemon.clock.Clock`
+  until the next retry or expiry is due, or a kick (the real clock checks the wall clock at least
+  every 15 minutes, so a corrected RTC is noticed).
 
 The call: ``<method>(a{sv} destination) -> ()`` with keys ``id`` s, ``kind`` s (coordinates |
 query | link), ``label`` s, ``latitude`` d / ``longitude`` d (coordinates only), ``query`` s,
@@ -27,12 +30,10 @@ query | link), ``label`` s, ``latitude`` d / ``longitude`` d (coordinates only),
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import random
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from typing import Any
 from dbus_fast import Variant
 from dbus_fast.service import ServiceInterface
 
+from .backoff import Backoff
+from .clock import Clock, RealClock, Wake
 from .context import AppContext
 from .dbus.call import call
 from .dbus.errors import BusError, CallTimeout
@@ -166,14 +169,15 @@ class NavigationRelay:
 
     name = "navigation"
 
-    def __init__(self, ctx: AppContext, *, clock: Callable[[], float] = time.time,
+    def __init__(self, ctx: AppContext, *, clock: Clock | None = None,
                  rng: random.Random | None = None) -> None:
         self.ctx = ctx
         self.cfg = ctx.config.navigation
         self.store = ctx.store
-        self.clock = clock
+        self.clock: Clock = clock or RealClock()
         self._rng = rng or random.Random()
-        self._kick = asyncio.Event()
+        self._retry = Backoff(self.cfg.retry_base, self.cfg.retry_max, "equal")
+        self._kick = Wake()
         self.service_owner: str | None = None
         self.offered_listeners: list[Callable[[NavIntent], None]] = []
         self.changed_listeners: list[Callable[[NavIntent, str], None]] = []
@@ -195,16 +199,12 @@ class NavigationRelay:
         await watcher.start()
         try:
             while True:
-                self._kick.clear()  # before the pass: a kick during it makes the next pass run at once
+                self._kick.take()  # before the pass: a kick during it makes the next pass run at once
                 delay = self._pump_expiry()
                 if self.service_owner is not None:
                     delay = min(delay, await self._deliver_due())
                 if delay > 0:
-                    try:
-                        async with asyncio.timeout(min(delay, 86400.0)):
-                            await self._kick.wait()
-                    except TimeoutError:
-                        pass
+                    await self.clock.sleep(min(delay, 86400.0), self._kick)
         finally:
             await watcher.stop()
             self.service_owner = None
@@ -242,7 +242,7 @@ class NavigationRelay:
                             f"{lat:.6f}" if lat is not None else "", f"{lon:.6f}" if lon is not None else "",
                             query.lower(), url])
         dedup = hashlib.sha256(key_src.encode()).hexdigest()
-        now = self.clock()
+        now = self.clock.now()
         existing = self.store.execute("SELECT id FROM nav_intents WHERE dedup_key = ?", (dedup,)).fetchone()
         if existing:
             return str(existing[0])  # the same destination from the same source: one intent
@@ -292,7 +292,7 @@ class NavigationRelay:
             raise OperationFailed(f"intent {intent_id} was {intent.state}")
         with self.store.transaction() as db:
             db.execute("UPDATE nav_intents SET state = 'accepted', accepted_at = ?, next_attempt_at = 0 "
-                       "WHERE id = ? AND state = 'offered'", (self.clock(), intent_id))
+                       "WHERE id = ? AND state = 'offered'", (self.clock.now(), intent_id))
         intent = self.get(intent_id)
         self._announce(intent, "")
         self._kick.set()
@@ -322,14 +322,14 @@ class NavigationRelay:
 
     # -- expiry ---------------------------------------------------------------------------------------
     def _expire_one(self, intent: NavIntent) -> NavIntent:
-        if intent.state in LIVE_STATES and intent.expires_at <= self.clock():
+        if intent.state in LIVE_STATES and intent.expires_at <= self.clock.now():
             self._pump_expiry()
             return self.get(intent.id)
         return intent
 
     def _pump_expiry(self) -> float:
         """Expire what is due; returns seconds until the next expiry (inf if none)."""
-        now = self.clock()
+        now = self.clock.now()
         due = self.store.execute(
             f"SELECT {_COLUMNS} FROM nav_intents WHERE state IN ('offered','accepted') AND expires_at <= ?",
             (now,)).fetchall()
@@ -353,7 +353,7 @@ class NavigationRelay:
         """Deliver every accepted intent that is due, in order; returns seconds until the next."""
         svc = self.cfg.service
         while self.service_owner is not None:
-            now = self.clock()
+            now = self.clock.now()
             r = self.store.execute(
                 f"SELECT {_COLUMNS} FROM nav_intents WHERE state = 'accepted' AND expires_at > ? "
                 f"ORDER BY accepted_at, id LIMIT 1", (now,)).fetchone()
@@ -372,7 +372,7 @@ class NavigationRelay:
                 continue
             with self.store.transaction() as db:
                 db.execute("UPDATE nav_intents SET state = 'delivered', delivered_at = ?, attempts = attempts + 1,"
-                           " last_error = '' WHERE id = ? AND state = 'accepted'", (self.clock(), intent.id))
+                           " last_error = '' WHERE id = ? AND state = 'accepted'", (self.clock.now(), intent.id))
             delivered = self.get(intent.id)
             log.info("navigation intent %s delivered to %s", intent.id, svc.bus_name)
             if delivered.state == "delivered":
@@ -381,12 +381,11 @@ class NavigationRelay:
 
     def _failed(self, intent: NavIntent, exc: BusError) -> None:
         attempts = intent.attempts + 1
-        delay = min(self.cfg.retry_max, self.cfg.retry_base * (2 ** min(attempts - 1, 20)))
-        delay = delay * (0.5 + 0.5 * self._rng.random())
+        delay = self._retry.delay(attempts, self._rng)
         why = "no answer" if isinstance(exc, CallTimeout) else (exc.name.rsplit(".", 1)[-1] or "error")
         with self.store.transaction() as db:
             db.execute("UPDATE nav_intents SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
-                       (attempts, why[:200], self.clock() + delay, intent.id))
+                       (attempts, why[:200], self.clock.now() + delay, intent.id))
         log.warning("navigation intent %s: delivery attempt %d failed (%s); retry in %.1fs",
                     intent.id, attempts, why, delay)
         self._announce(self.get(intent.id), why)

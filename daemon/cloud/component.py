@@ -5,10 +5,11 @@ Start-up cost is kept off the path to READY: the engine is built from SQLite (a 
 aiohttp and ``cryptography`` are imported in a worker thread when :meth:`run` starts.  With
 ``cloud.enabled: false`` (the default) nothing is built and the component reports "disabled".
 
-The cloud must never disturb local features, so its failures stay here: a bad TLS/key file is
-reported (health ``down`` with the reason) and retried rarely; an unexpected error in the engine
-is logged and the engine restarted with capped backoff by this component, never raised to the
-daemon's supervisor (whose crash count feeds the systemd watchdog).
+The cloud must never disturb local features: a bad TLS/key file or an unexpected error in the
+engine raises out of :meth:`run`, and the daemon's supervisor restarts the component on the
+cloud's own ladder (:data:`RESTART_POLICY`: full jitter, 1 s doubling, capped at 5 min, reset after
+60 s of good running; health ``down`` with the reason meanwhile).  The policy is not ``critical``:
+a cloud crash loop never withholds the systemd watchdog, so it cannot get the daemon restarted.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ... import version
+from ..backoff import Backoff
+from ..clock import Clock, OffsetClock, RealClock
 from ..config import CloudConfig
 from ..context import AppContext
-from ..clock import Clock, OffsetClock, RealClock
+from ..supervisor import RestartPolicy
 from .features import LOCAL_FEATURES
 
 if TYPE_CHECKING:
@@ -35,16 +38,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEST_CLOCK_ENV = "DASHBRIDGE_CLOUD_TEST_CLOCK"
-# After a configuration problem (unreadable certificate, bad anchors) try again this often: the
-# files may be provisioned later.  After an unexpected engine error, restart with this ladder.
-CONFIG_RETRY_S = 600.0
+# After a configuration problem (unreadable certificate: the files may be provisioned later) or an
+# unexpected engine error, the supervisor restarts the component on this ladder.
 RESTART_BASE_S = 1.0
 RESTART_CAP_S = 300.0
+RESTART_POLICY = RestartPolicy(Backoff(RESTART_BASE_S, RESTART_CAP_S, "full"), critical=False)
+
+
+class CloudSetupError(Exception):
+    """The TLS context could not be built from ``cloud.tls`` (the supervisor retries)."""
 
 
 def settings_from_config(cfg: CloudConfig) -> EngineSettings:
     from .engine import EngineSettings
-    from .policy import Backoff
 
     r = cfg.retry
     return EngineSettings(
@@ -68,6 +74,7 @@ def settings_from_config(cfg: CloudConfig) -> EngineSettings:
 
 class CloudComponent:
     name = "cloud"
+    restart_policy = RESTART_POLICY
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -153,17 +160,11 @@ class CloudComponent:
             else:
                 self.ctx.health.set(self.name, "ok", "disabled")
             return  # nothing to do, ever: no task, no wake-ups
-        restarts = 0
-        rng = random.Random()
-        while True:
-            try:
-                transport, anchors, problems = await asyncio.to_thread(self._prepare)
-            except (OSError, ValueError) as exc:
-                reason = f"cannot set up TLS from cloud.tls ({exc})"[:200]
-                log.error("cloud: %s; retrying in %.0fs", reason, CONFIG_RETRY_S)
-                self.ctx.health.set(self.name, "down", reason)
-                await asyncio.sleep(CONFIG_RETRY_S)
-                continue
+        try:
+            transport, anchors, problems = await asyncio.to_thread(self._prepare)
+        except (OSError, ValueError) as exc:
+            raise CloudSetupError(f"cannot set up TLS from cloud.tls ({exc})"[:200]) from exc
+        try:
             for p in problems:
                 log.error("cloud: %s", p)
             if not anchors:
@@ -171,20 +172,9 @@ class CloudComponent:
             else:
                 self.ctx.health.set(self.name, "ok", f"backend {engine.backend_state}")
             engine.attach(transport, anchors)
-            try:
-                await engine.run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                restarts += 1
-                delay = rng.uniform(0, min(RESTART_CAP_S, RESTART_BASE_S * 2 ** min(restarts, 20)))
-                log.error("cloud engine failed (%s: %s); restarting in %.1fs", type(exc).__name__, exc, delay,
-                          exc_info=exc)
-                self.ctx.health.set(self.name, "down", f"restarting after {type(exc).__name__}")
-                await asyncio.sleep(delay)
-            finally:
-                await _close(transport)
+            await engine.run()  # an unexpected error raises to the supervisor, which restarts us
+        finally:
+            await _close(transport)
 
     def _prepare(self) -> tuple[Transport, dict[str, Any], list[str]]:
         """In a worker thread: the heavy imports, TLS context, trust anchors."""

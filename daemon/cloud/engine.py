@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..backoff import Backoff
+from ..clock import Clock, Wake
 from ..errors import InvalidInput
 from ..logs import redact
 from .client import CloudClient
-from ..clock import Clock, Wake
 from .entitlements import (
     EntitlementDoc,
     EntitlementRejected,
@@ -43,7 +44,7 @@ from .entitlements import (
     verify,
 )
 from .outbox import CloudDb, Outbox, OutboxFull, OutboxItem
-from .policy import Backoff, Breaker
+from .policy import Breaker
 from .protocol import (
     CONSENT_RE,
     USER_CODE_RE,

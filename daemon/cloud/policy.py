@@ -1,11 +1,12 @@
-"""Retry policy: exponential backoff with full jitter and a cap, and a circuit breaker.
+"""The cloud's retry policy: the core :class:`~daemon.backoff.Backoff` (re-exported here) and a
+circuit breaker.
 
 Pure (no I/O, no clock of their own): callers pass ``now`` and an rng, so the same code runs in
 the daemon, in simulated-time tests and in the 10,000-car fleet bench.
 
-Full jitter ("AWS Architecture Blog: Exponential Backoff And Jitter"): the n-th retry waits a
-uniform random time in ``[0, min(cap, base * 2**(n-1))]``.  Without jitter, cars that failed at
-the same moment retry at the same moments forever; the fleet bench measures the difference.
+Outbox retries use full jitter: the n-th retry waits a uniform random time in
+``[0, min(cap, base * 2**(n-1))]``.  Without jitter, cars that failed at the same moment retry at
+the same moments forever; the fleet bench measures the difference.
 
 Equal jitter (``[c/2, c]``) is used for the breaker's half-open probes: once a fleet sits at the
 cap, the time from the backend's return to each car's next probe is spread evenly over the cap
@@ -16,31 +17,11 @@ by the fleet bench as a lower recovery peak-to-mean (about 1.5 instead of 2.5).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Literal
 
-# 2**60 seconds is far beyond any cap; stop doubling there so the float never overflows.
-_MAX_EXPONENT = 60
+from ..backoff import Backoff
 
-
-@dataclass(frozen=True)
-class Backoff:
-    base: float
-    cap: float
-    jitter: Literal["full", "equal", "none"] = "full"
-
-    def ceiling(self, attempt: int) -> float:
-        """The longest wait before retry number ``attempt`` (1 = first retry)."""
-        exp = min(max(attempt, 1) - 1, _MAX_EXPONENT)
-        return float(min(self.cap, self.base * (2.0 ** exp)))
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        top = self.ceiling(attempt)
-        if self.jitter == "full":
-            return rng.uniform(0.0, top)
-        if self.jitter == "equal":
-            return rng.uniform(top / 2.0, top)
-        return top
+__all__ = ["Backoff", "Breaker", "BreakerState"]
 
 
 BreakerState = Literal["closed", "open", "half-open"]
@@ -48,7 +29,8 @@ BreakerState = Literal["closed", "open", "half-open"]
 
 class Breaker:
     """Opens after ``threshold`` consecutive failures; while open nothing is sent until the
-    cool-down (itself exponential with full jitter, capped) has passed; then exactly one request
+    cool-down (itself exponential, capped, with the jitter of its :class:`Backoff` — equal jitter
+    in the daemon) has passed; then exactly one request
     goes out as the half-open probe: success closes the breaker, failure opens it again for
     longer.  The daemon sends one request at a time, so "one probe" needs no extra bookkeeping.
     """
