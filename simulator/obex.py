@@ -16,7 +16,7 @@ What it reproduces (upstream ``obexd/client/{manager,session,transfer}.c`` + ``g
   PropertiesChanged and the object removed right after.  A temp file ``obex-clientXXXXXX``
   (mode 0600, in ``tmpdir``) is created for an empty targetfile; the client must delete it after
   ``complete``; a failed GET removes its file (``obc_transfer_free``); a crashed obexd leaves it.
-* gdbus signal coalescing: changes are flushed from an idle callback (``loop.call_soon``), so
+* gdbus signal coalescing (``simulator/fakebus.py``, shared with the other fakes): changes are flushed from an idle callback (``loop.call_soon``), so
   several changes in one iteration make one PropertiesChanged with the current values (a fast
   transfer may go ``queued`` -> ``complete`` without ``active``); properties of an object not yet
   announced fold into its InterfacesAdded; an object added and removed in one iteration makes no
@@ -59,7 +59,7 @@ Plug-in API for profile fakes (PBAP is ``simulator/obex_pbap.py``; MAP goes in
         fail_after=None))                       # bytes delivered before the link fails
     return [path, props]                        # signature "oa{sv}"
 
-``Call`` carries ``sender`` (unique name) and ``obexd``; a handler raises :class:`ObexError`
+``Call`` carries ``sender`` (unique name) and ``owner`` (the :class:`FakeObexd`); a handler raises :class:`ObexError`
 (``ObexError.failed("text")`` etc.) for a D-Bus error reply.  ``session.phone`` is the
 :class:`~simulator.phone.VirtualPhone`; ``session.obexd.control`` holds fault settings
 (:class:`ObexControl`: per-phone ``rate``, one-shot ``fail_next_transfer_after``).
@@ -77,43 +77,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import inspect
 import logging
 import os
 import secrets
 import string
 import tempfile
-import xml.sax.saxutils
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbus_fast import Message, MessageType, RequestNameReply, Variant
+from dbus_fast import RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 
+from . import names
+from .fakebus import Call, FakeError, FakeInterface, Method, ObjectServer
 from .phone import VirtualPhone
+
+__all__ = ["Call", "FakeInterface", "Method", "ObjectTree"]  # the plug-in API (with the names below)
 
 log = logging.getLogger(__name__)
 
-OBEX_NAME = "org.bluez.obex"
-OBEX_ROOT = "/org/bluez/obex"
-CLIENT_IFACE = "org.bluez.obex.Client1"
-SESSION_IFACE = "org.bluez.obex.Session1"
-TRANSFER_IFACE = "org.bluez.obex.Transfer1"
-SESSION_PREFIX = "/org/bluez/obex/client/session"
-ERR = "org.bluez.obex.Error."
-SIM_PATH = "/org/dashbridge/sim"
+OBEX_NAME = names.OBEX
+OBEX_ROOT = names.OBEX_ROOT
+CLIENT_IFACE = names.OBEX_CLIENT
+SESSION_IFACE = names.OBEX_SESSION
+TRANSFER_IFACE = names.OBEX_TRANSFER
+SESSION_PREFIX = names.OBEX_SESSION_PREFIX
+ERR = names.OBEX_ERR
+SIM_PATH = names.SIM_PATH
 SIM_IFACE = "org.dashbridge.Sim.Obex1"
+E_READ_ONLY = names.E_READ_ONLY
 
-PROPS_IFACE = "org.freedesktop.DBus.Properties"
-OM_IFACE = "org.freedesktop.DBus.ObjectManager"
-INTROSPECT_IFACE = "org.freedesktop.DBus.Introspectable"
-PEER_IFACE = "org.freedesktop.DBus.Peer"
-E_UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
-E_UNKNOWN_OBJECT = "org.freedesktop.DBus.Error.UnknownObject"
-E_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
-E_READ_ONLY = "org.freedesktop.DBus.Error.PropertyReadOnly"
+ObjectTree = ObjectServer  # the fake obexd's objects: simulator.fakebus.ObjectServer
 
 # Simulated radio timings (seconds).  Small, so tests are fast; a scenario may raise them.
 CONNECT_DELAY_S = 0.02  # RFCOMM + OBEX CONNECT
@@ -121,13 +117,10 @@ PROGRESS_INTERVAL_S = 1.0  # obexd's Transferred timer
 CHUNK_INTERVAL_S = 0.05  # how often a rate-limited transfer writes a chunk
 
 
-class ObexError(Exception):
+class ObexError(FakeError):
     """Raised by handlers: becomes a D-Bus error reply ``name`` with ``text``."""
 
-    def __init__(self, name: str, text: str = "") -> None:
-        super().__init__(f"{name}: {text}")
-        self.name = name if "." in name else ERR + name
-        self.text = text
+    prefix = ERR
 
     @classmethod
     def failed(cls, text: str) -> ObexError:
@@ -148,281 +141,6 @@ class ObexError(Exception):
     @classmethod
     def not_supported(cls, text: str = "Operation is not supported") -> ObexError:
         return cls(ERR + "NotSupported", text)
-
-
-@dataclass(frozen=True)
-class Call:
-    """Who is calling, for handlers that check ownership."""
-
-    sender: str
-    obexd: FakeObexd
-    message: Message
-
-
-Handler = Callable[..., Any]  # handler(call, *args) -> list | Awaitable[list] | None
-
-
-@dataclass(frozen=True)
-class Method:
-    in_sig: str
-    out_sig: str
-    handler: Handler
-
-
-class FakeInterface:
-    """One D-Bus interface of a fake object: a method table and the properties that exist now."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.methods: dict[str, Method] = {}
-        self.signals: dict[str, str] = {}
-        self._tree: ObjectTree | None = None
-        self._path: str | None = None
-
-    def method(self, name: str, in_sig: str, out_sig: str, handler: Handler) -> None:
-        self.methods[name] = Method(in_sig, out_sig, handler)
-
-    def properties(self) -> dict[str, Variant]:
-        """Current values of the properties that exist (gdbus "exists" callbacks)."""
-        return {}
-
-    def property_signatures(self) -> dict[str, str]:
-        """Every property this interface may have, for introspection."""
-        return {k: v.signature for k, v in self.properties().items()}
-
-    def set_property(self, call: Call, name: str, value: Variant) -> None:
-        raise ObexError(E_READ_ONLY, f"Property '{name}' is not writable")
-
-    def changed(self, *props: str) -> None:
-        """Mark properties changed; one coalesced PropertiesChanged goes out at the next idle."""
-        if self._tree is not None and self._path is not None:
-            self._tree.changed(self._path, self.name, props)
-
-
-class ObjectTree:
-    """gdbus-like object registry on one connection: dispatch, Properties, ObjectManager, signals."""
-
-    def __init__(self, bus: MessageBus) -> None:
-        self.bus = bus
-        self.objects: dict[str, dict[str, FakeInterface]] = {}
-        self.hidden: set[str] = set()  # exported but not managed (the control object)
-        self._pending_added: dict[str, list[str]] = {}
-        self._dirty: dict[tuple[str, str], set[str]] = {}
-        self._scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.on_name_lost: Callable[[str], None] | None = None
-        self.owner: FakeObexd | None = None
-        bus.add_message_handler(self._on_message)
-
-    # -- registry --------------------------------------------------------------------------------
-    def add(self, path: str, *ifaces: FakeInterface, hidden: bool = False) -> None:
-        obj = self.objects.setdefault(path, {})
-        for iface in ifaces:
-            obj[iface.name] = iface
-            iface._tree, iface._path = self, path
-        if hidden:
-            self.hidden.add(path)
-            return
-        self._pending_added.setdefault(path, []).extend(i.name for i in ifaces)
-        self._schedule()
-
-    def remove(self, path: str) -> None:
-        obj = self.objects.get(path)
-        if obj is None:
-            return
-        hidden = path in self.hidden
-        pending = self._pending_added.pop(path, None) or []
-        announced = [n for n in obj if n not in pending]
-        if announced and not hidden:
-            self.flush()  # pending changes (this object's included) go out first
-        del self.objects[path]
-        self.hidden.discard(path)
-        for iface in obj.values():
-            iface._tree = None
-        if announced and not hidden:  # added and removed in one iteration: no signal at all
-            self._send(Message.new_signal("/", OM_IFACE, "InterfacesRemoved", "oas", [path, announced]))
-
-    def changed(self, path: str, iface: str, props: Iterable[str]) -> None:
-        if path in self.hidden or iface in self._pending_added.get(path, ()):
-            return  # folded into the InterfacesAdded not sent yet
-        self._dirty.setdefault((path, iface), set()).update(props)
-        self._schedule()
-
-    def get(self, path: str, iface: str) -> FakeInterface | None:
-        return self.objects.get(path, {}).get(iface)
-
-    def children(self, prefix: str) -> list[str]:
-        return [p for p in self.objects if p.startswith(prefix + "/")]
-
-    def clear(self) -> None:
-        for obj in self.objects.values():
-            for iface in obj.values():
-                iface._tree = None
-        self.objects.clear()
-        self.hidden.clear()
-        self._pending_added.clear()
-        self._dirty.clear()
-        for t in list(self._tasks):
-            t.cancel()
-
-    # -- signals ---------------------------------------------------------------------------------
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        added, self._pending_added = self._pending_added, {}
-        dirty, self._dirty = self._dirty, {}
-        for path, iface_names in added.items():
-            obj = self.objects.get(path)
-            if not obj:
-                continue
-            body = {n: obj[n].properties() for n in iface_names if n in obj}
-            self._send(Message.new_signal("/", OM_IFACE, "InterfacesAdded", "oa{sa{sv}}", [path, body]))
-        for (path, name), props in dirty.items():
-            iface = self.get(path, name)
-            if iface is None:
-                continue
-            current = iface.properties()
-            changed = {k: current[k] for k in sorted(props) if k in current}
-            invalidated = sorted(k for k in props if k not in current)
-            self._send(Message.new_signal(path, PROPS_IFACE, "PropertiesChanged", "sa{sv}as",
-                                          [name, changed, invalidated]))
-
-    def emit(self, path: str, iface: str, member: str, signature: str, body: list[Any]) -> None:
-        self.flush()
-        self._send(Message.new_signal(path, iface, member, signature, body))
-
-    def _send(self, msg: Message) -> None:
-        if self.bus.connected:
-            self.bus.send(msg)
-
-    # -- dispatch --------------------------------------------------------------------------------
-    def _on_message(self, msg: Message) -> Message | bool | None:
-        if msg.message_type == MessageType.SIGNAL:
-            if msg.member == "NameOwnerChanged" and msg.sender == "org.freedesktop.DBus":
-                name, _old, new = msg.body
-                if not new and name.startswith(":") and self.on_name_lost:
-                    self.on_name_lost(name)
-            return None
-        if msg.message_type != MessageType.METHOD_CALL:
-            return None
-        path = msg.path or "/"
-        iface = msg.interface or ""
-        if iface == PEER_IFACE:
-            return None  # dbus-fast answers Ping/GetMachineId
-        try:
-            if iface == INTROSPECT_IFACE and msg.member == "Introspect":
-                return Message.new_method_return(msg, "s", [self._introspect(path)])
-            if iface == OM_IFACE and msg.member == "GetManagedObjects" and path == "/":
-                if msg.signature != "":
-                    raise ObexError(E_UNKNOWN_METHOD, "GetManagedObjects takes no arguments")
-                return Message.new_method_return(msg, "a{oa{sa{sv}}}", [self._managed()])
-            obj = self.objects.get(path)
-            if obj is None:
-                raise ObexError(E_UNKNOWN_OBJECT, f"Method \"{msg.member}\" on unknown object {path}")
-            if iface == PROPS_IFACE:
-                return self._properties(msg, obj)
-            target = obj.get(iface) if iface else next(
-                (i for i in obj.values() if msg.member in i.methods), None)
-            method = target.methods.get(msg.member or "") if target else None
-            if target is None or method is None or method.in_sig != msg.signature:
-                raise ObexError(E_UNKNOWN_METHOD,
-                                f"Method \"{msg.member}\" with signature \"{msg.signature}\" on interface "
-                                f"\"{iface}\" doesn't exist")
-            call = Call(msg.sender or "", self._obexd(), msg)
-            result = method.handler(call, *msg.body)
-            if inspect.isawaitable(result):
-                task = asyncio.get_running_loop().create_task(self._finish(msg, method, result))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return True
-            return Message.new_method_return(msg, method.out_sig, list(result or []))
-        except ObexError as exc:
-            return Message.new_error(msg, exc.name, exc.text)
-        except Exception as exc:  # a bug in the fake: answer, never leave the caller hanging
-            log.exception("fake obexd: %s.%s failed", iface, msg.member)
-            return Message.new_error(msg, ERR + "Failed", f"simulator error: {exc}")
-
-    async def _finish(self, msg: Message, method: Method, result: Awaitable[Any]) -> None:
-        try:
-            body = await result
-            reply = Message.new_method_return(msg, method.out_sig, list(body or []))
-        except ObexError as exc:
-            reply = Message.new_error(msg, exc.name, exc.text)
-        except asyncio.CancelledError:
-            return  # obexd went away: the caller gets NoReply from the bus
-        except Exception as exc:
-            log.exception("fake obexd: %s failed", msg.member)
-            reply = Message.new_error(msg, ERR + "Failed", f"simulator error: {exc}")
-        self._send(reply)
-
-    def _obexd(self) -> FakeObexd:
-        assert self.owner is not None
-        return self.owner
-
-    def _managed(self) -> dict[str, dict[str, dict[str, Variant]]]:
-        # Objects not announced yet are already in a snapshot (gdbus registers them at once).
-        return {path: {n: i.properties() for n, i in obj.items()}
-                for path, obj in self.objects.items() if path not in self.hidden}
-
-    def _properties(self, msg: Message, obj: dict[str, FakeInterface]) -> Message:
-        member, sig = msg.member, msg.signature
-        call = Call(msg.sender or "", self._obexd(), msg)
-        if member == "GetAll" and sig == "s":
-            iface = obj.get(msg.body[0])
-            if iface is None:
-                raise ObexError(E_INVALID_ARGS, f"No such interface '{msg.body[0]}'")
-            return Message.new_method_return(msg, "a{sv}", [iface.properties()])
-        if member == "Get" and sig == "ss":
-            iface = obj.get(msg.body[0])
-            if iface is None:
-                raise ObexError(E_INVALID_ARGS, f"No such interface '{msg.body[0]}'")
-            props = iface.properties()
-            if msg.body[1] not in props:
-                raise ObexError(E_INVALID_ARGS, f"No such property '{msg.body[1]}'")
-            return Message.new_method_return(msg, "v", [props[msg.body[1]]])
-        if member == "Set" and sig == "ssv":
-            iface = obj.get(msg.body[0])
-            if iface is None:
-                raise ObexError(E_INVALID_ARGS, f"No such interface '{msg.body[0]}'")
-            if msg.body[1] not in iface.property_signatures():
-                raise ObexError(E_INVALID_ARGS, f"No such property '{msg.body[1]}'")
-            iface.set_property(call, msg.body[1], msg.body[2])
-            return Message.new_method_return(msg)
-        raise ObexError(E_UNKNOWN_METHOD, f"Method \"{member}\" with signature \"{sig}\" doesn't exist")
-
-    def _introspect(self, path: str) -> str:
-        lines = ['<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"',
-                 ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">', "<node>"]
-        esc = xml.sax.saxutils.quoteattr
-        for iface in self.objects.get(path, {}).values():
-            lines.append(f"  <interface name={esc(iface.name)}>")
-            for name, m in iface.methods.items():
-                lines.append(f"    <method name={esc(name)}>")
-                lines += [f'      <arg type="{t}" direction="in"/>' for t in _split_sig(m.in_sig)]
-                lines += [f'      <arg type="{t}" direction="out"/>' for t in _split_sig(m.out_sig)]
-                lines.append("    </method>")
-            for name, sig in iface.signals.items():
-                lines.append(f"    <signal name={esc(name)}>")
-                lines += [f'      <arg type="{t}"/>' for t in _split_sig(sig)]
-                lines.append("    </signal>")
-            for name, sig in iface.property_signatures().items():
-                lines.append(f'    <property name={esc(name)} type="{sig}" access="read"/>')
-            lines.append("  </interface>")
-        prefix = path.rstrip("/") + "/"
-        kids = sorted({p[len(prefix):].split("/")[0] for p in self.objects if p.startswith(prefix)})
-        lines += [f"  <node name={esc(k)}/>" for k in kids]
-        lines.append("</node>")
-        return "\n".join(lines)
-
-
-def _split_sig(sig: str) -> list[str]:
-    from dbus_fast.signature import SignatureTree
-
-    return [t.signature for t in SignatureTree(sig).types] if sig else []
 
 
 # -------------------------------------------------------------------------------------------------
@@ -878,13 +596,11 @@ class FakeObexd:
     async def _up(self) -> None:
         load_profiles()
         bus = await MessageBus(bus_address=self.bus_address).connect()
-        tree = ObjectTree(bus)
-        tree.owner = self
+        tree = ObjectServer(bus, owner=self, error_prefix=ERR, sync_removal=True)
         tree.on_name_lost = self._owner_left
         self.bus, self.tree = bus, tree
         self._session_ctr = 0 if self.generation == 0 else self._session_ctr  # a new process: see restart()
-        await _bus_call(bus, "AddMatch", "s", ["type='signal',sender='org.freedesktop.DBus',"
-                                                "member='NameOwnerChanged'"])
+        await tree.watch_clients()
         tree.add(OBEX_ROOT, Client(self))
         ctl = SimControl(self)
         for name, (i, o, h) in CONTROL_METHODS.items():
@@ -986,12 +702,3 @@ class FakeObexd:
             return str(name)
         raise ObexError.failed("Unable to create temporary file")
 
-
-async def _bus_call(bus: MessageBus, member: str, sig: str, body: list[Any], timeout: float = 5.0) -> list[Any]:
-    msg = Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                  interface="org.freedesktop.DBus", member=member, signature=sig, body=body)
-    async with asyncio.timeout(timeout):
-        reply = await bus.call(msg)
-    if reply is None or reply.message_type == MessageType.ERROR:
-        raise RuntimeError(f"{member} failed: {reply.body if reply else 'no reply'}")
-    return list(reply.body)
