@@ -57,7 +57,7 @@ async def wait_prop(client: MessageBus, name: str, pred: Any, timeout: float = 1
 
 async def ctl(bus: PrivateBus, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from daemon.ctl import main; sys.exit(main())", "--address", bus.address,
+        sys.executable, "-c", "import sys; from dashbridge.daemon.ctl import main; sys.exit(main())", "--address", bus.address,
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     async with asyncio.timeout(30):
         out, err = await proc.communicate()

@@ -25,7 +25,7 @@ MUM = "+447700900123"
 
 async def ctl(bus: PrivateBus, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from daemon.ctl import main; sys.exit(main())", "--address", bus.address,
+        sys.executable, "-c", "import sys; from dashbridge.daemon.ctl import main; sys.exit(main())", "--address", bus.address,
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     async with asyncio.timeout(20):
         out, err = await proc.communicate()

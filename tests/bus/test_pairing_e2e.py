@@ -27,7 +27,7 @@ __all__ = ["bluez"]
 
 def _ctl_command() -> list[str]:
     exe = shutil.which("dashbridgectl", path=os.path.dirname(sys.executable))
-    return [exe] if exe else [sys.executable, "-c", "import sys; from daemon.ctl import main; sys.exit(main())"]
+    return [exe] if exe else [sys.executable, "-c", "import sys; from dashbridge.daemon.ctl import main; sys.exit(main())"]
 
 
 async def ctl(bus: PrivateBus, *args: str, stdin: str | None = None, timeout: float = 20.0) -> tuple[int, str, str]:

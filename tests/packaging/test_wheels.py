@@ -85,3 +85,20 @@ def test_a_head_unit_install_without_the_simulator_runs_the_daemon(wheels: tuple
             assert "Traceback" not in d.log()
         finally:
             d.cleanup()
+
+
+def test_nothing_imports_the_folders_by_their_bare_names() -> None:
+    """In a checkout, daemon/, profiles/ and simulator/ are importable by their bare names too (the
+    repository root is on sys.path), but a wheel has only dashbridge.*: code — and code in strings
+    run by ``python -c`` — must use the namespace, or it works here and breaks when installed."""
+    import re
+
+    bare = re.compile(r"(?<![\w.])(from (daemon|profiles|simulator)(\.\w+)* import "
+                      r"|import (daemon|profiles|simulator)(\.\w+)*\s*($|[;,)\"']| as ))")
+    offenders = []
+    for folder in ("daemon", "profiles", "simulator", "tests", "bench"):
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+                if bare.search(line) and "bare.search" not in line and "re.compile" not in line:
+                    offenders.append(f"{f.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert offenders == []

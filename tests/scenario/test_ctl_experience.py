@@ -17,7 +17,7 @@ from dashbridge.simulator.scenario import _add_contacts
 from dashbridge.simulator.world import World, WorldSpec
 
 ALICE = "AA:BB:CC:DD:EE:01"
-CTL = [sys.executable, "-c", "import sys; from daemon.ctl import main; sys.exit(main())"]
+CTL = [sys.executable, "-c", "import sys; from dashbridge.daemon.ctl import main; sys.exit(main())"]
 
 
 @dataclass

@@ -39,7 +39,7 @@ async def _up(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, str], s
 
 async def _ctl(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from daemon.ctl import main; sys.exit(main())", *args,
+        sys.executable, "-c", "import sys; from dashbridge.daemon.ctl import main; sys.exit(main())", *args,
         env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode is not None

@@ -230,7 +230,7 @@ def test_unwritable_state_directory_as_an_unprivileged_user(tmp_path: Path) -> N
     os.chown(state, 65534, 65534)
     os.chown(path, 65534, 65534)
     state.chmod(0o500)  # the directory: no new -wal/-shm possible; the file itself is writable
-    child = ("import sys; from pathlib import Path; from daemon.store import Store, StoreUnavailable\n"
+    child = ("import sys; from pathlib import Path; from dashbridge.daemon.store import Store, StoreUnavailable\n"
              "try:\n    Store(Path(sys.argv[1]))\nexcept StoreUnavailable as e:\n    print(e); sys.exit(3)\n")
     res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
                           "-c", child, str(path)], capture_output=True, text=True,
@@ -285,7 +285,7 @@ def _stamp(us: int) -> str:
 
 def test_corruption_in_separate_processes_same_second(tmp_path: Path) -> None:
     path = tmp_path / DB_NAME
-    child = "import sys; from pathlib import Path; from daemon.store import Store; Store(Path(sys.argv[1])).close()"
+    child = "import sys; from pathlib import Path; from dashbridge.daemon.store import Store; Store(Path(sys.argv[1])).close()"
     junks = [b"garbage one " * 500, b"garbage two " * 500]
     for junk in junks:
         path.write_bytes(junk)
