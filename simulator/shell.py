@@ -540,7 +540,7 @@ class SimShell(cmd.Cmd):
 def main(args: argparse.Namespace | None = None) -> int:
     spec = WorldSpec(daemon=not getattr(args, "no_daemon", False))
     if args is not None:
-        from .__main__ import world_spec
+        from .worldargs import world_spec
 
         got = world_spec(args)
         if got is None:

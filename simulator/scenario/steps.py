@@ -1,6 +1,6 @@
 """Scenario steps for the capabilities: phones, the fakes' faults, and dashboard shortcuts.
 
-Each step is registered with :func:`simulator.scenario.action` and runs against the fakes'
+Each step is registered with :func:`registry.action` and runs against the fakes'
 in-process APIs (the world holds them) or the daemon's public org.dashbridge API.  A step that
 needs a fake declares it (``needs=``): in a world without that fake the scenario fails with a
 clear "this world has no ..." instead of pretending.
@@ -11,7 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .scenario import Param, Run, Step, StepFailed, action, fmt_duration, match, value_kind
+from .builtin_steps import dashboard_call
+from .matchers import match
+from .registry import Param, Step, StepFailed, action, value_kind
+from .runner import Run
+from .values import fmt_duration
 
 # =============================================================================================
 # Phones (the fake bluetoothd's view of them: simulator/bluez.py)
@@ -281,8 +285,6 @@ def _latest_call(run: Run, states: tuple[str, ...] | None = None) -> str:
         expect_error=Param("str", doc="the call must fail with this error (e.g. InvalidArguments)"),
         save=Param("name", doc="keep the call id under this name"))
 async def _dash_dial(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     p = step.params
     phone = _phone_address(run, p["phone"]) if p["phone"] else ""
     await dashboard_call(run, "Calls1.Dial", [str(run.subst(p["number"])), phone], expect_error=p["expect_error"],
@@ -293,8 +295,6 @@ async def _dash_dial(run: Run, step: Step) -> None:
         call=Param("str", doc="the call id (default: the latest ringing call)"),
         expect_error=Param("str", doc="the call must fail with this error"))
 async def _dash_answer(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     call = run.subst(step.params["call"]) or _latest_call(run, ("incoming", "waiting"))
     await dashboard_call(run, "Calls1.Answer", [call], expect_error=step.params["expect_error"])
 
@@ -303,8 +303,6 @@ async def _dash_answer(run: Run, step: Step) -> None:
         call=Param("str", doc="the call id (default: the latest call)"),
         expect_error=Param("str", doc="the call must fail with this error"))
 async def _dash_hangup(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     call = run.subst(step.params["call"]) or _latest_call(run)
     await dashboard_call(run, "Calls1.Hangup", [call], expect_error=step.params["expect_error"])
 
@@ -440,16 +438,12 @@ def _open_prompt(run: Run) -> int:
         seconds=Param("int", default=0, doc="how long (0: bluetooth.pairing_window from config)"),
         expect_error=Param("str", doc="the call must fail with this error"))
 async def _dash_open_window(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     await dashboard_call(run, "Phones1.OpenPairingWindow", [step.params["seconds"]],
                          expect_error=step.params["expect_error"])
 
 
 @action("dashboard", "close_pairing_window", "the driver closes the pairing window (Phones1.ClosePairingWindow)")
 async def _dash_close_window(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     await dashboard_call(run, "Phones1.ClosePairingWindow", [])
 
 
@@ -459,8 +453,6 @@ async def _dash_close_window(run: Run, step: Step) -> None:
         prompt=Param("int", doc="the prompt's id (default: the latest open prompt)"),
         expect_error=Param("str", doc="the call must fail with this error (e.g. NotFound for a stale prompt)"))
 async def _dash_answer_prompt(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     p = step.params
     prompt = run.subst(p["prompt"]) if p["prompt"] is not None else _open_prompt(run)
     run.answered.add(int(prompt))
@@ -470,8 +462,6 @@ async def _dash_answer_prompt(run: Run, step: Step) -> None:
 
 def _phone_method(method: str, doc: str) -> None:
     async def handler(run: Run, step: Step) -> None:
-        from .scenario import dashboard_call
-
         await dashboard_call(run, f"Phones1.{method}", [_phone_address(run, step.params["phone"])],
                              expect_error=step.params["expect_error"])
 
@@ -491,8 +481,6 @@ _phone_method("Forget", "the driver forgets a phone: unpaired, and its data dele
         position=Param("int", required=True, doc="0 = first"),
         expect_error=Param("str", doc="the call must fail with this error"))
 async def _dash_priority(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     p = step.params
     await dashboard_call(run, "Phones1.SetPriority", [_phone_address(run, p["phone"]), p["position"]],
                          expect_error=p["expect_error"])
@@ -575,8 +563,6 @@ def _latest_intent(run: Run) -> str:
         expect_error=Param("str", doc="the call must fail with this error"),
         save=Param("name", doc="keep the resulting state under this name"))
 async def _dash_accept(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     p = step.params
     intent = run.subst(p["intent"]) or _latest_intent(run)
     await dashboard_call(run, "Navigation1.Accept", [intent], expect_error=p["expect_error"], save=p["save"])
@@ -586,8 +572,6 @@ async def _dash_accept(run: Run, step: Step) -> None:
         intent=Param("str", doc="the intent id (default: the latest one offered)"),
         expect_error=Param("str", doc="the call must fail with this error"))
 async def _dash_dismiss(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     p = step.params
     intent = run.subst(p["intent"]) or _latest_intent(run)
     await dashboard_call(run, "Navigation1.Dismiss", [intent], expect_error=p["expect_error"])
@@ -755,7 +739,7 @@ async def _expect_backend(run: Run, step: Step) -> None:
         "contacts?\" prompt", needs=["obexd"],
         state=Param("str", required=True, choices=("granted", "pending", "denied"), doc="the answer"))
 async def _phone_pbap_permission(run: Run, step: Step) -> None:
-    from .obex_pbap import set_permission
+    from ..obex_pbap import set_permission
 
     set_permission(run.w.fake("obexd"), run.phone(step).address, step.params["state"])
 
@@ -764,7 +748,7 @@ async def _phone_pbap_permission(run: Run, step: Step) -> None:
         needs=["obexd"], added=Param("int", default=0, doc="new contacts"),
         removed=Param("int", default=0, doc="deleted contacts"), renamed=Param("int", default=0, doc="renamed"))
 async def _phone_pbap_edit(run: Run, step: Step) -> None:
-    from .obex_pbap import change_phonebook
+    from ..obex_pbap import change_phonebook
 
     p = step.params
     change_phonebook(run.w.fake("obexd"), run.phone(step).address, added=p["added"], removed=p["removed"],
@@ -780,8 +764,6 @@ async def _phone_pbap_edit(run: Run, step: Step) -> None:
         result=Param("matcher", doc="what the reply must match (pending, registered)"),
         expect_error=Param("str", doc="the call must fail with this error"))
 async def _dash_register(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     await dashboard_call(run, "Cloud1.Register", [], result=step.params["result"],
                          expect_error=step.params["expect_error"])
 
@@ -791,7 +773,5 @@ async def _dash_register(run: Run, step: Step) -> None:
         result=Param("matcher", doc="what the reply must match"),
         expect_error=Param("str", doc="the call must fail with this error"))
 async def _dash_link(run: Run, step: Step) -> None:
-    from .scenario import dashboard_call
-
     await dashboard_call(run, "Cloud1.LinkAccount", [str(run.subst(step.params["code"]))],
                          result=step.params["result"], expect_error=step.params["expect_error"])

@@ -1,0 +1,73 @@
+"""The world ``dashbridge-sim up`` and ``shell`` build from their command line: ``--world``
+(a scenario file's world), ``--phone`` and ``--config``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .phone import VirtualPhone
+from .world import WorldSpec
+
+
+def world_spec(args: argparse.Namespace) -> WorldSpec | None:
+    """The world ``up``/``shell`` build: a scenario file's world (``--world``), phones from
+    ``--phone`` and config from ``--config``; None (and a message) when something is wrong."""
+    from .scenario import ScenarioError, load_world  # the runner, only when a scenario file is given
+    from .world import _merge
+
+    spec = WorldSpec()
+    if getattr(args, "world", None):
+        try:
+            spec = load_world(args.world).world_spec()
+        except ScenarioError as exc:
+            print(f"dashbridge-sim: {exc}", file=sys.stderr)
+            return None
+    if getattr(args, "config", None):
+        import yaml
+
+        try:
+            config = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"dashbridge-sim: {args.config}: {exc}", file=sys.stderr)
+            return None
+        if not isinstance(config, dict):
+            print(f"dashbridge-sim: {args.config}: expected a mapping of config keys", file=sys.stderr)
+            return None
+        spec.config = _merge(spec.config, config)
+    for text in getattr(args, "phone", None) or []:
+        try:
+            spec.phones.append(parse_phone(text))
+        except ValueError as exc:
+            print(f"dashbridge-sim: --phone {text!r}: {exc}", file=sys.stderr)
+            return None
+    spec.daemon = not args.no_daemon
+    return spec
+
+
+def parse_phone(text: str) -> VirtualPhone:
+    """``name=Alice's Pixel,address=AA:BB:CC:DD:EE:01[,bonded=true][,contacts=50][,passkey=123456]``."""
+    fields: dict[str, Any] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"expected key=value, got {part!r}")
+        if key in ("name", "address", "pairing", "pin", "operator"):
+            fields[key] = value
+        elif key in ("passkey", "battery", "signal"):
+            fields[key] = int(value)
+        elif key == "contacts":
+            fields["generated_contacts"] = int(value)
+        elif key == "profiles":
+            fields["profiles"] = tuple(x for x in value.split("+") if x)
+        elif key in ("bonded", "auto_reconnect", "discoverable", "in_range"):
+            fields[key] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            raise ValueError(f"unknown key {key} (name, address, pairing, passkey, pin, contacts, "
+                             "profiles=hfp+pbap+map, bonded, auto_reconnect)")
+    if "address" not in fields:
+        raise ValueError("address= is required")
+    return VirtualPhone(**fields)
