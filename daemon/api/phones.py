@@ -7,13 +7,15 @@ Documented in ``daemon/api/xml/org.dashbridge.Phones1.xml`` and ``docs/api/Phone
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at run time.
 import math
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, assert_never
 
 from dbus_fast import Variant
 from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
+from .. import events as ev
 from ..dbus import names
 from ..errors import InvalidInput
 from .base import api_call, api_call_sync
@@ -38,7 +40,7 @@ _VARIANT_SIG = {"Name": "s", "Priority": "u", "State": "s", "Role": "s", "Profil
                 "PairedAt": "t", "NeedsRepair": "b", "Address": "s", "RSSI": "n", "Visible": "b"}
 
 
-def _variants(d: dict[str, Any]) -> dict[str, Variant]:
+def _variants(d: Mapping[str, Any]) -> dict[str, Variant]:
     return {k: Variant(_VARIANT_SIG[k], v) for k, v in d.items() if k in _VARIANT_SIG}
 
 
@@ -63,26 +65,28 @@ class Phones1(ServiceInterface):
     def _on_prompt_cancelled(self, p: "Prompt", reason: str) -> None:
         self.PromptCancelled(p.id, reason)
 
-    def _on_event(self, kind: str, *args: Any) -> None:
-        if kind == "pairing_finished":
-            self.PairingFinished(*args)
-        elif kind == "phone_connected":
-            self.PhoneConnected(*args)
-        elif kind == "phone_disconnected":
-            self.PhoneDisconnected(*args)
-        elif kind == "phone_changed":
-            address, changes = args
-            self.PhoneChanged(address, _variants(changes))
-        elif kind == "phone_forgotten":
-            self.PhoneForgotten(*args)
-        elif kind == "repair_needed":
-            self.RepairNeeded(*args)
-        elif kind == "device_found":
-            self.DeviceFound(*args)
-        elif kind == "window_changed":
-            self.emit_properties_changed({"PairingWindow": bool(args[0])})
-        elif kind == "state_changed":
-            self.emit_properties_changed({"State": str(args[0])})
+    def _on_event(self, event: ev.BluetoothEvent) -> None:
+        match event:
+            case ev.PairingFinished(address, success, reason):
+                self.PairingFinished(address, success, reason)
+            case ev.PhoneConnected(address, name, role):
+                self.PhoneConnected(address, name, role)
+            case ev.PhoneDisconnected(address, reason):
+                self.PhoneDisconnected(address, reason)
+            case ev.PhoneChanged(address, changes):
+                self.PhoneChanged(address, _variants(changes))
+            case ev.PhoneForgotten(address):
+                self.PhoneForgotten(address)
+            case ev.RepairNeeded(address, name):
+                self.RepairNeeded(address, name)
+            case ev.DeviceFound(address, name, rssi):
+                self.DeviceFound(address, name, rssi)
+            case ev.PairingWindowChanged(is_open):
+                self.emit_properties_changed({"PairingWindow": is_open})
+            case ev.BluetoothStateChanged(state):
+                self.emit_properties_changed({"State": state})
+            case _:
+                assert_never(event)
 
     # ------------------------------------------------------------------ properties
     @dbus_property(access=PropertyAccess.READ)

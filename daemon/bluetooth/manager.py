@@ -39,6 +39,19 @@ from ..dbus.mirror import ObjectManagerMirror
 from ..dbus.signals import Subscription
 from ..dbus.watch import NameWatcher
 from ..errors import Busy, DeadlineExceeded, InvalidInput, NotFound, NotReadyError, OperationFailed
+from ..events import (
+    BluetoothEvent,
+    BluetoothListener,
+    BluetoothStateChanged,
+    DeviceFound,
+    PairingFinished,
+    PairingWindowChanged,
+    PhoneChanged,
+    PhoneConnected,
+    PhoneDisconnected,
+    PhoneForgotten,
+    RepairNeeded,
+)
 from ..logs import redact, redact_address
 from ..phones import PhoneDirectory, PhoneLink
 from .agent import AGENT_PATH, AgentGate, AgentRejected, PairingAgent
@@ -73,9 +86,6 @@ SETUP_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Longest pairing window a caller may ask for.
 MAX_WINDOW_S = 3600
 
-Listener = Callable[..., None]
-
-
 @dataclass
 class _Attempt:
     address: str
@@ -95,7 +105,7 @@ class BluetoothManager:
         self.prompts = PromptBroker()
         self.adapter_path = f"{names.BLUEZ_ROOT}/{self.cfg.adapter}"
         self.agent = PairingAgent(self)
-        self._listeners: list[Listener] = []
+        self._listeners: list[BluetoothListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._new_session_objects()
         self._pulse = asyncio.Event()
@@ -134,19 +144,16 @@ class BluetoothManager:
     # ================================================================================================
     # events for the API layer
     # ================================================================================================
-    def add_listener(self, listener: Listener) -> None:
-        """``listener(kind, *args)`` for: pairing_finished(address, success, reason),
-        phone_connected(address, name, role), phone_disconnected(address, reason),
-        phone_changed(address, changes), phone_forgotten(address), repair_needed(address, name),
-        device_found(address, name, rssi), window_changed(open), state_changed(state)."""
+    def add_listener(self, listener: BluetoothListener) -> None:
+        """``listener(event)`` for every :data:`daemon.events.BluetoothEvent`."""
         self._listeners.append(listener)
 
-    def _emit(self, kind: str, *args: Any) -> None:
+    def _emit(self, event: BluetoothEvent) -> None:
         for cb in list(self._listeners):
             try:
-                cb(kind, *args)
+                cb(event)
             except Exception:
-                log.exception("bluetooth listener failed on %s", kind)
+                log.exception("bluetooth listener failed on %s", type(event).__name__)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name or None)
@@ -387,7 +394,7 @@ class BluetoothManager:
             if profs and self.registry.update_profiles(address, profs):
                 changes["Profiles"] = profs
         if changes:
-            self._emit("phone_changed", address, changes)
+            self._emit(PhoneChanged(address, changes))
 
     async def _process_removals(self) -> None:
         for addr in self.registry.removals():
@@ -421,7 +428,7 @@ class BluetoothManager:
         state = self.state
         if state != self._last_state:
             self._last_state = state
-            self._emit("state_changed", state)
+            self._emit(BluetoothStateChanged(state))
 
     @property
     def state(self) -> str:
@@ -521,8 +528,8 @@ class BluetoothManager:
             return
         self._found.add(addr)
         rssi = full.get("RSSI")
-        self._emit("device_found", addr, clean_name(full.get("Alias") or full.get("Name"), addr),
-                   int(rssi) if isinstance(rssi, int) else 0)
+        self._emit(DeviceFound(addr, clean_name(full.get("Alias") or full.get("Name"), addr),
+                               int(rssi) if isinstance(rssi, int) else 0))
 
     def _on_link_down(self, addr: str) -> None:
         att = self._attempts.get(addr)
@@ -561,7 +568,7 @@ class BluetoothManager:
             if addr not in roles:
                 self._explicit.discard(addr)
                 self.directory.set_disconnected(addr)
-                self._emit("phone_disconnected", addr, self._disconnect_reason(addr))
+                self._emit(PhoneDisconnected(addr, self._disconnect_reason(addr)))
         for addr, role in roles.items():
             rec = by_addr[addr]
             props = self._device(addr) or {}
@@ -577,7 +584,7 @@ class BluetoothManager:
                 self.registry.connected(addr)
                 self._edges[addr] = self._edges.get(addr, 0) + 1
                 log.info("phone %s connected (%s)", redact_address(addr), role)
-                self._emit("phone_connected", addr, rec.name, role)
+                self._emit(PhoneConnected(addr, rec.name, role))
             else:
                 changes: dict[str, Any] = {}
                 if old.role != role:
@@ -585,12 +592,12 @@ class BluetoothManager:
                 if old.name != link.name:
                     changes["Name"] = link.name
                 if changes:
-                    self._emit("phone_changed", addr, changes)
+                    self._emit(PhoneChanged(addr, changes))
         for rec in records:
             st = self._state_of(rec, roles)
             if self._states.get(rec.address) != st:
                 self._states[rec.address] = st
-                self._emit("phone_changed", rec.address, {"State": st})
+                self._emit(PhoneChanged(rec.address, {"State": st}))
         for addr in list(self._states):
             if addr not in by_addr:
                 del self._states[addr]
@@ -713,7 +720,7 @@ class BluetoothManager:
             rec = self.registry.get(addr)
             log.warning("phone %s no longer has the car's key; asking the dashboard to offer forget and re-pair",
                         redact_address(addr))
-            self._emit("repair_needed", addr, rec.name if rec else "")
+            self._emit(RepairNeeded(addr, rec.name if rec else ""))
             self._publish()
 
     async def _first_connect(self, addr: str) -> None:
@@ -769,7 +776,7 @@ class BluetoothManager:
             raise
         log.info("pairing window open for %ds", secs)
         if not was_open:
-            self._emit("window_changed", True)
+            self._emit(PairingWindowChanged(True))
         return secs
 
     async def _apply_window(self) -> None:
@@ -808,7 +815,7 @@ class BluetoothManager:
                 with contextlib.suppress(BusError):
                     await call(self.bus, names.BLUEZ_NAME, self.adapter_path, names.BLUEZ_ADAPTER_IFACE,
                                "StopDiscovery", timeout=t)
-        self._emit("window_changed", False)
+        self._emit(PairingWindowChanged(False))
         self._trigger_autoconnect("pairing window closed")
 
     def nearby(self) -> list[dict[str, Any]]:
@@ -850,7 +857,7 @@ class BluetoothManager:
             for p in self.prompts.open:
                 if p.address == addr:
                     self.prompts.end(p.id, Outcome(False, "", "cancelled"))
-        self._emit("pairing_finished", addr, success, reason)
+        self._emit(PairingFinished(addr, success, reason))
 
     def _on_paired(self, addr: str) -> None:
         att = self._attempts.get(addr)
@@ -1107,8 +1114,8 @@ class BluetoothManager:
         self._states.pop(addr, None)
         self.directory.forgotten(addr, rec.name if rec else "")
         if was_connected:
-            self._emit("phone_disconnected", addr, "forgotten")
-        self._emit("phone_forgotten", addr)
+            self._emit(PhoneDisconnected(addr, "forgotten"))
+        self._emit(PhoneForgotten(addr))
         log.info("phone %s forgotten (%s)", redact_address(addr), redact(rec.name if rec else ""))
         if self.watcher.owner is None or not self._loaded:
             return  # the bond is removed when bluetoothd is back (phone_removals)
@@ -1127,7 +1134,7 @@ class BluetoothManager:
         rec = self._record(address)
         changed = self.registry.move(rec.address, position)
         for r in changed:
-            self._emit("phone_changed", r.address, {"Priority": r.priority})
+            self._emit(PhoneChanged(r.address, {"Priority": r.priority}))
         self._publish()
 
     def answer(self, prompt_id: int, accept: bool, value: str) -> None:
