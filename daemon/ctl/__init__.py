@@ -72,7 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # area not built yet
             raise
         mod.register(sub)
+    _everywhere(p)
     return p
+
+
+def _everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--json`` (and ``--timeout``) are accepted after the sub-command too, at every level:
+    ``dashbridgectl contacts search mum --json`` is ``dashbridgectl --json contacts search mum``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if "--json" not in child._option_string_actions:
+                    child.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                       help="machine-readable output")
+                if "--timeout" not in child._option_string_actions:
+                    child.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
+                                       help="seconds to wait for the daemon")
+                _everywhere(child)
 
 
 async def _amain(args: argparse.Namespace) -> int:
@@ -85,17 +101,24 @@ async def _amain(args: argparse.Namespace) -> int:
         where = address or "the system bus"
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
             f"no answer within {args.timeout:g}s" if isinstance(exc, TimeoutError) else str(exc))
-        print(f"dashbridgectl: cannot reach the bus ({where}): {why}", file=sys.stderr)
+        _error(args, "CannotReachBus", f"cannot reach the bus ({where}): {why}")
         return 2
     try:
         ctx = CtlContext(bus, args.json, args.timeout)
         rc: int = await args.func(ctx, args)
         return rc
     except BusError as exc:
-        print(f"dashbridgectl: {_describe(exc)}", file=sys.stderr)
+        _error(args, exc.name.rsplit(".", 1)[-1], _describe(exc), exc.name)
         return 1
     finally:
         bus.disconnect()
+
+
+def _error(args: argparse.Namespace, code: str, text: str, name: str = "") -> None:
+    """One clear line on stderr; with --json, also one JSON document on stdout for scripts."""
+    print(f"dashbridgectl: {text}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "name": name, "message": text}}, sort_keys=True))
 
 
 def _describe(exc: BusError) -> str:

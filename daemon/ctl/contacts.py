@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def register(sub: Any) -> None:
 async def _search(ctx: CtlContext, args: argparse.Namespace) -> int:
     (raw,) = await ctx.call(IFACE, "Search", "su", [args.text, max(1, min(args.limit, 500))])
     rows = [unwrap(r) for r in raw]
+    limit = max(1, min(args.limit, 500))
 
     def human() -> str:
         if not rows:
@@ -60,6 +62,8 @@ async def _search(ctx: CtlContext, args: argparse.Namespace) -> int:
         return "\n".join(f"{r['Id']:>6}  {r['Name']:<28} {r['Number']:<20} {r['Phone']}" for r in rows)
 
     ctx.out(rows, human)
+    if len(rows) >= limit:  # there may be more: say so (on stderr, so --json stays one document)
+        print(f"(the first {len(rows)} matches; --limit N shows up to 500)", file=sys.stderr)
     return 0 if rows else 1
 
 
@@ -72,7 +76,7 @@ async def _lookup(ctx: CtlContext, args: argparse.Namespace) -> int:
 async def _show(ctx: CtlContext, args: argparse.Namespace) -> int:
     (raw,) = await ctx.call(IFACE, "GetContact", "t", [args.id])
     c = unwrap(raw)
-    photo = c.pop("Photo", None)
+    photo = c.pop("Photo", None) or None  # an empty photo is no photo
     if photo is not None:
         c["PhotoBytes"] = len(photo)
         if args.photo:
@@ -95,6 +99,9 @@ async def _show(ctx: CtlContext, args: argparse.Namespace) -> int:
         return "\n".join(lines)
 
     ctx.out(c, human)
+    if args.photo and photo is None:
+        print(f"dashbridgectl: contact {c['Id']} has no photo; {args.photo} was not written", file=sys.stderr)
+        return 1
     return 0
 
 

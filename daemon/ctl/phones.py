@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
     answer = p.add_mutually_exclusive_group()
     answer.add_argument("--accept", action="store_true", help="accept the prompt without asking (scripts)")
     answer.add_argument("--reject", action="store_true", help="reject the prompt without asking (scripts)")
-    p.add_argument("--pin", default="", help="PIN or passkey to answer an entry prompt with")
+    p.add_argument("--pin", default="", help="PIN or passkey to answer an entry prompt with (answers it: "
+                                             "no --accept needed)")
     p.set_defaults(func=pair)
 
     for name, helptext in (("connect", "connect a paired phone now"),
@@ -128,7 +129,7 @@ async def pair(ctx: CtlContext, args: argparse.Namespace) -> int:
     (granted,) = await ctx.call(IFACE, "OpenPairingWindow", "u", [max(0, args.seconds)])
     target = args.phone.upper() if args.phone else None
     if target:
-        await ctx.call(IFACE, "Pair", "s", [target])
+        await _pair_when_found(ctx, target, queue, granted)
         _say(ctx, f"pairing with {target}...")
     else:
         _say(ctx, f"the car is visible for {granted}s: choose it on the phone (Ctrl-C to stop)")
@@ -170,6 +171,38 @@ async def pair(ctx: CtlContext, args: argparse.Namespace) -> int:
     return 1
 
 
+# After the window opens, the car needs a moment to find a phone that is in range (an inquiry
+# answer); asking to pair before then is "no such phone nearby".  Wait this long for it.
+FIND_WAIT_S = 15.0
+
+
+async def _pair_when_found(ctx: CtlContext, target: str, queue: asyncio.Queue[Message], granted: int) -> None:
+    """``Phones1.Pair`` once the car has seen the phone: at once if it has, else after its
+    ``DeviceFound`` (the window was just opened), within ``FIND_WAIT_S``."""
+    try:
+        await ctx.call(IFACE, "Pair", "s", [target])
+        return
+    except BusError as exc:
+        if exc.name != names.DB_ERR_NOT_FOUND:
+            raise
+    _say(ctx, f"looking for {target}...")
+    held: list[Message] = []
+    try:
+        async with asyncio.timeout(min(FIND_WAIT_S, max(1, granted))):
+            while True:
+                msg = await queue.get()
+                held.append(msg)
+                if msg.member == "DeviceFound" and str(msg.body[0]).upper() == target:
+                    break
+    except TimeoutError:
+        raise BusError(names.DB_ERR_NOT_FOUND, f"{target} was not found nearby within "
+                       f"{min(FIND_WAIT_S, max(1, granted)):g}s (is it in range and discoverable?)") from None
+    finally:
+        for m in held:  # the rest of the conversation still sees these
+            queue.put_nowait(m)
+    await ctx.call(IFACE, "Pair", "s", [target])
+
+
 async def _prompt(ctx: CtlContext, args: argparse.Namespace, body: list[Any], target: str | None) -> None:
     prompt_id, kind, address, name, code, timeout = body
     timeout = int(timeout)
@@ -188,7 +221,10 @@ async def _prompt(ctx: CtlContext, args: argparse.Namespace, body: list[Any], ta
         "enter_passkey": f"passkey shown on {who}: ",
     }.get(kind, f"{kind} for {who}? [y/N] ")
     value = ""
-    if args.accept or args.reject:
+    if args.pin and kind.startswith("enter_") and not args.reject:
+        accept, value = True, args.pin  # --pin answers an entry prompt by itself
+        _say(ctx, question + value)
+    elif args.accept or args.reject:
         accept = bool(args.accept)
         value = args.pin if kind.startswith("enter_") else ""
         _say(ctx, question + ("yes" if accept else "no") + (f" ({value})" if value else ""))

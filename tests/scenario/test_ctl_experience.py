@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,70 @@ async def test_failures_are_one_clear_line_and_a_non_zero_exit(world: World) -> 
     await world.stop_daemon()
     gone = await ctl(world, "status")
     assert gone.rc != 0 and gone.err.strip() == "dashbridgectl: the dashbridge daemon is not running"
+
+
+async def test_json_after_the_sub_command_and_json_errors(world: World) -> None:
+    after = await ctl(world, "contacts", "search", "mum", "--json")
+    assert after.rc == 0 and [c["Name"] for c in json.loads(after.out)] == ["Mum"]
+    failed = await ctl(world, "hangup", "nope", "--json")
+    assert failed.rc == 1
+    doc = json.loads(failed.out)  # scripts get the error as JSON on stdout too
+    assert doc["error"]["code"] == "NotFound" and doc["error"]["name"] == "org.dashbridge.Error.NotFound"
+    assert failed.err.startswith("dashbridgectl: NotFound")
+
+
+async def test_search_says_when_it_stopped_at_the_limit_and_show_says_there_is_no_photo(
+        world: World, tmp_path: Path) -> None:
+    capped = await ctl(world, "contacts", "search", "mum", "--limit", "1")
+    assert capped.rc == 0 and "Mum" in capped.out
+    assert "the first 1 matches; --limit N" in capped.err
+    uncapped = await ctl(world, "contacts", "search", "mum")
+    assert uncapped.err == ""
+    (cid,) = [c["Id"] for c in json.loads((await ctl(world, "--json", "contacts", "search", "mum")).out)]
+    photo = tmp_path / "mum.jpg"
+    shown = await ctl(world, "contacts", "show", str(cid), "--photo", str(photo))
+    assert shown.rc == 1 and "Mum" in shown.out
+    assert f"contact {cid} has no photo" in shown.err and not photo.exists()
+
+
+async def test_monitor_stamps_lines_follows_a_daemon_restart_and_stops_with_the_bus(world: World) -> None:
+    env = dict(os.environ, **world.env())
+    proc = await asyncio.create_subprocess_exec(*CTL, "monitor", env=env, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b"monitoring" in await asyncio.wait_for(proc.stderr.readline(), 10)
+    await world.restart_daemon()
+
+    async def line_with(text: str) -> str:
+        async with asyncio.timeout(15):
+            while True:
+                raw = (await proc.stdout.readline()).decode()  # type: ignore[union-attr]
+                assert raw, "monitor ended early"
+                if text in raw:
+                    return raw
+
+    left = await line_with("org.dashbridge left the bus")
+    import re
+
+    assert re.match(r"^\d\d:\d\d:\d\d\.\d{3} ", left), left
+    await line_with("org.dashbridge is on the bus")
+    await line_with("Phones1.")  # the new daemon's signals are followed too
+    assert world.system is not None
+    world.system.stop()  # the bus goes away
+    _out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 1 and b"the bus went away" in err
+
+
+async def test_pair_a_phone_by_address_with_the_window_closed_and_a_pin_alone() -> None:
+    nokia = VirtualPhone("00:02:EE:11:22:33", name="Nokia 6310i", pairing="legacy_pin", pin="4711",
+                         profiles=("hfp", "pbap"))
+    w = World(WorldSpec(phones=[nokia], config={"bluetooth": {"prompt_timeout": "10s"}}))
+    await w.start()
+    try:
+        # The window is closed: pair opens it, waits until the car has found the phone, pairs
+        # from the car, and --pin answers the PIN prompt by itself (no --accept needed).
+        r = await ctl(w, "pair", "--phone", "00:02:ee:11:22:33", "--pin", "4711", timeout=40)
+        assert r.rc == 0, r
+        assert "paired with 00:02:EE:11:22:33" in r.out
+    finally:
+        await w.stop()
