@@ -172,7 +172,11 @@ class CloudComponent:
             else:
                 self.ctx.health.set(self.name, "ok", f"backend {engine.backend_state}")
             engine.attach(transport, anchors)
-            await engine.run()  # an unexpected error raises to the supervisor, which restarts us
+            try:
+                await engine.run()
+            except Exception:  # a bug: keep its traceback, then the supervisor restarts us
+                log.exception("cloud engine failed")
+                raise
         finally:
             await _close(transport)
 
