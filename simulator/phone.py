@@ -57,7 +57,7 @@ class VirtualPhone:
     in_range: bool = True
     accepts_pairing: bool = True  # the user taps "Pair" on the phone
     bonded: bool = False  # the phone's side of the bond (False after "forget car" on the phone)
-    # BlueZ fake (simulator/bluez.py)
+    # BlueZ fake (simulator/bluez/)
     discoverable: bool = True  # shows up when the car scans (phone's Bluetooth settings open)
     auto_reconnect: bool = False  # phone reconnects by itself when it comes back in range
     passkey: int | None = None  # numeric-comparison passkey it shows; None: the fake picks one
