@@ -16,12 +16,12 @@ What it reproduces (upstream ``obexd/client/{manager,session,transfer}.c`` + ``g
   PropertiesChanged and the object removed right after.  A temp file ``obex-clientXXXXXX``
   (mode 0600, in ``tmpdir``) is created for an empty targetfile; the client must delete it after
   ``complete``; a failed GET removes its file (``obc_transfer_free``); a crashed obexd leaves it.
-* gdbus signal coalescing (``simulator/fakebus.py``, shared with the other fakes): changes are flushed from an idle callback (``loop.call_soon``), so
-  several changes in one iteration make one PropertiesChanged with the current values (a fast
-  transfer may go ``queued`` -> ``complete`` without ``active``); properties of an object not yet
-  announced fold into its InterfacesAdded; an object added and removed in one iteration makes no
-  signal; pending changes are flushed before InterfacesRemoved.  ObjectManager signals are emitted
-  from ``/``.
+* gdbus signal coalescing (``simulator/fakebus.py``, shared with the other fakes): changes are
+  flushed from an idle callback (``loop.call_soon``), so several changes in one iteration make one
+  PropertiesChanged with the current values (a fast transfer may go ``queued`` -> ``complete``
+  without ``active``); properties of an object not yet announced fold into its InterfacesAdded; an
+  object added and removed in one iteration makes no signal; pending changes are flushed before
+  InterfacesRemoved.  ObjectManager signals are emitted from ``/``.
 * A wrong method signature is ``org.freedesktop.DBus.Error.UnknownMethod`` (gdbus skips methods
   whose signature does not match and libdbus answers UnknownMethod).
 * obexd restart/crash: the connection is dropped (name released, every object gone, in-flight

@@ -24,9 +24,10 @@ simulated ofonod restart or link loss; the oFono side (objects, paths) does not.
 
 Control: the Python API of :class:`FakeOfono` (for tests and the scenario runner) and the same
 operations over D-Bus as ``org.dashbridge.Sim.Ofono1`` at ``/org/dashbridge/sim`` on the fake's
-own connection.  Everything is implemented with a raw message handler rather than dbus-fast's
-``ServiceInterface``, because the latter would add an ObjectManager and ``InterfacesAdded``
-signals that real oFono never sends.
+own connection.  The objects are served by the simulator's one fake object server
+(``simulator/fakebus.py``) in its oFono mode: no ObjectManager and no ``InterfacesAdded`` (which
+dbus-fast's ``ServiceInterface`` would add and real oFono never sends), ``GetProperties`` from each
+interface's properties and ``PropertyChanged(sv)`` sent at once.
 """
 
 from __future__ import annotations
@@ -39,18 +40,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-from dashbridge.daemon.dbus import names
 from dashbridge.profiles.hfp.models import MAX_NUMBER_DIGITS
 
+from . import names
+from .fakebus import DEFERRED, Call, FakeError, FakeInterface, ObjectServer
 from .phone import VirtualPhone
 
 log = logging.getLogger(__name__)
 
 SIM_IFACE = "org.dashbridge.Sim.Ofono1"
-SIM_PATH = "/org/dashbridge/sim"
+SIM_PATH = names.SIM_PATH
 
 _ERR = names.OFONO_ERR
 MAX_VOICE_CALLS = 16  # src/voicecall.c
@@ -60,18 +62,18 @@ AG_FEATURES = (
     "release-all-held", "release-specified-active-call", "private-chat", "create-multiparty",
 )
 HFP_INTERFACES = (
-    names.OFONO_VOICECALL_MANAGER_IFACE,
-    names.OFONO_NETREG_IFACE,
-    names.OFONO_HANDSFREE_IFACE,
-    names.OFONO_CALLVOLUME_IFACE,
+    names.OFONO_VOICECALL_MANAGER,
+    names.OFONO_NETREG,
+    names.OFONO_HANDSFREE,
+    names.OFONO_CALLVOLUME,
 )
 
 
-class OfonoError(Exception):
+class OfonoError(FakeError):
+    prefix = _ERR
+
     def __init__(self, short: str, text: str = "") -> None:
-        super().__init__(f"{short}: {text}")
-        self.name = _ERR + short
-        self.text = text or _DEFAULT_TEXT.get(short, short)
+        super().__init__(short, text or _DEFAULT_TEXT.get(short, short))
 
 
 _DEFAULT_TEXT = {
@@ -164,7 +166,7 @@ class Modem:
 
     @property
     def up(self) -> bool:
-        return names.OFONO_VOICECALL_MANAGER_IFACE in self.interfaces
+        return names.OFONO_VOICECALL_MANAGER in self.interfaces
 
     def call_path(self, idx: int) -> str:
         return f"{self.path}/voicecall{idx:02d}"
@@ -177,13 +179,14 @@ class FakeOfono:
     """``await FakeOfono.start(bus_address, phones)``; ``await fake.stop()``."""
 
     def __init__(self, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0",
-                 name: str = names.OFONO_NAME) -> None:
+                 name: str = names.OFONO) -> None:
         self.bus_address = bus_address
         self.adapter = adapter
         self.name = name  # another name only to run a second fake beside the real one (benchmarks)
         self.sides: dict[str, PhoneSide] = {}
         self.modems: dict[str, Modem] = {}  # address -> modem (only while "running")
         self.bus: MessageBus | None = None
+        self.server: ObjectServer | None = None
         self.unresponsive = False
         self.swallowed: list[Message] = []
         self.method_calls: list[tuple[str, str, str]] = []  # (path, interface, member) seen, for tests
@@ -199,7 +202,7 @@ class FakeOfono:
 
     @classmethod
     async def start(cls, bus_address: str, phones: Iterable[VirtualPhone] = (), *, adapter: str = "hci0",
-                    name: str = names.OFONO_NAME) -> FakeOfono:
+                    name: str = names.OFONO) -> FakeOfono:
         self = cls(bus_address, phones, adapter=adapter, name=name)
         await self._come_up()
         return self
@@ -208,27 +211,36 @@ class FakeOfono:
         bus = MessageBus(bus_address=self.bus_address)
         async with asyncio.timeout(5):
             await bus.connect()
-        bus.add_message_handler(self._on_message)
+        self.server = ObjectServer(
+            bus, owner=self, object_manager=None, ofono=True, error_prefix=_ERR,
+            bad_args_error=(_ERR + "InvalidArguments", _DEFAULT_TEXT["InvalidArguments"]),
+            arg_errors=(TypeError, ValueError, IndexError, KeyError), before_call=self._before_call)
         self.bus = bus
+        self.server.add("/", self._iface(names.OFONO_MANAGER, None, lambda msg, member: self._manager_method(msg),
+                                         _METHODS[names.OFONO_MANAGER]))
+        self.server.add(SIM_PATH, self._iface(SIM_IFACE, None, lambda msg, member: self._control(msg),
+                                              _METHODS[SIM_IFACE]))
         for side in self.sides.values():
-            self.modems[side.phone.address] = Modem(side, modem_path(side.phone.address, self.adapter))
+            self._add_modem(Modem(side, modem_path(side.phone.address, self.adapter)))
         async with asyncio.timeout(5):
             await bus.request_name(self.name)
         for m in self.modems.values():
-            self._signal("/", names.OFONO_MANAGER_IFACE, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
+            self._signal("/", names.OFONO_MANAGER, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
 
     async def _go_down(self, graceful: bool = True) -> None:
         # A clean ofonod exit (SIGTERM) removes every modem (ModemRemoved) before leaving the
         # bus, as the real one does; a crash just drops the connection.
         if graceful:
             for m in list(self.modems.values()):
-                self._signal("/", names.OFONO_MANAGER_IFACE, "ModemRemoved", "o", [m.path])
+                self._signal("/", names.OFONO_MANAGER, "ModemRemoved", "o", [m.path])
         for t in list(self._timers):
             t.cancel()
         self._timers.clear()
         for task in list(self._tasks):
             task.cancel()
         self.modems.clear()
+        if self.server is not None:
+            self.server.clear()
         bus, self.bus = self.bus, None
         if bus is not None and bus.connected:
             with contextlib.suppress(Exception):
@@ -264,8 +276,12 @@ class FakeOfono:
         if self._call_waiters:
             self._wake_call_waiters()
 
-    def _prop_changed(self, path: str, iface: str, name: str, value: Variant) -> None:
-        self._signal(path, iface, "PropertyChanged", "sv", [name, value])
+    def _changed(self, path: str, iface: str, name: str) -> None:
+        """``PropertyChanged(name, current value)`` from the object's interface, at once."""
+        if self.server is not None:
+            self.server.changed(path, iface, [name])
+        if self._call_waiters:
+            self._wake_call_waiters()
 
     def _later(self, delay: float, fn: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -282,79 +298,91 @@ class FakeOfono:
         handle = loop.call_later(max(0.0, delay), run)
         self._timers.add(handle)
 
-    def _on_message(self, msg: Message) -> bool | Message | None:
-        if msg.message_type != MessageType.METHOD_CALL:
-            return None
-        path, iface, member = msg.path or "", msg.interface or "", msg.member or ""
-        if iface == names.INTROSPECTABLE_IFACE or (iface == "org.freedesktop.DBus.Peer"):
-            return self._introspect(msg) if member == "Introspect" else None
-        self.method_calls.append((path, iface, member))
+    def _before_call(self, msg: Message) -> Message | bool | None:
+        """Every call the fake gets is logged; an unresponsive ofonod swallows org.ofono calls."""
+        iface = msg.interface or ""
+        self.method_calls.append((msg.path or "", iface, msg.member or ""))
         self.call_times.append(time.monotonic())
         if self._call_waiters:
             self._wake_call_waiters()
-        try:
-            if iface == SIM_IFACE and path == SIM_PATH:
-                return self._control(msg)
-            if iface == names.OBJECT_MANAGER_IFACE:
-                return Message.new_error(msg, names.ERR_UNKNOWN_METHOD,
-                                         f'Method "{member}" with signature "{msg.signature}" on interface '
-                                         f'"{iface}" doesn\'t exist')
-            if iface == names.PROPERTIES_IFACE:
-                if member == "GetAll":
-                    return Message.new_method_return(msg, "a{sv}", [{}])
-                return Message.new_error(msg, names.ERR_INVALID_ARGS, "No such property")
-            if self.unresponsive and iface.startswith("org.ofono."):
-                self.swallowed.append(msg)  # an ofonod that hangs: never answers
-                return True
-            reply = self._dispatch(msg, path, iface, member)
-        except OfonoError as exc:
-            return Message.new_error(msg, exc.name, exc.text)
-        except (TypeError, ValueError, IndexError, KeyError) as exc:
-            log.debug("bad call %s.%s: %s", iface, member, exc)
-            return Message.new_error(msg, _ERR + "InvalidArguments", _DEFAULT_TEXT["InvalidArguments"])
-        return reply if reply is not None else True
-
-    def _dispatch(self, msg: Message, path: str, iface: str, member: str) -> Message | None:
-        if path == "/" and iface == names.OFONO_MANAGER_IFACE:
-            if member == "GetModems" and msg.signature == "":
-                return Message.new_method_return(
-                    msg, "a(oa{sv})", [[[m.path, self._modem_props(m)] for m in self.modems.values()]])
-            raise _unknown(msg)
-        modem = self._modem_at(path)
-        if modem is None:
-            return Message.new_error(msg, names.ERR_UNKNOWN_OBJECT, f"Method \"{member}\" on unknown object")
-        if path == modem.path:
-            if iface == names.OFONO_MODEM_IFACE:
-                return self._modem_method(msg, modem, member)
-            if iface not in modem.interfaces:
-                return Message.new_error(msg, names.ERR_UNKNOWN_METHOD,
-                                         f'Method "{member}" on interface "{iface}" doesn\'t exist')
-            if iface == names.OFONO_VOICECALL_MANAGER_IFACE:
-                return self._vcm_method(msg, modem, member)
-            if iface == names.OFONO_HANDSFREE_IFACE:
-                return self._handsfree_method(msg, modem, member)
-            if iface == names.OFONO_NETREG_IFACE:
-                return self._netreg_method(msg, modem, member)
-            if iface == names.OFONO_CALLVOLUME_IFACE:
-                return self._callvolume_method(msg, modem, member)
-            raise _unknown(msg)
-        # a voicecall
-        idx = _call_idx(modem, path)
-        if idx is None or idx not in modem.published or iface != names.OFONO_VOICECALL_IFACE:
-            return Message.new_error(msg, names.ERR_UNKNOWN_OBJECT, f"Method \"{member}\" on unknown object")
-        return self._call_method(msg, modem, modem.side.calls[idx], member)
-
-    def _modem_at(self, path: str) -> Modem | None:
-        for m in self.modems.values():
-            if path == m.path or path.startswith(m.path + "/"):
-                return m
+        if self.unresponsive and iface.startswith("org.ofono."):
+            self.swallowed.append(msg)  # an ofonod that hangs: never answers
+            return True
         return None
+
+    # ---------------------------------------------------------------- the objects on the bus
+
+    def _iface(self, name: str, props: Callable[[], dict[str, Variant]] | None,
+               route: Callable[[Message, str], Message | None], methods: dict[str, tuple[str, str]]) -> OfonoIface:
+        """An interface whose methods are served by ``route(msg, member)``: it returns the reply, or
+        None when it replied itself (oFono answers before it signals) or will reply later."""
+        iface = OfonoIface(name, props)
+        for member, (in_sig, out_sig) in methods.items():
+            iface.method(member, in_sig, out_sig, self._router(route, member))
+        iface.signals.update(_SIGNALS.get(name, {}))
+        return iface
+
+    def _router(self, route: Callable[[Message, str], Message | None], member: str) -> Callable[..., Any]:
+        def serve(call: Call, *args: Any) -> Any:
+            reply = route(call.message, member)
+            if reply is not None:
+                self._send(reply)
+            return DEFERRED
+        return serve
+
+    def _add_modem(self, m: Modem) -> None:
+        self.modems[m.address] = m
+        if self.server is not None:
+            self.server.add(m.path, self._iface(names.OFONO_MODEM, lambda: self._modem_props(m),
+                                                lambda msg, member: self._modem_method(msg, m, member),
+                                                _METHODS[names.OFONO_MODEM]))
+
+    def _remove_modem(self, m: Modem) -> None:
+        if self.server is not None:
+            for path in [m.path, *self.server.children(m.path)]:
+                self.server.remove(path)
+
+    def _sync_interfaces(self, m: Modem) -> None:
+        """The modem's atoms on the bus follow ``m.interfaces`` (no signal: oFono has no ObjectManager)."""
+        if self.server is None:
+            return
+        present = set(self.server.objects.get(m.path, {}))
+        for name in present - {names.OFONO_MODEM, *m.interfaces}:
+            self.server.remove(m.path, name)
+        for name in m.interfaces:
+            if name not in present:
+                props, route = self._atom(m, name)
+                self.server.add(m.path, self._iface(name, props, route, _METHODS[name]))
+
+    def _atom(self, m: Modem, name: str) -> tuple[Callable[[], dict[str, Variant]],
+                                                   Callable[[Message, str], Message | None]]:
+        if name == names.OFONO_VOICECALL_MANAGER:
+            return (lambda: self._vcm_props(m)), (lambda msg, member: self._vcm_method(msg, m, member))
+        if name == names.OFONO_HANDSFREE:
+            return (lambda: self._handsfree_props(m)), (lambda msg, member: self._handsfree_method(msg, m, member))
+        if name == names.OFONO_NETREG:
+            return (lambda: self._netreg_props(m)), (lambda msg, member: self._netreg_method(msg, m, member))
+        return (lambda: self._callvolume_props(m)), (lambda msg, member: self._callvolume_method(msg, m, member))
+
+    def _register_call(self, m: Modem, c: PhoneCall) -> None:
+        if self.server is not None:
+            self.server.add(m.call_path(c.idx), self._iface(
+                names.OFONO_VOICECALL, lambda: self._call_props(c, m),
+                lambda msg, member: self._call_method(msg, m, c, member), _METHODS[names.OFONO_VOICECALL]))
+
+    def _unregister_call(self, m: Modem, idx: int) -> None:
+        if self.server is not None:
+            self.server.remove(m.call_path(idx))
+
+    def _manager_method(self, msg: Message) -> Message:
+        return Message.new_method_return(
+            msg, "a(oa{sv})", [[[m.path, self._modem_props(m)] for m in self.modems.values()]])
 
     # ---------------------------------------------------------------- Modem
 
     def _modem_props(self, m: Modem) -> dict[str, Variant]:
         p = m.side.phone
-        feats = ["net"] if names.OFONO_NETREG_IFACE in m.interfaces else []
+        feats = ["net"] if names.OFONO_NETREG in m.interfaces else []
         props = {
             "Online": _v("b", m.online),
             "Powered": _v("b", m.powered),
@@ -372,8 +400,6 @@ class FakeOfono:
         return props
 
     def _modem_method(self, msg: Message, m: Modem, member: str) -> Message | None:
-        if member == "GetProperties":
-            return Message.new_method_return(msg, "a{sv}", [self._modem_props(m)])
         if member == "SetProperty" and msg.signature == "sv":
             name, value = msg.body
             val = value.value
@@ -389,7 +415,7 @@ class FakeOfono:
                     raise OfonoError("InvalidArguments")
                 if val != m.lockdown:
                     m.lockdown = val
-                    self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Lockdown", _v("b", val))
+                    self._changed(m.path, names.OFONO_MODEM, "Lockdown")
                     if val and m.powered:
                         self._drop_link(m)
                 return Message.new_method_return(msg)
@@ -425,22 +451,24 @@ class FakeOfono:
 
     def _bring_up(self, m: Modem) -> None:
         m.powered = True
-        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Powered", _v("b", True))
+        self._changed(m.path, names.OFONO_MODEM, "Powered")
         m.online = True
-        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Online", _v("b", True))
-        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Serial", _v("s", m.address))
+        self._changed(m.path, names.OFONO_MODEM, "Online")
+        self._changed(m.path, names.OFONO_MODEM, "Serial")
         # As real oFono: the voice-call atom registers last (after AT+CLIP/AT+CCWA are answered),
         # so Interfaces grows twice; then AT+CLCC announces the calls the phone already has.
-        m.interfaces = [i for i in HFP_INTERFACES if i != names.OFONO_VOICECALL_MANAGER_IFACE]
-        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Interfaces", _v("as", list(m.interfaces)))
-        self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Features", _v("as", ["net"]))
+        m.interfaces = [i for i in HFP_INTERFACES if i != names.OFONO_VOICECALL_MANAGER]
+        self._sync_interfaces(m)
+        self._changed(m.path, names.OFONO_MODEM, "Interfaces")
+        self._changed(m.path, names.OFONO_MODEM, "Features")
         gen = m.link_generation
 
         def voicecall_atom() -> None:
             if gen != m.link_generation or not m.powered:
                 return
-            m.interfaces = [names.OFONO_VOICECALL_MANAGER_IFACE, *m.interfaces]
-            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Interfaces", _v("as", list(m.interfaces)))
+            m.interfaces = [names.OFONO_VOICECALL_MANAGER, *m.interfaces]
+            self._sync_interfaces(m)
+            self._changed(m.path, names.OFONO_MODEM, "Interfaces")
             self._later(0, lambda: self._publish_existing(m, gen))
 
         self._later(0, voicecall_atom)
@@ -460,17 +488,20 @@ class FakeOfono:
             msg, m.pending_power = m.pending_power, None
             self._send(Message.new_error(msg, _ERR + "Failed", _DEFAULT_TEXT["Failed"]))
         was_powered = m.powered
+        for idx in m.published:
+            self._unregister_call(m, idx)
         m.published.clear()
         if was_powered:
             m.powered = False
-            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Powered", _v("b", False))
+            self._changed(m.path, names.OFONO_MODEM, "Powered")
         if m.online:
             m.online = False
-            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Online", _v("b", False))
+            self._changed(m.path, names.OFONO_MODEM, "Online")
         if m.interfaces:
             m.interfaces = []
-            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Interfaces", _v("as", []))
-            self._prop_changed(m.path, names.OFONO_MODEM_IFACE, "Features", _v("as", []))
+            self._sync_interfaces(m)
+            self._changed(m.path, names.OFONO_MODEM, "Interfaces")
+            self._changed(m.path, names.OFONO_MODEM, "Features")
 
     # ---------------------------------------------------------------- VoiceCall objects
 
@@ -490,8 +521,9 @@ class FakeOfono:
 
     def _publish(self, m: Modem, c: PhoneCall) -> str:
         m.published.add(c.idx)
+        self._register_call(m, c)
         path = m.call_path(c.idx)
-        self._signal(m.path, names.OFONO_VOICECALL_MANAGER_IFACE, "CallAdded", "oa{sv}",
+        self._signal(m.path, names.OFONO_VOICECALL_MANAGER, "CallAdded", "oa{sv}",
                      [path, self._call_props(c, m)])
         return path
 
@@ -504,19 +536,21 @@ class FakeOfono:
             c.start_time = time.time()
         if c.idx in m.published:
             path = m.call_path(c.idx)
-            self._prop_changed(path, names.OFONO_VOICECALL_IFACE, "State", _v("s", state))
+            self._changed(path, names.OFONO_VOICECALL, "State")
             if state == "active" and old in ("incoming", "waiting", "dialing", "alerting") and c.start_time:
-                self._prop_changed(path, names.OFONO_VOICECALL_IFACE, "StartTime", _v("s", _time_str(c.start_time)))
+                self._changed(path, names.OFONO_VOICECALL, "StartTime")
 
     def _end(self, m: Modem, c: PhoneCall, reason: str) -> None:
         """``reason``: local | remote | network.  DisconnectReason, State, then CallRemoved."""
         m.side.calls.pop(c.idx, None)
         if c.idx in m.published:
             path = m.call_path(c.idx)
-            self._signal(path, names.OFONO_VOICECALL_IFACE, "DisconnectReason", "s", [reason])
-            self._prop_changed(path, names.OFONO_VOICECALL_IFACE, "State", _v("s", "disconnected"))
+            self._signal(path, names.OFONO_VOICECALL, "DisconnectReason", "s", [reason])
+            c.state = "disconnected"
+            self._changed(path, names.OFONO_VOICECALL, "State")
             m.published.discard(c.idx)
-            self._signal(m.path, names.OFONO_VOICECALL_MANAGER_IFACE, "CallRemoved", "o", [path])
+            self._unregister_call(m, c.idx)
+            self._signal(m.path, names.OFONO_VOICECALL_MANAGER, "CallRemoved", "o", [path])
         self._after_release(m)
 
     def _after_release(self, m: Modem) -> None:
@@ -529,11 +563,9 @@ class FakeOfono:
         if len(mp) == 1:
             mp[0].multiparty = False
             if mp[0].idx in m.published:
-                self._prop_changed(m.call_path(mp[0].idx), names.OFONO_VOICECALL_IFACE, "Multiparty", _v("b", False))
+                self._changed(m.call_path(mp[0].idx), names.OFONO_VOICECALL, "Multiparty")
 
     def _call_method(self, msg: Message, m: Modem, c: PhoneCall, member: str) -> Message | None:
-        if member == "GetProperties":
-            return Message.new_method_return(msg, "a{sv}", [self._call_props(c, m)])
         if member == "Answer":
             if c.state != "incoming":
                 raise OfonoError("Failed")
@@ -552,11 +584,11 @@ class FakeOfono:
 
     # ---------------------------------------------------------------- VoiceCallManager
 
+    def _vcm_props(self, m: Modem) -> dict[str, Variant]:
+        return {"EmergencyNumbers": _v("as", list(DEFAULT_EMERGENCY_NUMBERS))}
+
     def _vcm_method(self, msg: Message, m: Modem, member: str) -> Message | None:
         side = m.side
-        if member == "GetProperties":
-            return Message.new_method_return(
-                msg, "a{sv}", [{"EmergencyNumbers": _v("as", list(DEFAULT_EMERGENCY_NUMBERS))}])
         if member == "GetCalls":
             return Message.new_method_return(msg, "a(oa{sv})", [[
                 [m.call_path(c.idx), self._call_props(c, m)]
@@ -658,8 +690,7 @@ class FakeOfono:
                 if not c.multiparty:
                     c.multiparty = True
                     if c.idx in m.published:
-                        self._prop_changed(m.call_path(c.idx), names.OFONO_VOICECALL_IFACE, "Multiparty",
-                                           _v("b", True))
+                        self._changed(m.call_path(c.idx), names.OFONO_VOICECALL, "Multiparty")
                 self._set_state(m, c, "active")
             return Message.new_method_return(msg, "ao", [[m.call_path(c.idx) for c in members]])
         if member == "HangupMultiparty":
@@ -679,7 +710,7 @@ class FakeOfono:
                     self._set_state(m, c, "held")
             c = side.calls[idx]
             c.multiparty = False
-            self._prop_changed(m.call_path(idx), names.OFONO_VOICECALL_IFACE, "Multiparty", _v("b", False))
+            self._changed(m.call_path(idx), names.OFONO_VOICECALL, "Multiparty")
             rest = [m.call_path(x.idx) for x in side.calls.values() if x.multiparty]
             return Message.new_method_return(msg, "ao", [rest])
         if member == "Transfer":
@@ -716,22 +747,20 @@ class FakeOfono:
         }
 
     def _handsfree_method(self, msg: Message, m: Modem, member: str) -> Message | None:
-        if member == "GetProperties":
-            return Message.new_method_return(msg, "a{sv}", [self._handsfree_props(m)])
         if member == "SetProperty" and msg.signature == "sv":
             name, value = msg.body
             val = value.value
             if name == "VoiceRecognition" and isinstance(val, bool):
                 if val != m.voice_recognition:
                     m.voice_recognition = val
-                    self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, name, _v("b", val))
+                    self._changed(m.path, names.OFONO_HANDSFREE, name)
                 return Message.new_method_return(msg)
             if name == "EchoCancelingNoiseReduction" and isinstance(val, bool):
                 if val:
                     raise OfonoError("NotSupported")  # can only be switched off
                 if m.ecnr:
                     m.ecnr = False
-                    self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, name, _v("b", False))
+                    self._changed(m.path, names.OFONO_HANDSFREE, name)
                 return Message.new_method_return(msg)
             raise OfonoError("InvalidArguments")
         if member == "RequestPhoneNumber":
@@ -751,21 +780,17 @@ class FakeOfono:
         }
 
     def _netreg_method(self, msg: Message, m: Modem, member: str) -> Message | None:
-        if member == "GetProperties":
-            return Message.new_method_return(msg, "a{sv}", [self._netreg_props(m)])
         if member in ("Register", "Scan", "SetProperty"):
             raise OfonoError("NotImplemented")
         if member == "GetOperators":
             return Message.new_method_return(msg, "a(oa{sv})", [[]])
         raise _unknown(msg)
 
+    def _callvolume_props(self, m: Modem) -> dict[str, Variant]:
+        return {"Muted": _v("b", False), "SpeakerVolume": _v("y", m.speaker_volume),
+                "MicrophoneVolume": _v("y", m.microphone_volume)}
+
     def _callvolume_method(self, msg: Message, m: Modem, member: str) -> Message | None:
-        if member == "GetProperties":
-            return Message.new_method_return(msg, "a{sv}", [{
-                "Muted": _v("b", False),
-                "SpeakerVolume": _v("y", m.speaker_volume),
-                "MicrophoneVolume": _v("y", m.microphone_volume),
-            }])
         if member == "SetProperty" and msg.signature == "sv":
             name, value = msg.body
             val = value.value
@@ -775,7 +800,7 @@ class FakeOfono:
                 attr = "speaker_volume" if name == "SpeakerVolume" else "microphone_volume"
                 if getattr(m, attr) != val:
                     setattr(m, attr, val)
-                    self._prop_changed(m.path, names.OFONO_CALLVOLUME_IFACE, name, _v("y", val))
+                    self._changed(m.path, names.OFONO_CALLVOLUME, name)
                 return Message.new_method_return(msg)
             raise OfonoError("InvalidArguments")
         raise _unknown(msg)
@@ -824,8 +849,8 @@ class FakeOfono:
         side.phone = phone
         if self.running and phone.address not in self.modems:
             m = Modem(side, modem_path(phone.address, self.adapter))
-            self.modems[phone.address] = m
-            self._signal("/", names.OFONO_MANAGER_IFACE, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
+            self._add_modem(m)
+            self._signal("/", names.OFONO_MANAGER, "ModemAdded", "oa{sv}", [m.path, self._modem_props(m)])
         return modem_path(phone.address, self.adapter)
 
     def remove_phone(self, address: str) -> None:
@@ -834,8 +859,9 @@ class FakeOfono:
         m = self.modems.pop(address, None)
         self.sides.pop(address, None)
         if m is not None:
+            self._remove_modem(m)
             m.link_generation += 1
-            self._signal("/", names.OFONO_MANAGER_IFACE, "ModemRemoved", "o", [m.path])
+            self._signal("/", names.OFONO_MANAGER, "ModemRemoved", "o", [m.path])
 
     def _modem_for(self, address: str) -> tuple[PhoneSide, Modem | None]:
         side = self.side(address)
@@ -908,31 +934,30 @@ class FakeOfono:
     def set_battery(self, address: str, level: int) -> None:
         side, m = self._modem_for(address)
         side.phone.battery = max(0, min(5, int(level)))
-        if m is not None and names.OFONO_HANDSFREE_IFACE in m.interfaces:
-            self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, "BatteryChargeLevel",
-                               _v("y", side.phone.battery))
+        if m is not None and names.OFONO_HANDSFREE in m.interfaces:
+            self._changed(m.path, names.OFONO_HANDSFREE, "BatteryChargeLevel")
 
     def set_signal(self, address: str, level: int) -> None:
         side, m = self._modem_for(address)
         before = self._netreg_props(m)["Status"].value if m is not None else ""
         side.phone.signal = max(0, min(5, int(level)))
-        if m is not None and names.OFONO_NETREG_IFACE in m.interfaces:
-            self._prop_changed(m.path, names.OFONO_NETREG_IFACE, "Strength", _v("y", side.phone.signal * 20))
+        if m is not None and names.OFONO_NETREG in m.interfaces:
+            self._changed(m.path, names.OFONO_NETREG, "Strength")
             after = self._netreg_props(m)["Status"].value
             if after != before:
-                self._prop_changed(m.path, names.OFONO_NETREG_IFACE, "Status", _v("s", after))
+                self._changed(m.path, names.OFONO_NETREG, "Status")
 
     def set_operator(self, address: str, name: str) -> None:
         side, m = self._modem_for(address)
         side.phone.operator = name
-        if m is not None and names.OFONO_NETREG_IFACE in m.interfaces:
-            self._prop_changed(m.path, names.OFONO_NETREG_IFACE, "Name", _v("s", name))
+        if m is not None and names.OFONO_NETREG in m.interfaces:
+            self._changed(m.path, names.OFONO_NETREG, "Name")
 
     def set_inband_ringing(self, address: str, on: bool) -> None:
         side, m = self._modem_for(address)
         side.phone.inband_ringing = bool(on)
-        if m is not None and names.OFONO_HANDSFREE_IFACE in m.interfaces:
-            self._prop_changed(m.path, names.OFONO_HANDSFREE_IFACE, "InbandRinging", _v("b", bool(on)))
+        if m is not None and names.OFONO_HANDSFREE in m.interfaces:
+            self._changed(m.path, names.OFONO_HANDSFREE, "InbandRinging")
 
     def link_loss(self, address: str) -> None:
         """The HFP RFCOMM link drops (phone walked away, radio trouble)."""
@@ -987,41 +1012,10 @@ class FakeOfono:
                 return Message.new_method_return(msg, "a(ussss)", [[
                     [c.idx, c.number, c.name, c.state, c.direction] for c in calls]])
             else:
-                return Message.new_error(msg, names.ERR_UNKNOWN_METHOD, f"no method {member}")
+                return Message.new_error(msg, names.E_UNKNOWN_METHOD, f"no method {member}")
         except (ValueError, IndexError, TypeError) as exc:
             return Message.new_error(msg, "org.dashbridge.Sim.Error.Failed", str(exc))
         return Message.new_method_return(msg)
-
-    # ================================================================ introspection
-
-    def _introspect(self, msg: Message) -> Message:
-        path = msg.path or "/"
-        ifaces: list[str] = []
-        children: list[str] = []
-        if path == "/":
-            ifaces = [_INTROSPECT[names.OFONO_MANAGER_IFACE]]
-            children = ["hfp", "org"] if self.modems else ["org"]
-        elif path == SIM_PATH:
-            ifaces = [_INTROSPECT[SIM_IFACE]]
-        else:
-            m = self._modem_at(path)
-            if m is not None and path == m.path:
-                ifaces = [_INTROSPECT[names.OFONO_MODEM_IFACE]] + [_INTROSPECT[i] for i in m.interfaces]
-                children = [m.call_path(i).rsplit("/", 1)[1] for i in sorted(m.published)]
-            elif m is not None:
-                ifaces = [_INTROSPECT[names.OFONO_VOICECALL_IFACE]]
-            else:
-                prefix = path.rstrip("/") + "/"
-                subs = {mp[len(prefix):].split("/", 1)[0] for mp in [*(m.path for m in self.modems.values()),
-                                                                      SIM_PATH] if mp.startswith(prefix)}
-                children = sorted(subs)
-        xml = ['<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
-               '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n<node>',
-               '<interface name="org.freedesktop.DBus.Introspectable"><method name="Introspect">'
-               '<arg name="xml" type="s" direction="out"/></method></interface>', *ifaces]
-        xml += [f'<node name="{c}"/>' for c in children]
-        xml.append("</node>")
-        return Message.new_method_return(msg, "s", ["".join(xml)])
 
 
 def _call_idx(m: Modem, path: str) -> int | None:
@@ -1034,56 +1028,49 @@ def _call_idx(m: Modem, path: str) -> int | None:
 
 def _unknown(msg: Message) -> OfonoError:
     err = OfonoError("NotImplemented")
-    err.name = names.ERR_UNKNOWN_METHOD
+    err.name = names.E_UNKNOWN_METHOD
     err.text = f'Method "{msg.member}" with signature "{msg.signature}" on interface "{msg.interface}" doesn\'t exist'
     return err
 
 
-def _props_iface(name: str, methods: str, extra_signals: str = "") -> str:
-    return (f'<interface name="{name}">'
-            '<method name="GetProperties"><arg name="properties" type="a{sv}" direction="out"/></method>'
-            f"{methods}"
-            '<signal name="PropertyChanged"><arg name="name" type="s"/><arg name="value" type="v"/></signal>'
-            f"{extra_signals}</interface>")
+class OfonoIface(FakeInterface):
+    """An oFono interface: ``GetProperties`` from ``props()`` (when it has properties) and
+    ``PropertyChanged(sv)`` (sent at once by the object server in its oFono mode)."""
+
+    def __init__(self, name: str, props: Callable[[], dict[str, Variant]] | None) -> None:
+        super().__init__(name)
+        self._props = props
+        if props is not None:
+            self.ofono_properties()
+
+    def properties(self) -> dict[str, Variant]:
+        return self._props() if self._props is not None else {}
 
 
-_SETPROP = ('<method name="SetProperty"><arg name="property" type="s" direction="in"/>'
-            '<arg name="value" type="v" direction="in"/></method>')
-
-
-def _m(name: str, ins: str = "", outs: str = "") -> str:
-    args = "".join(f'<arg type="{t}" direction="in"/>' for t in ins.split() if t)
-    args += "".join(f'<arg type="{t}" direction="out"/>' for t in outs.split() if t)
-    return f'<method name="{name}">{args}</method>'
-
-
-_INTROSPECT = {
-    names.OFONO_MANAGER_IFACE: (
-        f'<interface name="{names.OFONO_MANAGER_IFACE}">{_m("GetModems", "", "a(oa{sv})")}'
-        '<signal name="ModemAdded"><arg name="path" type="o"/><arg name="properties" type="a{sv}"/></signal>'
-        '<signal name="ModemRemoved"><arg name="path" type="o"/></signal></interface>'),
-    names.OFONO_MODEM_IFACE: _props_iface(names.OFONO_MODEM_IFACE, _SETPROP),
-    names.OFONO_VOICECALL_MANAGER_IFACE: _props_iface(
-        names.OFONO_VOICECALL_MANAGER_IFACE,
-        _m("Dial", "s s", "o") + _m("DialLast") + _m("DialMemory", "u") + _m("Transfer") + _m("SwapCalls")
-        + _m("ReleaseAndAnswer") + _m("ReleaseAndSwap") + _m("HoldAndAnswer") + _m("HangupAll")
-        + _m("PrivateChat", "o", "ao") + _m("CreateMultiparty", "", "ao") + _m("HangupMultiparty")
-        + _m("SendTones", "s") + _m("GetCalls", "", "a(oa{sv})"),
-        '<signal name="CallAdded"><arg name="path" type="o"/><arg name="properties" type="a{sv}"/></signal>'
-        '<signal name="CallRemoved"><arg name="path" type="o"/></signal>'),
-    names.OFONO_VOICECALL_IFACE: _props_iface(
-        names.OFONO_VOICECALL_IFACE, _m("Deflect", "s") + _m("Hangup") + _m("Answer"),
-        '<signal name="DisconnectReason"><arg name="reason" type="s"/></signal>'),
-    names.OFONO_HANDSFREE_IFACE: _props_iface(names.OFONO_HANDSFREE_IFACE,
-                                              _SETPROP + _m("RequestPhoneNumber", "", "s")),
-    names.OFONO_NETREG_IFACE: _props_iface(
-        names.OFONO_NETREG_IFACE, _m("Register") + _m("GetOperators", "", "a(oa{sv})") + _m("Scan", "", "a(oa{sv})")),
-    names.OFONO_CALLVOLUME_IFACE: _props_iface(names.OFONO_CALLVOLUME_IFACE, _SETPROP),
-    SIM_IFACE: (
-        f'<interface name="{SIM_IFACE}">'
-        + _m("IncomingCall", "s s s", "u") + _m("CallWaiting", "s s s", "u")
-        + _m("RemoteAnswer", "s u") + _m("RemoteHangup", "s u") + _m("RemoteAlerting", "s u")
-        + _m("SetBattery", "s y") + _m("SetSignal", "s y") + _m("SetOperator", "s s")
-        + _m("SetInbandRinging", "s b") + _m("LinkLoss", "s") + _m("SetUnresponsive", "b") + _m("Restart")
-        + _m("GetCalls", "s", "a(ussss)") + "</interface>"),
+# Methods besides GetProperties (in, out) and signals besides PropertyChanged, per interface
+# (oFono's doc/*-api.txt; the HFP modem's subset).
+_SETPROP = {"SetProperty": ("sv", "")}
+_METHODS: dict[str, dict[str, tuple[str, str]]] = {
+    names.OFONO_MANAGER: {"GetModems": ("", "a(oa{sv})")},
+    names.OFONO_MODEM: {**_SETPROP},
+    names.OFONO_VOICECALL_MANAGER: {
+        "Dial": ("ss", "o"), "DialLast": ("", ""), "DialMemory": ("u", ""), "Transfer": ("", ""),
+        "SwapCalls": ("", ""), "ReleaseAndAnswer": ("", ""), "ReleaseAndSwap": ("", ""), "HoldAndAnswer": ("", ""),
+        "HangupAll": ("", ""), "PrivateChat": ("o", "ao"), "CreateMultiparty": ("", "ao"),
+        "HangupMultiparty": ("", ""), "SendTones": ("s", ""), "GetCalls": ("", "a(oa{sv})")},
+    names.OFONO_VOICECALL: {"Deflect": ("s", ""), "Hangup": ("", ""), "Answer": ("", "")},
+    names.OFONO_HANDSFREE: {**_SETPROP, "RequestPhoneNumber": ("", "s")},
+    names.OFONO_NETREG: {**_SETPROP, "Register": ("", ""), "GetOperators": ("", "a(oa{sv})"),
+                         "Scan": ("", "a(oa{sv})")},
+    names.OFONO_CALLVOLUME: {**_SETPROP},
+    SIM_IFACE: {
+        "IncomingCall": ("sss", "u"), "CallWaiting": ("sss", "u"), "RemoteAnswer": ("su", ""),
+        "RemoteHangup": ("su", ""), "RemoteAlerting": ("su", ""), "SetBattery": ("sy", ""), "SetSignal": ("sy", ""),
+        "SetOperator": ("ss", ""), "SetInbandRinging": ("sb", ""), "LinkLoss": ("s", ""),
+        "SetUnresponsive": ("b", ""), "Restart": ("", ""), "GetCalls": ("s", "a(ussss)")},
+}
+_SIGNALS: dict[str, dict[str, str]] = {
+    names.OFONO_MANAGER: {"ModemAdded": "oa{sv}", "ModemRemoved": "o"},
+    names.OFONO_VOICECALL_MANAGER: {"CallAdded": "oa{sv}", "CallRemoved": "o"},
+    names.OFONO_VOICECALL: {"DisconnectReason": "s"},
 }
