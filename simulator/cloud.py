@@ -8,12 +8,23 @@ docs/cloud-protocol.md (API v1 and v2), with fault modes and a migration.
   that arrives at another address or API version after a migration is still recognised;
   :attr:`FakeCloud.effects` records every effect exactly as the backend applied it, which is
   what tests count to prove "exactly once".
-- :attr:`FakeCloud.log`: every request (listener, method, path, status, key, replayed).
+- :attr:`FakeCloud.log`: every request (listener, method, path, status, key, replayed), with the
+  request's headers and body and the answer's headers and body as sent, so tests can check both
+  sides against the OpenAPI contract (docs/cloud-api.yaml).
+- **Hostile by default**, as real servers and networks are: every answer body goes out through a
+  ``StreamResponse`` in several writes with small real-time pauses between them, sometimes with
+  ``Content-Length`` and sometimes chunked — drawn from a seeded RNG (``seed=``), so a test run is
+  reproducible.  ``hostile=False`` sends each body in one write.
 - Fault modes (tests, scenarios, the control endpoint): per listener ``offline`` (connection
   refused), ``blackhole`` (accepts, never answers), ``untrusted_tls``; per request ``slow``,
   ``status`` (500/502/503/429 with or without Retry-After), ``malformed_json``,
   ``wrong_content_type``, ``drop_response`` (acts, then drops the connection: a lost answer),
-  and for entitlements ``bad_signature``, ``expired``, ``rolled_back``, ``wrong_vehicle``.
+  ``pieces`` (the answer in writes cut at ``cuts`` offsets or every ``piece`` bytes),
+  ``oversize`` (a valid JSON answer of ``size`` bytes, ``chunked`` or with Content-Length),
+  ``deep_nesting`` (``depth`` levels of ``[``: the JSON answer, or with ``status`` an error body;
+  for v2 entitlements the JWS header), ``missing_document`` (entitlements: ``404 no_document``)
+  and ``unknown_vehicle`` (``404 unknown_vehicle``); and for entitlements ``bad_signature``,
+  ``expired``, ``rolled_back``, ``wrong_vehicle``.
 - Migration: :meth:`migrate` ``"migrating"`` starts the new system at a new address serving v1
   and v2; the old address answers 308 to it (discovery included).  ``"migrated"``: old API
   endpoints answer 410, the new system drops v1, and only the old discovery URL still redirects.
@@ -33,6 +44,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import json
+import random
 import re
 import ssl
 import time
@@ -49,7 +61,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 JSON_CT = "application/json"
+JOSE_CT = "application/jose"
 HOST = "127.0.0.1"
+# Answers written in one piece at most this long (a hostile answer is cut smaller still).
+MAX_WRITE = 64 * 1024
+# Faults whose answers break the contract on purpose (the contract check skips those answers).
+NONCONFORMING_FAULTS = frozenset({"malformed_json", "wrong_content_type", "oversize", "deep_nesting",
+                                  "unusable_destination"})
 
 
 # --- certificates ---------------------------------------------------------------------------------
@@ -106,9 +124,13 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def sign_jws(claims: dict[str, Any], key: Ed25519PrivateKey, kid: str) -> str:
+def sign_jws(claims: dict[str, Any], key: Ed25519PrivateKey, kid: str, *, extra_header: str | None = None) -> str:
+    """``extra_header``: raw JSON text added to the header as member ``x`` (the deep-nesting fault)."""
     header = {"alg": "EdDSA", "kid": kid, "typ": "dashbridge-entitlements+jws"}
-    h = _b64(json.dumps(header, separators=(",", ":")).encode())
+    text = json.dumps(header, separators=(",", ":"))
+    if extra_header is not None:
+        text = text[:-1] + ',"x":' + extra_header + "}"
+    h = _b64(text.encode())
     p = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     sig = key.sign(f"{h}.{p}".encode("ascii"))
     return f"{h}.{p}.{_b64(sig)}"
@@ -135,6 +157,19 @@ class Logged:
     replayed: bool = False
     version: int = 0
     op: str = ""
+    request_headers: dict[str, str] = field(default_factory=dict)
+    request_body: bytes = b""
+    answer_headers: dict[str, str] = field(default_factory=dict)
+    answer_body: bytes = b""
+    fault: str = ""  # the fault that shaped the answer, if any
+    pieces: int = 0  # writes the answer body went out in
+    delivered: bool = True  # False: the client hung up before the whole answer was written
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly (the control endpoint's /log): bodies as lengths."""
+        d = {k: v for k, v in asdict(self).items() if k not in ("request_body", "answer_body")}
+        d["request_bytes"], d["answer_bytes"] = len(self.request_body), len(self.answer_body)
+        return d
 
 
 @dataclass
@@ -146,6 +181,29 @@ class Fault:
     count: int | None = None  # None: until cleared
     op: str | None = None  # only for this operation (register, entitlements, ...)
     listener: str | None = None  # only on this listener (old, new)
+    cuts: list[int] | None = None  # pieces: write boundaries (byte offsets)
+    piece: int = 0  # pieces: or one write every this many bytes
+    size: int = 2 << 20  # oversize: body length
+    chunked: bool = True  # oversize: no Content-Length (else declared)
+    depth: int = 100_000  # deep_nesting
+
+
+@dataclass
+class Answer:
+    """What the fake sends: written by :meth:`FakeCloud._write` (in pieces, when hostile)."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    fault: str = ""
+    cuts: list[int] | None = None  # write boundaries; None: the fake's RNG decides
+    declare_length: bool | None = None  # None: the RNG decides
+
+
+def encode_json(doc: Any) -> bytes:
+    """How the fake serialises every JSON answer (tests use it to size one exactly)."""
+    return json.dumps(doc).encode()
 
 
 @dataclass
@@ -239,12 +297,15 @@ class _Listener:
 class FakeCloud:
     def __init__(self, directory: Path, vehicles: tuple[str, ...] = ("WDB0000000DASH001",), *,
                  now: Callable[[], float] = time.time, lease: float = 30 * 86400.0,
-                 features: dict[str, Any] | None = None, auto_approve: bool = True) -> None:
+                 features: dict[str, Any] | None = None, auto_approve: bool = True,
+                 hostile: bool = True, seed: int = 0) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.now = now
         self.lease = lease
         self.auto_approve = auto_approve
+        self.hostile = hostile
+        self.rng = random.Random(seed)
         self.ca = CertAuthority(self.directory, "sim-cloud")
         self.rogue_ca = CertAuthority(self.directory, "rogue")
         srv_cert, srv_key = self.ca.issue(HOST, server=True, stem="server")
@@ -269,6 +330,7 @@ class FakeCloud:
         self.new = _Listener(self, "new")
         self.phase: Literal["original", "migrating", "migrated"] = "original"
         self._dest_seq = 0
+        self._unusable: set[str] = set()  # destinations sent outside the contract on purpose
         self._code_seq = 0
         self._control: web.AppRunner | None = None
         self.control_port = 0
@@ -334,11 +396,12 @@ class FakeCloud:
         return v.ent_version
 
     def _sign(self, v: Vehicle, version: int, not_after: float, vid: str, kid: str,
-              key: Ed25519PrivateKey | None = None, issued_at: float | None = None) -> str:
+              key: Ed25519PrivateKey | None = None, issued_at: float | None = None,
+              extra_header: str | None = None) -> str:
         issued = v.ent_issued_at if issued_at is None else issued_at
         claims = {"vehicle_id": vid, "version": version, "issued_at": int(issued),
                   "not_after": int(not_after), "features": v.ent_features, "note": "unknown fields are ignored"}
-        return sign_jws(claims, key or self.signing_keys[kid], kid)
+        return sign_jws(claims, key or self.signing_keys[kid], kid, extra_header=extra_header)
 
     def send_to_car(self, vid: str, label: str, *, lat: float | None = None, lon: float | None = None,
                     address: str = "", expires_at: float | None = None, raw: dict[str, Any] | None = None) -> str:
@@ -353,6 +416,9 @@ class FakeCloud:
             d["expires_at"] = int(expires_at)
         if raw is not None:
             d = {"id": did, **raw}
+        out_of_range = (lat is not None and not -90 <= lat <= 90) or (lon is not None and not -180 <= lon <= 180)
+        if raw is not None or out_of_range:
+            self._unusable.add(did)
         d["acked"] = None
         self.vehicles[vid].destinations[did] = d
         return did
@@ -441,20 +507,74 @@ class FakeCloud:
 
     async def _handle(self, listener: _Listener, request: web.Request) -> web.StreamResponse:
         entry = Logged(self.now(), listener.name, request.method, request.path, 0,
-                       key=request.headers.get("Idempotency-Key", ""))
+                       key=request.headers.get("Idempotency-Key", ""),
+                       request_headers={k: v for k, v in request.headers.items()})
         self.log.append(entry)
         self.request_event.set()
         try:
-            resp = await self._dispatch(listener, request, entry)
+            if request.can_read_body:
+                entry.request_body = await request.read()
+            answer = await self._dispatch(listener, request, entry)
         except _Drop:
             entry.status = -1
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError() from None
-        entry.status = resp.status
+        entry.status = answer.status
+        entry.fault = answer.fault
+        entry.answer_body = answer.body
+        return await self._write(request, entry, answer)
+
+    async def _write(self, request: web.Request, entry: Logged, a: Answer) -> web.StreamResponse:
+        """Send ``a`` as a real server might: in several writes with pauses (hostile), with or
+        without Content-Length.  A client that hangs up half-way (it refused the size) is fine."""
+        resp = web.StreamResponse(status=a.status, headers=a.headers)
+        if a.content_type:
+            resp.content_type = a.content_type
+        body = a.body
+        if not body:
+            resp.content_length = 0
+            entry.answer_headers = dict(resp.headers)
+            try:
+                await resp.prepare(request)
+                await resp.write_eof()
+            except (ConnectionError, RuntimeError):
+                entry.delivered = False
+            return resp
+        declare = a.declare_length if a.declare_length is not None else (
+            not self.hostile or self.rng.random() < 0.5)
+        if declare:
+            resp.content_length = len(body)
+        else:
+            resp.enable_chunked_encoding()
+        cuts = a.cuts if a.cuts is not None else self._cuts(len(body))
+        bounds = [*sorted({c for c in cuts if 0 < c < len(body)}), len(body)]
+        pieces, start = [], 0
+        for end in bounds:
+            while end - start > MAX_WRITE:
+                pieces.append(body[start:start + MAX_WRITE])
+                start += MAX_WRITE
+            pieces.append(body[start:end])
+            start = end
+        entry.pieces = len(pieces)
+        try:
+            await resp.prepare(request)
+            entry.answer_headers = dict(resp.headers)
+            for i, piece in enumerate(pieces):
+                await resp.write(piece)
+                if i + 1 < len(pieces) and (self.hostile or a.cuts is not None):
+                    await asyncio.sleep(self.rng.uniform(0.001, 0.004))
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            entry.delivered = False  # the client hung up (it refused the size, or its deadline passed)
         return resp
 
-    async def _dispatch(self, listener: _Listener, request: web.Request, entry: Logged) -> web.StreamResponse:
+    def _cuts(self, n: int) -> list[int]:
+        if not self.hostile or n < 2:
+            return []
+        return self.rng.sample(range(1, n), min(n - 1, self.rng.randint(1, 5)))
+
+    async def _dispatch(self, listener: _Listener, request: web.Request, entry: Logged) -> Answer:
         path = request.path
         if path == "/.well-known/dashbridge":
             entry.op = "discovery"
@@ -464,22 +584,51 @@ class FakeCloud:
         f = self._take_fault(listener.name, entry.op, ("slow",))
         if f is not None:
             await asyncio.sleep(f.delay)
+        answer = await self._answer(listener, request, entry)
+        f = self._take_fault(listener.name, entry.op, ("pieces",))
+        if f is not None and answer.body:
+            n = len(answer.body)
+            answer.cuts = list(f.cuts) if f.cuts is not None else list(range(f.piece, n, f.piece)) if f.piece else []
+        return answer
+
+    async def _answer(self, listener: _Listener, request: web.Request, entry: Logged) -> Answer:
+        path = request.path
         f = self._take_fault(listener.name, entry.op, ("status",))
         if f is not None:
             headers = {"Retry-After": f.retry_after} if f.retry_after is not None else {}
-            return _error(f.status, "injected", "fault injected by the simulator", headers)
+            return _error(f.status, _code_for(f.status), "fault injected by the simulator", headers)
         f = self._take_fault(listener.name, entry.op, ("wrong_content_type",))
         if f is not None:
-            return web.Response(status=200, text="<html><body>Sign in to the hotel Wi-Fi</body></html>",
-                                content_type="text/html")
+            return Answer(200, b"<html><body>Sign in to the hotel Wi-Fi</body></html>", "text/html",
+                          fault=f.mode)
         f = self._take_fault(listener.name, entry.op, ("malformed_json",))
         if f is not None:
-            return web.Response(status=200, body=b'{"apis": [ {"version": 1,', content_type=JSON_CT)
+            return Answer(200, b'{"apis": [ {"version": 1,', JSON_CT, fault=f.mode)
+        f = self._take_fault(listener.name, entry.op, ("oversize",))
+        if f is not None:
+            # Valid JSON of exactly f.size bytes: only the size is wrong with it.
+            head, tail = b'{"destinations": [], "padding": "', b'"}'
+            padded = head + b"x" * max(0, f.size - len(head) - len(tail)) + tail
+            return Answer(200, padded, JSON_CT, fault=f.mode, declare_length=not f.chunked)
+        f = self._take_fault(listener.name, entry.op, ("deep_nesting",))
+        if f is not None:
+            nested = b"[" * f.depth + b"]" * f.depth
+            if f.status >= 400:
+                return Answer(f.status, b'{"error": {"code": "internal_error", "message": ' + nested + b"}}",
+                              JSON_CT, fault=f.mode)
+            m = _ROUTE.match(path)
+            if entry.op == "entitlements" and m is not None and int(m.group("v")) >= 2:
+                v = self.vehicles.get(m.group("vid"))
+                jws = self._sign(v, v.ent_version + 1, v.ent_not_after, v.id, self.active_kid,
+                                 extra_header=nested.decode()) if v is not None else ""
+                return Answer(200, jws.encode(), JOSE_CT, fault=f.mode)
+            return Answer(200, b'{"apis": ' + nested + b', "destinations": ' + nested + b"}", JSON_CT,
+                          fault=f.mode)
 
         if path == "/.well-known/dashbridge":
             if listener.name == "old" and self.phase != "original":
-                return web.Response(status=308, headers={"Location": f"{self.new.base}/.well-known/dashbridge"})
-            return web.json_response(self._discovery(listener))
+                return Answer(308, headers={"Location": f"{self.new.base}/.well-known/dashbridge"})
+            return _json(self._discovery(listener))
         m = _ROUTE.match(path)
         if m is None:
             return _error(404, "not_found", "no such endpoint")
@@ -488,19 +637,20 @@ class FakeCloud:
         if version not in self._versions(listener.name):
             if listener.name == "old" and self.phase == "migrating":
                 target = f"{self.new.base}{path}"
-                return web.Response(status=308, headers={"Location": target})
+                return Answer(308, headers={"Location": target})
             return _error(410, "gone", f"API v{version} is not served here any more")
         peer = _peer_cn(request)
         if peer != vid:
             return _error(403, "forbidden", "client certificate does not name this vehicle")
         v = self.vehicles.get(vid)
-        if v is None:
+        f = self._take_fault(listener.name, entry.op, ("unknown_vehicle",))
+        if v is None or f is not None:
             return _error(404, "unknown_vehicle", "unknown vehicle")
         body: dict[str, Any] = {}
         if request.method in ("POST", "PUT"):
             try:
-                raw = await request.json()
-            except ValueError:
+                raw = json.loads(entry.request_body)
+            except (ValueError, RecursionError):
                 return _error(400, "bad_json", "body is not JSON")
             if not isinstance(raw, dict):
                 return _error(400, "bad_json", "body is not an object")
@@ -514,7 +664,10 @@ class FakeCloud:
             if op == "destinations":
                 dests = [{k: val for k, val in d.items() if k != "acked"}
                          for d in v.destinations.values() if d["acked"] is None]
-                return web.json_response({"destinations": dests, "cursor": "ignored"})
+                answer = _json({"destinations": dests, "cursor": "ignored"})
+                if any(d["id"] in self._unusable for d in dests):
+                    answer.fault = "unusable_destination"
+                return answer
             return _error(404, "not_found", "no such endpoint")
         key = request.headers.get("Idempotency-Key", "")
         if not key:
@@ -528,22 +681,23 @@ class FakeCloud:
             if fingerprint != json.dumps(semantic, sort_keys=True):
                 return _error(422, "idempotency_key_reused", "this key was used for another request")
             entry.replayed = True
-            return web.json_response(self._render(op, version, result), status=status,
-                                     headers={"Idempotent-Replayed": "true"})
+            return _json(self._render(op, version, result), status=status, headers={"Idempotent-Replayed": "true"})
         result, status = self._apply(v, op, semantic, key)
         if status < 400:
             self.idempotency[(vid, key)] = (json.dumps(semantic, sort_keys=True), result, status)
         if self._take_fault(listener.name, op, ("drop_response",)) is not None:
             raise _Drop()
         if status >= 400:
-            return _error(status, result.get("code", "refused"), result.get("message", ""))
-        return web.json_response(self._render(op, version, result), status=status)
+            return _error(status, result.get("code", "bad_request"), result.get("message", ""))
+        return _json(self._render(op, version, result), status=status)
 
-    def _status(self, v: Vehicle, version: int) -> web.Response:
+    def _status(self, v: Vehicle, version: int) -> Answer:
         reg: Any = v.registration if version == 1 else {"state": v.registration}
-        return web.json_response({"registration": reg, "account": {"linked": v.linked}, "extra": {"a": 1}})
+        return _json({"registration": reg, "account": {"linked": v.linked}, "extra": {"a": 1}})
 
-    def _entitlements(self, v: Vehicle, version: int, request: web.Request, listener: str) -> web.Response:
+    def _entitlements(self, v: Vehicle, version: int, request: web.Request, listener: str) -> Answer:
+        if not v.ent_jws or self._take_fault(listener, "entitlements", ("missing_document",)) is not None:
+            return _error(404, "no_document", "no entitlement document has been issued for this vehicle yet")
         jws = v.ent_jws
         f = self._take_fault(listener, "entitlements", ("bad_signature", "expired", "rolled_back", "wrong_vehicle"))
         if f is not None:
@@ -559,11 +713,10 @@ class FakeCloud:
                 jws = self._sign(v, v.ent_version + 1, v.ent_not_after, "SOMEONE-ELSES-CAR", self.active_kid)
         etag = '"' + _b64(jws.encode()[-12:]) + '"'
         if request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers={"ETag": etag})
+            return Answer(304, headers={"ETag": etag})
         if version >= 2:
-            return web.Response(status=200, body=jws.encode(), headers={"ETag": etag},
-                                content_type="application/jose")
-        return web.json_response({"entitlements": jws, "format": "jws-compact"}, headers={"ETag": etag})
+            return Answer(200, jws.encode(), JOSE_CT, headers={"ETag": etag})
+        return _json({"entitlements": jws, "format": "jws-compact"}, headers={"ETag": etag})
 
     @staticmethod
     def _semantic(op: str, version: int, rest: str, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -668,7 +821,7 @@ class FakeCloud:
         })
 
     async def _c_log(self, request: web.Request) -> web.Response:
-        return web.json_response([asdict(e) for e in self.log])
+        return web.json_response([e.summary() for e in self.log])
 
     async def _c_post(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
@@ -740,8 +893,18 @@ def _peer_cn(request: web.Request) -> str:
     return ""
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(status, encode_json(doc), JSON_CT, headers=dict(headers or {}))
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
+    return _json({"error": {"code": code, "message": message}}, status, headers)
+
+
+def _code_for(status: int) -> str:
+    """The catalogue's code for an injected status (docs/cloud-api.yaml, ErrorCode)."""
+    return {429: "rate_limited", 503: "unavailable", 408: "timeout"}.get(
+        status, "internal_error" if status >= 500 else "bad_request")
 
 
 async def _main() -> None:  # pragma: no cover - developer convenience

@@ -5,8 +5,11 @@ protocol operation (docs/cloud-protocol.md).
   result is stored and refreshed after the document's ``refresh_after``.
 - 301/308 are followed and remembered (persisted) for the URL that answered them; 302/307 are
   followed once, not remembered; at most :data:`MAX_REDIRECTS` hops.
-- 410 Gone (or 404) from an endpoint, or a discovery document that no longer lists the version
-  in use, triggers rediscovery, once per operation.
+- 410 Gone (or a 404 that is not one of the protocol's own, ``protocol.LIVE_404_CODES``) from an
+  endpoint, or a discovery document that no longer lists the version in use, triggers
+  rediscovery, once per operation.  ``404 no_document`` is :class:`NoDocument`.
+- Every request carries ``Dashbridge-Api-Version`` (discovery: the highest version this car
+  speaks) and headers chosen for the version it is actually sent in (after a rediscovery too).
 - Status codes become the typed errors of ``protocol``; the engine decides what they mean for
   the breaker, the backend state and the outbox.
 """
@@ -15,13 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from .clock import Clock
 from .outbox import CloudDb
 from .protocol import (
+    LIVE_404_CODES,
+    SUPPORTED_VERSIONS,
     BadResponse,
     CloudDestination,
     CloudError,
@@ -29,6 +34,7 @@ from .protocol import (
     Gone,
     LinkCode,
     NoCommonVersion,
+    NoDocument,
     Redirects,
     Refused,
     RegistrationResult,
@@ -98,7 +104,9 @@ class CloudClient:
             return await self._fetch_discovery(self.configured_discovery_url)
 
     async def _fetch_discovery(self, url: str) -> Discovery:
-        resp = await self._exchange("GET", url, {"Accept": "application/json"}, None, discovery=True)
+        # No version is chosen yet (or it may change): name the highest one this car speaks.
+        headers = {"Accept": "application/json", "Dashbridge-Api-Version": str(max(SUPPORTED_VERSIONS))}
+        resp = await self._exchange("GET", url, headers, None, discovery=True)
         if resp.status in (404, 410):
             raise Gone(f"discovery document answered {resp.status}")
         self._raise_for_status(resp, "discovery")
@@ -168,15 +176,19 @@ class CloudClient:
             raise ServerError(detail, s)
         if s == 401:
             raise ServerError(f"{detail}: the backend does not accept our client certificate", s)
-        if s in (404, 410):
+        if s == 404 and code == "no_document":
+            raise NoDocument(detail)
+        if s == 410 or (s == 404 and code not in LIVE_404_CODES):
             raise Gone(detail)
         raise Refused(detail, s, code)
 
     async def call(self, endpoint: str, method: str, params: Mapping[str, str] | None = None,
                    body: Mapping[str, Any] | None = None, *, key: str | None = None,
-                   etag: str | None = None, accept: str = "application/json") -> HttpResponse:
-        """One operation: resolve the endpoint, send, rediscover once on 410/404."""
-        headers = {"Accept": accept}
+                   etag: str | None = None,
+                   accept: str | Callable[[int], str] = "application/json") -> HttpResponse:
+        """One operation: resolve the endpoint, send, rediscover once on 410/404.  ``accept`` may
+        depend on the API version the request goes out in (which a rediscovery can change)."""
+        headers: dict[str, str] = {}
         data = None
         if body is not None:
             data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
@@ -189,9 +201,10 @@ class CloudClient:
         while True:
             d = await self.ensure_discovery()
             headers["Dashbridge-Api-Version"] = str(d.version)
+            headers["Accept"] = accept(d.version) if callable(accept) else accept
             url = d.url_for(endpoint, vehicle_id=self.vehicle_id, **(params or {}))
             resp = await self._exchange(method, url, headers, data)
-            if resp.status in (404, 410) and not rediscovered:
+            if _moved(resp) and not rediscovered:
                 log.info("cloud: %s answered %d; rediscovering", _where(resp.url), resp.status)
                 rediscovered = True
                 forgot = self.redirects.forget(url)
@@ -228,8 +241,7 @@ class CloudClient:
 
     async def entitlements(self, etag: str) -> tuple[str | None, str]:
         """(compact JWS, ETag), or (None, etag) when not modified."""
-        accept = "application/jose" if self.version >= 2 else "application/json"
-        resp = await self.call("entitlements", "GET", etag=etag or None, accept=accept)
+        resp = await self.call("entitlements", "GET", etag=etag or None, accept=_entitlements_accept)
         if resp.status == 304:
             return None, etag
         new_etag = resp.headers.get("etag", "")
@@ -263,6 +275,18 @@ class CloudClient:
     def _json(self, resp: HttpResponse, what: str) -> dict[str, Any]:
         check_content_type(resp.headers, JSON, what)
         return json_object(resp.body, what)
+
+
+def _entitlements_accept(version: int) -> str:
+    return "application/jose" if version >= 2 else "application/json"
+
+
+def _moved(resp: HttpResponse) -> bool:
+    """Does this answer say the endpoint is not (or no longer) here?  410 always; 404 unless its
+    error code says a live endpoint is missing a resource (an unknown vehicle, no document yet)."""
+    if resp.status == 410:
+        return True
+    return resp.status == 404 and error_detail(resp.body)[0] not in LIVE_404_CODES
 
 
 def _where(url: str) -> str:

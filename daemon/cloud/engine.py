@@ -50,6 +50,7 @@ from .protocol import (
     USER_CODE_RE,
     CloudDestination,
     CloudError,
+    NoDocument,
     Refused,
     RetryLater,
 )
@@ -518,8 +519,19 @@ class CloudEngine:
         now = self.clock.now()
         fetched = False
         try:
-            jws, etag = await client.entitlements(self.etag)
-            self._take_entitlements(jws, etag)
+            try:
+                jws, etag = await client.entitlements(self.etag)
+            except NoDocument:
+                # The backend has issued no document for this car yet (404 no_document): nothing
+                # to take, nothing wrong with the backend.  What we hold (if anything) is not
+                # vouched for, so the lease runs on as cached, then grace.
+                self._entitlement_trouble = False
+                self.confirmed = False
+                if self.held is not None:
+                    log.warning("cloud: the backend has no entitlement document for us; keeping version %d",
+                                self.held.version)
+            else:
+                self._take_entitlements(jws, etag)
             fetched = True
             dests = await client.destinations()
             self._store_destinations(dests)
@@ -821,6 +833,6 @@ def _loads(text: str) -> dict[str, Any]:
 
     try:
         v = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return v if isinstance(v, dict) else {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .features import LOCAL_FEATURES
+from .protocol import JsonTooDeep, loads_bounded
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -102,10 +102,12 @@ def _split(jws: str) -> tuple[list[str], dict[str, Any], bytes, bytes]:
     if len(parts) != 3:
         raise EntitlementRejected("malformed", "not a JWS compact serialization (3 parts)")
     try:
-        header = json.loads(b64url_decode(parts[0]))
+        header = loads_bounded(b64url_decode(parts[0]))
         payload_bytes = b64url_decode(parts[1])
         signature = b64url_decode(parts[2])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except JsonTooDeep as exc:
+        raise EntitlementRejected("malformed", f"JWS header is not usable JSON ({exc})") from None
+    except (ValueError, binascii.Error):
         raise EntitlementRejected("malformed", "a JWS part is not base64url JSON") from None
     if not isinstance(header, dict):
         raise EntitlementRejected("malformed", "JWS header is not an object")
@@ -123,8 +125,10 @@ def decode(jws: str, vehicle_id: str) -> EntitlementDoc:
     if not isinstance(kid, str):
         raise EntitlementRejected("unknown_key", "no kid in the JWS header")
     try:
-        claims = json.loads(payload_bytes)
-    except (ValueError, UnicodeDecodeError):
+        claims = loads_bounded(payload_bytes)
+    except JsonTooDeep as exc:
+        raise EntitlementRejected("malformed", f"payload is not usable JSON ({exc})") from None
+    except ValueError:
         raise EntitlementRejected("malformed", "payload is not JSON") from None
     if not isinstance(claims, dict):
         raise EntitlementRejected("malformed", "payload is not an object")

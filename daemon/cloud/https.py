@@ -6,7 +6,11 @@ must stay well under that), and then in a worker thread so the event loop keeps 
 - The client certificate/key and the CA bundle come from config; without a CA bundle the system
   trust store is used.  Hostnames (or IP SANs) are checked.
 - No redirect is followed here: the client remembers permanent ones itself.
-- Every request has a deadline (the whole exchange, connect to last byte); bodies are capped.
+- Every request has a deadline (the whole exchange, connect to last byte).
+- Answers are read whole, however the server cut them into writes and TLS records, up to
+  ``protocol.MAX_BODY_BYTES`` (1 MiB): a larger ``Content-Length`` is refused before the body is
+  read, and a body that streams past the cap is refused when it does (``TooLarge``, a protocol
+  error, never half a document handed to a JSON parser).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from .protocol import MAX_BODY_BYTES, TlsUntrusted, Unreachable
+from .protocol import MAX_BODY_BYTES, TlsUntrusted, TooLarge, Unreachable
 from .transport import HttpResponse
 
 # Connections kept open to the backend; the daemon sends one request at a time.
@@ -52,9 +56,7 @@ class AiohttpTransport:
             async with asyncio.timeout(timeout):
                 async with session.request(method, url, headers=dict(headers), data=body, allow_redirects=False,
                                            timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                    data = await resp.content.read(MAX_BODY_BYTES + 1)
-                    if len(data) > MAX_BODY_BYTES:
-                        raise Unreachable(f"answer larger than {MAX_BODY_BYTES} bytes")
+                    data = await read_capped(resp, MAX_BODY_BYTES)
                     hdrs = {k.lower(): v for k, v in reversed(list(resp.headers.items()))}
                     return HttpResponse(resp.status, hdrs, data, str(resp.url))
         except TimeoutError:
@@ -76,6 +78,21 @@ class AiohttpTransport:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:
+    """The whole body, or :class:`TooLarge` once it is known to exceed ``cap`` bytes."""
+    declared = resp.content_length
+    if declared is not None and declared > cap:
+        resp.close()  # do not drain a body we will not read: drop the connection
+        raise TooLarge(f"answer too large: Content-Length {declared} > {cap} bytes")
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        buf += chunk
+        if len(buf) > cap:
+            resp.close()
+            raise TooLarge(f"answer too large: more than {cap} bytes")
+    return bytes(buf)
 
 
 def _short(exc: object) -> str:

@@ -78,7 +78,7 @@ class CloudDb:
             return default
         try:
             return json.loads(row[0])
-        except ValueError:
+        except (ValueError, RecursionError):
             log.warning("cloud state %s is damaged; using the default", key)
             return default
 
@@ -142,7 +142,7 @@ _COLS = "id, kind, idempotency_key, coalesce_key, payload, created_at, attempts,
 def _item(row: tuple[Any, ...]) -> OutboxItem:
     try:
         payload = json.loads(row[4])
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = {}
     return OutboxItem(int(row[0]), str(row[1]), str(row[2]), str(row[3]),
                       payload if isinstance(payload, dict) else {}, float(row[5]), int(row[6]),

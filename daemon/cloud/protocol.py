@@ -26,7 +26,14 @@ ENDPOINT_NAMES = (
     "destination_ack", "consent",
 )
 DEFAULT_DISCOVERY_REFRESH_S = 86400.0
+# The largest answer body the car reads (declared by Content-Length or streamed): 1 MiB.  A larger
+# one is refused as "too large" (docs/cloud-protocol.md §1).
 MAX_BODY_BYTES = 1 << 20
+# JSON nested deeper than this (arrays and objects) is refused; the protocol's documents need 5.
+MAX_JSON_DEPTH = 64
+# Error codes of a 404 that come from a live endpoint (a known resource is missing), so the car does
+# not take the 404 as "this endpoint moved" and rediscover (docs/cloud-protocol.md §4).
+LIVE_404_CODES = frozenset({"unknown_vehicle", "unknown_destination", "no_document"})
 USER_CODE_RE = re.compile(r"^[A-Z0-9]{4,16}$")
 CONSENT_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 MAX_LABEL = 200
@@ -63,6 +70,16 @@ class ServerError(CloudError):
 
 class BadResponse(CloudError):
     """An answer we cannot use: malformed JSON, wrong content type, missing fields."""
+
+
+class TooLarge(BadResponse):
+    """An answer body over :data:`MAX_BODY_BYTES` (declared or as it streamed in)."""
+
+
+class NoDocument(CloudError):
+    """404 ``no_document``: the endpoint is there, the backend has no document for us yet."""
+
+    backend_fault = False
 
 
 class RetryLater(CloudError):
@@ -123,7 +140,7 @@ class Discovery:
                 refresh_after=float(d.get("refresh_after", DEFAULT_DISCOVERY_REFRESH_S)),
                 fetched_at=float(d.get("fetched_at", 0.0)),
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def url_for(self, name: str, **params: str) -> str:
@@ -188,10 +205,36 @@ def parse_discovery(body: bytes, url: str, fetched_at: float,
 
 
 # --- response bodies -----------------------------------------------------------------------------
+class JsonTooDeep(ValueError):
+    """JSON nested deeper than allowed."""
+
+
+def loads_bounded(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for what the network sent: ValueError (or its subclass :class:`JsonTooDeep`)
+    for anything unusable, never RecursionError.  The decoder's own recursion guard stops very
+    deep input (100,000 ``[``) early; the depth of what did parse is then checked without
+    recursion."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        value = json.loads(text)
+    except RecursionError:
+        raise JsonTooDeep(f"nested deeper than {max_depth} levels") from None
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise JsonTooDeep(f"nested deeper than {max_depth} levels")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return value
+
+
 def json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        value = loads_bounded(body)
+    except JsonTooDeep as exc:
+        raise BadResponse(f"{what} is not usable JSON ({exc})") from None
+    except ValueError:  # UnicodeDecodeError included
         raise BadResponse(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise BadResponse(f"{what} is not a JSON object")
@@ -341,8 +384,8 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 def error_detail(body: bytes) -> tuple[str, str]:
     """(code, message) from an error body ``{"error": {"code":..., "message":...}}``, best effort."""
     try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        doc = loads_bounded(body)
+    except ValueError:
         return "", ""
     err = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(err, dict):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.cloud_contract import assert_contract
 from tests.unit.cloud_env import DAY, HOUR, Env, FakeNav
 
 
@@ -20,6 +21,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     yield e
     await e.stop()
     await e.cloud.close()
+    assert_contract(e.cloud)  # every request the engine sent and every answer, per docs/cloud-api.yaml
 
 
 async def test_first_sync_discovers_fetches_entitlements_and_goes_online(env: Env) -> None:
@@ -237,6 +239,7 @@ async def test_lease_then_grace_then_offline_policy_while_the_backend_is_away(tm
     finally:
         await env.stop()
         await env.cloud.close()
+    assert_contract(env.cloud)
 
 
 async def test_send_to_car_is_handed_to_navigation_then_acknowledged(env: Env) -> None:
@@ -349,6 +352,7 @@ async def test_registration_under_review_then_approved_and_asking_again_sends_no
     finally:
         await env.stop()
         await env.cloud.close()
+    assert_contract(env.cloud)
 
 
 async def test_a_delivered_registration_the_backend_lost_is_sent_again(tmp_path: Path) -> None:
@@ -371,6 +375,7 @@ async def test_a_delivered_registration_the_backend_lost_is_sent_again(tmp_path:
     finally:
         await env.stop()
         await env.cloud.close()
+    assert_contract(env.cloud)
 
 
 def test_damaged_state_on_disk_never_stops_the_engine_from_starting() -> None:

@@ -14,6 +14,8 @@ import pytest
 
 from dashbridge.simulator.cloud import FakeCloud
 
+from .cloud_contract import assert_contract
+
 VIN = "WDB0000000DASH001"
 
 
@@ -23,6 +25,8 @@ async def cloud(tmp_path: Path) -> AsyncIterator[FakeCloud]:
     await c.start()
     yield c
     await c.close()
+    # These tests send malformed requests on purpose; the fake's answers must still be in contract.
+    assert_contract(c, requests=False)
 
 
 def _ctx(cloud: FakeCloud, vehicle: str | None = VIN) -> ssl.SSLContext:
