@@ -22,6 +22,7 @@ from .values import SUBST_RE, fmt_duration, show
 
 LOG_TAIL_LINES = 25
 
+
 @dataclass
 class StepResult:
     index: int

@@ -35,6 +35,7 @@ SCHEMA_VERSIONS = (1,)
 DEFAULT_WITHIN_S = 5.0
 DEFAULT_TIMEOUT_S = 60.0
 
+
 class ScenarioError(Exception):
     """A bad scenario file: ``str()`` is ``file:line: what was expected``."""
 

@@ -17,6 +17,7 @@ from .runner import ScenarioResult, run_file
 
 WORKER_STOP_S = 30.0  # an interrupted worker's time to stop its world
 
+
 async def _run_in_worker(path: str) -> ScenarioResult:
     """One scenario in a child process (isolation: its own fakes, buses and daemon)."""
     fd, out = tempfile.mkstemp(prefix="dashbridge-scenario-", suffix=".json")
