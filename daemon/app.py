@@ -1,8 +1,9 @@
 """Composition root: builds everything, owns the root TaskGroup, talks to systemd.
 
-Order at start: config (already loaded) -> buses -> store -> components (their interfaces are
-exported) -> caller gate -> bus name ``org.dashbridge`` -> ``READY=1``.  SIGTERM/SIGINT: cancel
-the TaskGroup, run clean-ups, release the name, close the store, all within ``stop_timeout``.
+Order at start: config (already loaded) -> buses -> store -> components, then the API adapters
+over them, from one table (:data:`PARTS`), exported -> caller gate -> bus name ``org.dashbridge``
+-> ``READY=1``.  SIGTERM/SIGINT: cancel the TaskGroup, run clean-ups, release the name, close the
+store, all within ``stop_timeout``.
 """
 
 from __future__ import annotations
@@ -12,23 +13,38 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 from dbus_fast import RequestNameReply
 from dbus_fast.service import ServiceInterface
 
+from dashbridge.profiles.hfp.handler import HfpHandler
+from dashbridge.profiles.map.handler import MessagesComponent
+from dashbridge.profiles.pbap.sync import ContactsSync
+
 from . import logs
 from .api.auth import CallerGate
+from .api.calls import Calls1
+from .api.cloud import Cloud1, CloudTestClock1
+from .api.contacts import Contacts1
 from .api.daemon1 import Daemon1
+from .api.messages import Messages1
+from .api.navigation import Navigation1
+from .api.phones import Phones1
+from .bluetooth.component import BluetoothComponent
+from .cloud.component import CloudComponent
 from .config import Config
 from .context import AppContext, Component
 from .dbus import bus as dbus_bus
 from .dbus import names
 from .dbus.signals import SignalRouter
 from .health import Health
-from .phones import PhoneDirectory
+from .navigation import NavigationRelay
 from .sdnotify import Notifier
+from .services import Services
 from .store import DB_NAME, Store
 from .supervisor import Supervisor, restart_policy
 
@@ -39,45 +55,92 @@ log = logging.getLogger(__name__)
 WATCHDOG_MAX_LAG_S = 1.0
 
 
+C = TypeVar("C")
+
+
 class StartupError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Part(Generic[C]):
+    """One capability: how its component is built, what it offers the other components (fields
+    of :class:`~daemon.services.Services`), and the ``org.dashbridge`` adapters over it."""
+
+    build: Callable[[AppContext], C]
+    adapters: Callable[[C], list[ServiceInterface]]
+    offers: Callable[[Services, C], None] | None = None
+
+
+def _phones_api(c: BluetoothComponent) -> list[ServiceInterface]:
+    return [Phones1(c.manager)]
+
+
+def _contacts_api(c: ContactsSync) -> list[ServiceInterface]:
+    return [Contacts1(c)]
+
+
+def _contacts_offer(s: Services, c: ContactsSync) -> None:
+    s.callerid = c  # loaded from the store when built: caller ID works before any phone syncs
+
+
+def _calls_api(c: HfpHandler) -> list[ServiceInterface]:
+    return [Calls1(c)]
+
+
+def _navigation_api(c: NavigationRelay) -> list[ServiceInterface]:
+    return [Navigation1(c)]
+
+
+def _navigation_offer(s: Services, c: NavigationRelay) -> None:
+    s.navigation = c
+
+
+def _messages_api(c: MessagesComponent) -> list[ServiceInterface]:
+    return [Messages1(c)]
+
+
+def _cloud_api(c: CloudComponent) -> list[ServiceInterface]:
+    out: list[ServiceInterface] = [Cloud1(c)]
+    if c.test_clock:
+        out.append(CloudTestClock1(c))
+    return out
+
+
+def _cloud_offer(s: Services, c: CloudComponent) -> None:
+    s.entitlements = c
+
+
+# Every capability, in build order (component name -> parts).  Each issue's component registers here.
+# The phone directory exists before any component (``Services.phones``): bluetooth writes it, the
+# profile components built after it read and listen to it.  Contacts offer caller ID to calls and
+# messages; messages offer the destinations they contain to the navigation relay, and the cloud
+# feeds send-to-car destinations into it (it looks ``services.navigation`` up at run time).  The
+# cloud imports nothing heavy when built (aiohttp/cryptography load in a thread once READY).
+PARTS: dict[str, Part[Any]] = {
+    "bluetooth": Part(BluetoothComponent, _phones_api),  # issue 3: pairing, registry, auto-connect
+    "contacts": Part(ContactsSync, _contacts_api, _contacts_offer),  # issue 5: PBAP
+    "calls": Part(HfpHandler, _calls_api),  # issue 4: HFP through oFono
+    "navigation": Part(NavigationRelay, _navigation_api, _navigation_offer),  # issue 6
+    "messages": Part(MessagesComponent, _messages_api),  # issue 6: MAP
+    "cloud": Part(CloudComponent, _cloud_api, _cloud_offer),  # issue 7
+}
+
+
 def build_components(ctx: AppContext) -> list[Component]:
-    """Every capability, in dependency order.  Each issue's component registers here."""
+    """Every capability's component, in :data:`PARTS` order; each offers its services as it is built."""
     components: list[Component] = []
-    # The directory of connected phones exists before any component: the bluetooth component
-    # writes it, the profile components (built after it) read and listen to it.
-    ctx.services["phones"] = PhoneDirectory()
-    # bluetooth (issue 3): pairing, the phone registry, auto-connect; writes the phone directory.
-    from .bluetooth.component import BluetoothComponent
-
-    components.append(BluetoothComponent(ctx))
-    # contacts (issue 5): PBAP phonebook/call history; offers ctx.services["callerid"] (set when
-    # built, loaded from the store, so caller ID works before any phone syncs) to calls/messages.
-    from dashbridge.profiles.pbap.sync import ContactsSync
-
-    components.append(ContactsSync(ctx))
-    # calls (issue 4): HFP through oFono; after bluetooth (which fills the phone directory).
-    from dashbridge.profiles.hfp.handler import HfpHandler
-
-    components.append(HfpHandler(ctx))
-    # navigation relay, then messages (issue 6): messages offer the destinations they contain to
-    # the relay, and the cloud feeds send-to-car destinations into it (ctx.services["navigation"]).
-    from dashbridge.profiles.map.handler import MessagesComponent
-
-    from .navigation import NavigationRelay
-
-    navigation = NavigationRelay(ctx)
-    ctx.services["navigation"] = navigation
-    components.append(navigation)
-    components.append(MessagesComponent(ctx))
-    # cloud (issue 7): last; looks up ctx.services["navigation"] at run time.  Imports nothing
-    # heavy here (aiohttp/cryptography load in a thread once the daemon is READY).
-    from .cloud.component import CloudComponent
-
-    components.append(CloudComponent(ctx))
+    for part in PARTS.values():
+        comp = part.build(ctx)
+        if part.offers is not None:
+            part.offers(ctx.services, comp)
+        components.append(comp)
     return components
+
+
+def adapters(comp: Component) -> list[ServiceInterface]:
+    """The ``org.dashbridge`` interfaces over a component built from :data:`PARTS`."""
+    return PARTS[comp.name].adapters(comp)
 
 
 async def open_context(cfg: Config, health: Health) -> AppContext:
@@ -109,12 +172,12 @@ async def open_context(cfg: Config, health: Health) -> AppContext:
 
 
 async def publish(ctx: AppContext, components: list[Component], extra: Sequence[ServiceInterface] = ()) -> None:
-    """Export the components' interfaces at /org/dashbridge, gate callers, then own the name:
-    once this returns, the API answers."""
+    """Build the adapters over the components, export them at /org/dashbridge, gate callers, then
+    own the name: once this returns, the API answers."""
     exported = list(extra)
     for comp in components:
         ctx.health.set(comp.name, "starting")
-        exported.extend(comp.interfaces())
+        exported.extend(adapters(comp))
     for iface in exported:
         ctx.system_bus.export(names.DASHBRIDGE_PATH, iface)
     CallerGate(ctx.system_bus, ctx.config.api.allowed_users, ctx.config.api.allowed_groups,

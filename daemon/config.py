@@ -28,6 +28,9 @@ from .yamlload import Duration as Duration  # re-exported: the settings' type
 from .yamlload import parse_duration as parse_duration
 
 DEFAULT_PATH = Path("/etc/dashbridge/config.yaml")
+# Local phone features: never gated by the cloud unless cloud.gated_local_features lists them
+# (DESIGN.md principle 1, local first); ``daemon/cloud/features.py`` re-exports them.
+LOCAL_FEATURES: tuple[str, ...] = ("calls", "contacts", "messages", "message_navigation")
 
 
 class ConfigError(Exception):
@@ -360,8 +363,6 @@ def _validate(cfg: Config, ctx: _Ctx) -> None:
 
 
 def _validate_cloud(c: CloudConfig, ctx: _Ctx) -> None:
-    from .cloud.features import LOCAL_FEATURES
-
     for i, name in enumerate(c.gated_local_features):
         if name not in LOCAL_FEATURES:
             ctx.fail(None, f"cloud.gated_local_features[{i}]", f"expected one of {', '.join(LOCAL_FEATURES)}")
@@ -370,7 +371,7 @@ def _validate_cloud(c: CloudConfig, ctx: _Ctx) -> None:
                  "cert_file and key_file go together")
     if c.trust_anchors:
         # As the cloud component loads them (with ``cryptography``), so a bad one stops us here.
-        from .cloud.entitlements import load_anchors
+        from .anchors import load_anchors
 
         for kid, text in c.trust_anchors.items():
             if load_anchors({kid: text})[1]:

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dbus_fast.aio import MessageBus
-from dbus_fast.service import ServiceInterface
 
 from .config import Config
 from .dbus.signals import SignalRouter
 from .health import Health
+from .services import Services
 from .store import Store
 
 
@@ -22,10 +22,6 @@ class Component(Protocol):
     """A long-lived part of the daemon, run under the supervisor."""
 
     name: str
-
-    def interfaces(self) -> list[ServiceInterface]:
-        """Interfaces to export at /org/dashbridge before the bus name is requested."""
-        ...
 
     async def run(self) -> None:
         """Runs until cancelled; raising makes the supervisor restart it with backoff."""
@@ -42,7 +38,7 @@ class AppContext:
     store: Store
     health: Health
     # Services components offer each other (set by the composition root, read by others).
-    services: dict[str, object] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     # Who may call the objects the daemon exports for foreign daemons (the pairing agent): each
     # predicate says whether a unique bus name is such a daemon now (e.g. the owner of org.bluez).
     system_peers: list[Callable[[str], bool]] = field(default_factory=list)

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import Variant
-from dbus_fast.service import ServiceInterface
 
 from .backoff import Backoff
 from .clock import Clock, RealClock, Wake
@@ -165,7 +164,7 @@ def normalise(dest: Destination) -> tuple[str, str, float | None, float | None, 
 
 
 class NavigationRelay:
-    """Component ``navigation`` and the ``NavigationSink`` service (ctx.services["navigation"])."""
+    """Component ``navigation`` and the ``NavigationSink`` service (``ctx.services.navigation``)."""
 
     name = "navigation"
 
@@ -182,16 +181,8 @@ class NavigationRelay:
         self.offered_listeners: list[Callable[[NavIntent], None]] = []
         self.changed_listeners: list[Callable[[NavIntent, str], None]] = []
         self.service_listeners: list[Callable[[bool], None]] = []
-        self._api: ServiceInterface | None = None
 
     # -- component ---------------------------------------------------------------------------------
-    def interfaces(self) -> list[ServiceInterface]:
-        from .api.navigation import Navigation1
-
-        if self._api is None:
-            self._api = Navigation1(self)
-        return [self._api]
-
     async def run(self) -> None:
         svc = self.cfg.service
         watcher = NameWatcher(self.ctx.system, svc.bus_name, self._owner_changed)

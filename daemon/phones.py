@@ -28,18 +28,6 @@ Listener = Callable[[Event, PhoneLink], None]
 
 
 class PhoneDirectory:
-    SERVICE = "phones"
-
-    @classmethod
-    def of(cls, services: dict[str, object]) -> PhoneDirectory:
-        """The directory in ``AppContext.services`` (created there if a component runs alone)."""
-        found = services.get(cls.SERVICE)
-        if isinstance(found, cls):
-            return found
-        directory = cls()
-        services[cls.SERVICE] = directory
-        return directory
-
     def __init__(self) -> None:
         self._connected: dict[str, PhoneLink] = {}
         self._listeners: list[Listener] = []

@@ -1,14 +1,20 @@
-"""What components offer each other, as protocols (registered in ``AppContext.services``).
+"""What components offer each other: typed ports (``Protocol``s) in one :class:`Services` object.
 
-Keys: ``"phones"`` -> PhoneDirectory, ``"callerid"`` -> CallerId, ``"navigation"`` -> NavigationSink.
-A component that needs another's service looks it up at run time and degrades gracefully when
-it is absent (e.g. calls show the number when no contacts are synced).
+The composition root (``daemon/app.py``) sets the fields as it builds the components; a component
+reads the field of a service it uses at run time and degrades gracefully when it is absent (e.g.
+calls show the number when no contacts are synced).  No string keys: ``mypy`` checks every use.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from .phones import PhoneDirectory
+from .transfers import TransferDir, resolve
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class CallerId(Protocol):
@@ -36,3 +42,33 @@ class NavigationSink(Protocol):
         """Queue a destination for delivery without a dashboard confirmation (send-to-car
         destinations the driver already chose in the app); returns its id."""
         ...
+
+    def drop_phone(self, phone: str) -> None:
+        """The phone was forgotten: drop what was offered from it."""
+        ...
+
+
+class Entitlements(Protocol):
+    def feature_enabled(self, name: str) -> bool:
+        """Is a feature on right now?"""
+        ...
+
+
+@dataclass
+class Services:
+    """The services components offer each other, set by the composition root."""
+
+    # The directory of connected phones: written by bluetooth, read by HFP/PBAP/MAP.  It exists
+    # before any component, so a component built alone (tests) still has one.
+    phones: PhoneDirectory = field(default_factory=PhoneDirectory)
+    callerid: CallerId | None = None  # contacts -> calls, messages
+    navigation: NavigationSink | None = None  # navigation relay <- messages, cloud
+    entitlements: Entitlements | None = None  # cloud -> whoever gates a feature
+    transfers: TransferDir | None = None  # the obex transfer directory (see transfer_dir)
+
+    def transfer_dir(self, cfg: Config) -> TransferDir:
+        """The daemon's one :class:`TransferDir`, created (and cleared) the first time it is asked
+        for — when the contacts and messages components are built at start."""
+        if self.transfers is None:
+            self.transfers = TransferDir(resolve(cfg)).prepare()
+        return self.transfers

@@ -29,11 +29,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import Config
-    from .context import AppContext
 
 log = logging.getLogger(__name__)
 
-SERVICE = "obex-transfers"  # key in AppContext.services
 PREFIX = "dashbridge-"  # every file we name starts so; only those are ever cleared
 
 
@@ -99,14 +97,3 @@ class TransferDir:
             pass  # obexd removes the file of a failed GET itself
         except OSError as exc:
             log.warning("cannot remove obex transfer file %s: %s", name, exc.strerror)
-
-
-def transfer_dir(ctx: AppContext) -> TransferDir:
-    """The daemon's one :class:`TransferDir`, created (and cleared) the first time it is asked for —
-    when the contacts and messages components are built at start."""
-    got = ctx.services.get(SERVICE)
-    if isinstance(got, TransferDir):
-        return got
-    td = TransferDir(resolve(ctx.config)).prepare()
-    ctx.services[SERVICE] = td
-    return td

@@ -1,6 +1,6 @@
 """``org.dashbridge.Calls1`` at ``/org/dashbridge``: calls on the connected phones (HFP via oFono).
 
-Thin: validate, delegate to the calls component (``profiles/hfp/handler.py``), map errors.
+Thin: validate, delegate to the calls component (port :class:`~daemon.api.ports.CallsPort`), map errors.
 Documented in ``daemon/api/xml/org.dashbridge.Calls1.xml`` and ``docs/api/Calls1.md``.
 
 Signals are sent straight as messages (their shape is declared with ``@dbus_signal`` for
@@ -23,8 +23,9 @@ from ..errors import InvalidInput
 from .base import api_call
 
 if TYPE_CHECKING:
-    from dashbridge.profiles.hfp.handler import HfpHandler
     from dashbridge.profiles.hfp.models import Call, PhoneStatus
+
+    from .ports import CallsPort
 
 Props = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
@@ -48,7 +49,7 @@ def _call_arg(call_id: str) -> str:
 
 
 class Calls1(ServiceInterface):
-    def __init__(self, handler: "HfpHandler") -> None:
+    def __init__(self, handler: "CallsPort") -> None:
         super().__init__(names.DASHBRIDGE_CALLS_IFACE)
         self._h = handler
         handler.add_call_listener(self._on_call)

@@ -1,7 +1,8 @@
 """``org.dashbridge.Cloud1`` at ``/org/dashbridge``: the backend connection, registration, account
 link, entitlements (every feature with its source and reason) and the outbox.
 
-Thin: validate, delegate to the cloud component's engine, map errors.  Nothing here waits on
+Thin: validate, delegate to the cloud component's engine (ports :class:`~daemon.api.ports.CloudPort`,
+:class:`~daemon.api.ports.CloudTestClockPort`), map errors.  Nothing here waits on
 the network: Register/LinkAccount/SetConsent commit to the outbox and return; SyncNow schedules.
 Properties change with ``PropertiesChanged``; feature and state changes also have their own
 signals (docs/api/Cloud1.md).
@@ -28,8 +29,7 @@ from ..errors import InvalidInput, NotReadyError
 from .base import api_call_sync
 
 if TYPE_CHECKING:
-    from ..cloud.component import CloudComponent
-    from ..cloud.engine import CloudEngine
+    from .ports import CloudEnginePort, CloudPort, CloudTestClockPort
 
 FeatureMap = Annotated[dict[str, list[Any]], DBusSignature("a{s(bss)}")]
 ConsentMap = Annotated[dict[str, bool], DBusSignature("a{sb}")]
@@ -43,7 +43,7 @@ DISABLED = "the cloud is disabled (cloud.enabled is false in the config)"
 
 
 class Cloud1(ServiceInterface):
-    def __init__(self, component: "CloudComponent") -> None:
+    def __init__(self, component: "CloudPort") -> None:
         super().__init__(names.DASHBRIDGE_CLOUD_IFACE)
         self._c = component
         self._last: dict[str, Any] = {}
@@ -75,7 +75,7 @@ class Cloud1(ServiceInterface):
         if changed or invalidated:
             self.emit_properties_changed(changed, invalidated)
 
-    def _engine(self) -> "CloudEngine":
+    def _engine(self) -> "CloudEnginePort":
         if self._c.engine is None:
             raise NotReadyError(self._c.broken or DISABLED)
         return self._c.engine
@@ -261,7 +261,7 @@ class CloudTestClock1(ServiceInterface):
     ``DASHBRIDGE_CLOUD_TEST_CLOCK=1`` (simulated-time tests such as the 2014 replay).  Moves the
     cloud's clock forward; never present on a head unit."""
 
-    def __init__(self, component: "CloudComponent") -> None:
+    def __init__(self, component: "CloudTestClockPort") -> None:
         super().__init__(names.DASHBRIDGE_CLOUD_TEST_CLOCK_IFACE)
         self._c = component
 

@@ -1,7 +1,8 @@
 """``org.dashbridge.Contacts1`` at ``/org/dashbridge``: the phones' contacts, call history, caller ID
 and the state of each phone's PBAP sync.
 
-Thin: validate, delegate to the contacts component (``profiles/pbap/sync.py``), map errors.
+Thin: validate, delegate to the contacts component (port :class:`~daemon.api.ports.ContactsPort`), map
+errors.
 Documented in ``daemon/api/xml/org.dashbridge.Contacts1.xml`` and ``docs/api/Contacts1.md``.
 """
 
@@ -29,7 +30,7 @@ from ..errors import InvalidInput, NotFound
 from .base import api_call
 
 if TYPE_CHECKING:
-    from dashbridge.profiles.pbap.sync import ContactsSync, SyncStatus
+    from .ports import ContactsPort, SyncStatusView
 
 Props = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
@@ -48,7 +49,7 @@ def _phone_arg(phone: str) -> str:
     return phone.upper()
 
 
-def status_props(st: "SyncStatus") -> dict[str, Variant]:
+def status_props(st: "SyncStatusView") -> dict[str, Variant]:
     return {
         "Phone": Variant("s", st.phone),
         "State": Variant("s", st.state),
@@ -63,12 +64,12 @@ def status_props(st: "SyncStatus") -> dict[str, Variant]:
 
 
 class Contacts1(ServiceInterface):
-    def __init__(self, sync: "ContactsSync") -> None:
+    def __init__(self, sync: "ContactsPort") -> None:
         super().__init__(names.DASHBRIDGE_CONTACTS_IFACE)
         self._s = sync
         sync.add_listener(self._on_status)
 
-    def _on_status(self, st: "SyncStatus") -> None:
+    def _on_status(self, st: "SyncStatusView") -> None:
         msg = Message.new_signal(names.DASHBRIDGE_PATH, names.DASHBRIDGE_CONTACTS_IFACE, "SyncStateChanged",
                                  "sa{sv}", [st.phone, status_props(st)])
         for bus in ServiceInterface._get_buses(self):

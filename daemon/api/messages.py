@@ -1,6 +1,7 @@
 """``org.dashbridge.Messages1``: SMS, MMS and e-mail of the connected phones.
 
-Thin: validate, delegate to the messages component (``profiles/map/handler.py``), map errors.
+Thin: validate, delegate to the messages component (port :class:`~daemon.api.ports.MessagesPort`), map
+errors.
 Message ids are ``<phone address>/<handle>`` and stay the same across reconnects.
 """
 
@@ -21,8 +22,9 @@ from ..errors import InvalidInput
 from .base import api_call, api_call_sync
 
 if TYPE_CHECKING:
-    from dashbridge.profiles.map.handler import MessagesComponent
-    from dashbridge.profiles.map.store import StoredMessage
+    from dashbridge.profiles.map.message import StoredMessage
+
+    from .ports import MessagesPort
 
 VarDict = Annotated[dict[str, Any], DBusSignature("a{sv}")]
 VarDictList = Annotated[list[dict[str, Any]], DBusSignature("aa{sv}")]
@@ -40,7 +42,7 @@ def _preview(text: str | None) -> str:
 
 
 class Messages1(ServiceInterface):
-    def __init__(self, comp: "MessagesComponent") -> None:
+    def __init__(self, comp: "MessagesPort") -> None:
         super().__init__(names.DASHBRIDGE_MESSAGES_IFACE)
         self._comp = comp
         comp.received_listeners.append(lambda m: self.MessageReceived(self._summary(m)))

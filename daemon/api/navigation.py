@@ -1,6 +1,6 @@
 """``org.dashbridge.Navigation1``: destinations offered to the driver and the delivery queue.
 
-Thin: validate, delegate to :class:`daemon.navigation.NavigationRelay`, map errors.
+Thin: validate, delegate to the navigation relay (port :class:`~daemon.api.ports.NavigationPort`), map errors.
 """
 
 # No ``from __future__ import annotations`` here: dbus-fast reads these annotations at class
@@ -17,7 +17,7 @@ from ..errors import InvalidInput
 from .base import api_call_sync
 
 if TYPE_CHECKING:
-    from ..navigation import NavigationRelay, NavIntent
+    from .ports import IntentView, NavigationPort
 
 VarDict = Annotated[dict[str, Any], DBusSignature("a{sv}")]
 VarDictList = Annotated[list[dict[str, Any]], DBusSignature("aa{sv}")]
@@ -32,7 +32,7 @@ def _check_id(intent_id: str) -> str:
 
 
 class Navigation1(ServiceInterface):
-    def __init__(self, relay: "NavigationRelay") -> None:
+    def __init__(self, relay: "NavigationPort") -> None:
         super().__init__(names.DASHBRIDGE_NAVIGATION_IFACE)
         self._relay = relay
         relay.offered_listeners.append(self._offered)
@@ -40,11 +40,11 @@ class Navigation1(ServiceInterface):
         relay.service_listeners.append(self._service)
 
     # -- listeners -> signals ----------------------------------------------------------------------
-    def _offered(self, intent: "NavIntent") -> None:
+    def _offered(self, intent: "IntentView") -> None:
         self.IntentOffered(intent.to_dbus())
         self.emit_properties_changed({"PendingCount": self._relay.pending_count()})
 
-    def _changed(self, intent: "NavIntent", reason: str) -> None:
+    def _changed(self, intent: "IntentView", reason: str) -> None:
         self.IntentChanged(intent.id, intent.state, reason)
         self.emit_properties_changed({"PendingCount": self._relay.pending_count()})
 

@@ -1,11 +1,13 @@
 """``org.dashbridge.Phones1`` at ``/org/dashbridge``: pairing window and prompts, paired phones,
 connect / disconnect / forget, priority.
 
-Thin: validate, delegate to :class:`daemon.bluetooth.manager.BluetoothManager`, map errors.
+Thin: validate, delegate to the bluetooth component's manager (port :class:`~daemon.api.ports.PhonesPort`),
+map errors.
 Documented in ``daemon/api/xml/org.dashbridge.Phones1.xml`` and ``docs/api/Phones1.md``.
 """
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at run time.
+import asyncio
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, assert_never
@@ -21,8 +23,7 @@ from ..errors import InvalidInput
 from .base import api_call, api_call_sync
 
 if TYPE_CHECKING:
-    from ..bluetooth.manager import BluetoothManager
-    from ..bluetooth.prompts import Prompt
+    from .ports import PhonesPort, PromptView
 
 PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 PromptList = Annotated[list[tuple[int, str, str, str, str, int]], DBusSignature("a(ussssu)")]
@@ -51,7 +52,7 @@ def _short(value: str, what: str) -> str:
 
 
 class Phones1(ServiceInterface):
-    def __init__(self, manager: "BluetoothManager") -> None:
+    def __init__(self, manager: "PhonesPort") -> None:
         super().__init__(names.DASHBRIDGE_PHONES_IFACE)
         self._m = manager
         manager.add_listener(self._on_event)
@@ -59,10 +60,10 @@ class Phones1(ServiceInterface):
         manager.prompts.events.cancelled.append(self._on_prompt_cancelled)
 
     # ------------------------------------------------------------------ events -> signals
-    def _on_prompt(self, p: "Prompt") -> None:
+    def _on_prompt(self, p: "PromptView") -> None:
         self.PromptRequested(p.id, p.kind, p.address, p.name, p.code, math.ceil(p.timeout))
 
-    def _on_prompt_cancelled(self, p: "Prompt", reason: str) -> None:
+    def _on_prompt_cancelled(self, p: "PromptView", reason: str) -> None:
         self.PromptCancelled(p.id, reason)
 
     def _on_event(self, event: ev.BluetoothEvent) -> None:
@@ -116,8 +117,8 @@ class Phones1(ServiceInterface):
     @dbus_method()
     @api_call_sync
     def ListPrompts(self) -> PromptList:
-        return [(p.id, p.kind, p.address, p.name, p.code, self._m.prompts.seconds_left(p))
-                for p in self._m.prompts.open]
+        now = asyncio.get_running_loop().time()
+        return [(p.id, p.kind, p.address, p.name, p.code, p.seconds_left(now)) for p in self._m.prompts.open]
 
     @dbus_method()
     @api_call_sync

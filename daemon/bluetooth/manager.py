@@ -100,7 +100,7 @@ class BluetoothManager:
         self.ctx = ctx
         self.cfg = ctx.config.bluetooth
         self.bus = ctx.system_bus
-        self.directory: PhoneDirectory = PhoneDirectory.of(ctx.services)
+        self.directory: PhoneDirectory = ctx.services.phones
         self.registry = Registry(ctx.store)
         self.prompts = PromptBroker()
         self.adapter_path = f"{names.BLUEZ_ROOT}/{self.cfg.adapter}"

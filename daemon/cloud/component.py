@@ -30,8 +30,7 @@ from ..supervisor import RestartPolicy
 from .features import LOCAL_FEATURES
 
 if TYPE_CHECKING:
-    from dbus_fast.service import ServiceInterface
-
+    from ..services import NavigationSink
     from .engine import CloudEngine, EngineSettings
     from .transport import Transport
 
@@ -97,18 +96,6 @@ class CloudComponent:
                 self.broken = f"cannot start: {type(exc).__name__}: {exc}"[:200]
             else:
                 self.engine.subscribe(self._health_from_engine)
-        ctx.services["entitlements"] = self
-        from ..api.cloud import Cloud1
-
-        self.api = Cloud1(self)
-
-    def interfaces(self) -> list[ServiceInterface]:
-        out: list[ServiceInterface] = [self.api]
-        if self.test_clock:
-            from ..api.cloud import CloudTestClock1
-
-            out.append(CloudTestClock1(self))
-        return out
 
     # -- services for other components ------------------------------------------------------------
     def feature_enabled(self, name: str) -> bool:
@@ -133,8 +120,8 @@ class CloudComponent:
                 out[name] = [False, "offline-policy", "the cloud is disabled; offline policy does not list it"]
         return out
 
-    def _navigation(self) -> Any:
-        return self.ctx.services.get("navigation")
+    def _navigation(self) -> NavigationSink | None:
+        return self.ctx.services.navigation
 
     def advance_clock(self, seconds: float) -> float:
         assert isinstance(self.clock, OffsetClock)

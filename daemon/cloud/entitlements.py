@@ -11,7 +11,6 @@ Signature checks use ``cryptography`` (imported when first needed, not at daemon
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..anchors import b64url_decode
+from ..anchors import b64url_encode as b64url_encode  # re-exported: the fakes and the bench sign with it
+from ..anchors import load_anchors as load_anchors  # re-exported: what verify() takes
 from .features import LOCAL_FEATURES
 from .protocol import JsonTooDeep, loads_bounded
 
@@ -60,33 +62,6 @@ class EntitlementDoc:
     issued_at: float
     not_after: float
     features: Mapping[str, FeatureGrant]
-
-
-def b64url_decode(text: str) -> bytes:
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def load_anchors(anchors: Mapping[str, str]) -> tuple[dict[str, Ed25519PublicKey], list[str]]:
-    """kid -> public key from config (base64url raw 32-byte keys); returns (keys, problems)."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    keys: dict[str, Ed25519PublicKey] = {}
-    problems: list[str] = []
-    for kid, text in anchors.items():
-        try:
-            raw = b64url_decode(text.strip())
-            if len(raw) != 32:
-                raise ValueError(f"{len(raw)} bytes, expected 32")
-            keys[kid] = Ed25519PublicKey.from_public_bytes(raw)
-        except (ValueError, binascii.Error) as exc:
-            problems.append(f"cloud.trust_anchors.{kid}: not a base64url Ed25519 public key ({exc})")
-    return keys, problems
 
 
 def _ts(value: Any, name: str) -> float:

@@ -5,7 +5,7 @@ What it does (issue 4; reference §4, §8 items 13-15):
 * Watches who owns ``org.ofono``; on every (re)appearance takes a fresh ``GetModems`` snapshot
   (signals are subscribed first and buffered while a snapshot is in flight, then replayed).
 * Follows the HFP modems (``Type=hfp``, ``Serial`` = the phone's address) of the phones the
-  bluetooth component lists as connected (``ctx.services["phones"]``), powers them, and follows
+  bluetooth component lists as connected (``ctx.services.phones``), powers them, and follows
   their ``Interfaces``: when ``VoiceCallManager`` (re)appears the phone's call table is rebuilt
   from ``GetCalls`` — a single event is never the truth.
 * Keeps one call table per phone.  Calls carry our own ids, stable for the life of the call,
@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from dbus_fast import Message, Variant
 
@@ -72,10 +72,7 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from dbus_fast.service import ServiceInterface
-
     from dashbridge.daemon.context import AppContext
-    from dashbridge.daemon.services import CallerId
 
 log = logging.getLogger(__name__)
 
@@ -151,19 +148,11 @@ class HfpHandler:
         self._running = False
         self._listening = False
         self._generation = 0  # bumps whenever oFono vanishes: stale work checks it
-        self._api: ServiceInterface | None = None
 
     # ------------------------------------------------------------------ component protocol
 
-    def interfaces(self) -> list[ServiceInterface]:
-        if self._api is None:
-            from dashbridge.daemon.api.calls import Calls1
-
-            self._api = Calls1(self)
-        return [self._api]
-
     async def run(self) -> None:
-        directory = self._directory or PhoneDirectory.of(self.ctx.services)
+        directory = self._directory or self.ctx.services.phones
         self._directory = directory
         self._running = True
         sub: Subscription | None = None
@@ -250,10 +239,10 @@ class HfpHandler:
         contact: str | None = None
         number = call.number
         if number and number != "withheld":
-            svc = self.ctx.services.get("callerid")
+            svc = self.ctx.services.callerid
             if svc is not None:
                 try:
-                    found: object = cast("CallerId", svc).display_name(call.phone, number)
+                    found: object = svc.display_name(call.phone, number)
                 except Exception:
                     log.exception("caller-id lookup failed")
                     found = None

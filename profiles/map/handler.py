@@ -29,17 +29,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dbus_fast.service import ServiceInterface
-
 from dashbridge.daemon.context import AppContext
 from dashbridge.daemon.dbus import names
 from dashbridge.daemon.dbus.errors import BusError
 from dashbridge.daemon.dbus.watch import NameWatcher
 from dashbridge.daemon.errors import InvalidInput, NotConnected, NotFound, NotReadyError, OperationFailed
 from dashbridge.daemon.logs import redact, redact_address
-from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
-from dashbridge.daemon.services import CallerId, Destination, NavigationSink
-from dashbridge.daemon.transfers import transfer_dir
+from dashbridge.daemon.phones import PhoneLink
+from dashbridge.daemon.services import Destination
 
 from ..limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_SUBJECT, clip, echo
 from . import bmessage, intents
@@ -54,7 +51,8 @@ from .listing import (
     map_datetime_to_iso,
     period_begin,
 )
-from .store import MessageStore, StoredMessage, parse_id
+from .message import StoredMessage, parse_id
+from .store import MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -98,42 +96,29 @@ class MessagesComponent:
         self.tracker = ObexTracker(ctx.session, timeout=self.cfg.obex_timeout)
         self.tracker.listeners.append(self._on_obex)
         self.spool = Path(ctx.config.state_directory) / "map-outgoing"
-        self.transfers = transfer_dir(ctx)
+        self.transfers = ctx.services.transfer_dir(ctx.config)
         self.sessions: dict[str, PhoneSession] = {}
         self.states: dict[str, State] = {}
         self._events: asyncio.Queue[tuple[str, PhoneLink]] = asyncio.Queue()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._obex_up = asyncio.Event()
-        self._api: Any = None
         # Listeners the API (and tests) register: message, changed(id, dict), removed(id), synced, states
         self.received_listeners: list[Callable[[StoredMessage], None]] = []
         self.changed_listeners: list[Callable[[StoredMessage], None]] = []
         self.removed_listeners: list[Callable[[str], None]] = []
         self.synced_listeners: list[Callable[[str, int], None]] = []
         self.state_listeners: list[Callable[[], None]] = []
-        phones = ctx.services.get("phones")
-        self.phones = phones if isinstance(phones, PhoneDirectory) else None
-        if self.phones is not None:
-            self.phones.add_listener(lambda ev, link: self._events.put_nowait((ev, link)))
+        self.phones = ctx.services.phones
+        self.phones.add_listener(lambda ev, link: self._events.put_nowait((ev, link)))
 
     # -- component ------------------------------------------------------------------------------------
-    def interfaces(self) -> list[ServiceInterface]:
-        from dashbridge.daemon.api.messages import Messages1
-
-        if self._api is None:
-            self._api = Messages1(self)
-        return [self._api]
 
     async def run(self) -> None:
-        if self.phones is None:
-            self.ctx.health.set(self.name, "degraded", "no phone directory (bluetooth not built)")
-            await asyncio.Event().wait()
         await self.tracker.mirror.subscribe()
         watcher = NameWatcher(self.ctx.session, names.OBEX_NAME, self._obex_owner)
         await watcher.start()
         if watcher.owner is None:
             self.ctx.health.set(self.name, "degraded", "obexd is not on the session bus")
-        assert self.phones is not None
         for link in self.phones.connected.values():
             self._events.put_nowait(("connected", link))
         try:
@@ -164,10 +149,9 @@ class MessagesComponent:
         self.sessions.pop(addr, None)
         if event == "forgotten":
             self.db.forget_phone(addr)
-            nav = self.ctx.services.get("navigation")
-            drop = getattr(nav, "drop_phone", None)
-            if callable(drop):
-                drop(addr)
+            nav = self.ctx.services.navigation
+            if nav is not None:
+                nav.drop_phone(addr)
             log.info("messages of %s deleted (phone forgotten)", redact_address(addr))
         if event in ("connected", "changed") and link.role == "primary":
             self.set_state(addr, "unavailable", "the phone does not offer MAP")
@@ -251,11 +235,10 @@ class MessagesComponent:
     def display_name(self, m: StoredMessage) -> str:
         """Contacts first, then the name the phone gave, then the address itself."""
         if m.sender and m.type != "email":
-            callerid = self.ctx.services.get("callerid")
-            lookup = getattr(callerid, "display_name", None)
-            if callable(lookup):
+            callerid = self.ctx.services.callerid
+            if callerid is not None:
                 try:
-                    name = lookup(m.phone, m.sender)
+                    name = callerid.display_name(m.phone, m.sender)
                 except Exception:
                     log.exception("caller-ID lookup failed")
                     name = None
@@ -266,10 +249,9 @@ class MessagesComponent:
     # -- intents --------------------------------------------------------------------------------------
     async def offer_destinations(self, m: StoredMessage, links: tuple[str, ...]) -> int:
         """Offer what the message points at to the navigation relay; returns how many."""
-        nav = self.ctx.services.get("navigation")
-        if nav is None or not hasattr(nav, "offer") or m.direction != "in" or not m.body:
+        sink = self.ctx.services.navigation
+        if sink is None or m.direction != "in" or not m.body:
             return 0
-        sink: NavigationSink = nav  # type: ignore[assignment]
         floor = self.ctx.config.navigation.min_confidence
         text = m.body + ("\n" + "\n".join(links) if links else "")
         n = 0
@@ -335,7 +317,7 @@ class MessagesComponent:
     async def send(self, phone: str, mtype: str, recipient: str, subject: str, text: str) -> StoredMessage:
         addr = phone.upper() if phone else ""
         if not addr:
-            primary = self.phones.primary() if self.phones else None
+            primary = self.phones.primary()
             if primary is None:
                 raise NotConnected("no phone is connected; nothing was sent")
             addr = primary.address.upper()
@@ -748,4 +730,4 @@ def _recent(iso: str, window_s: float) -> bool:
     return now - dt <= timedelta(seconds=window_s)
 
 
-__all__ = ["CallerId", "MessagesComponent", "PhoneSession", "decode_message"]
+__all__ = ["MessagesComponent", "PhoneSession", "decode_message"]

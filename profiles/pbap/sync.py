@@ -33,8 +33,9 @@ the message "Allow contacts access on your phone" and the sync retries along
 waits for it to come back and retries at once.  Forgetting a phone deletes its data (also by
 ``ON DELETE CASCADE`` from ``phones``); ``wipe_on_disconnect`` deletes it when the phone leaves.
 
-Offers ``ctx.services["callerid"]`` (:class:`daemon.services.CallerId`), loaded from the store at
-construction so caller ID works as soon as the daemon starts, before any phone connects.
+Is the :class:`daemon.services.CallerId` service (``ctx.services.callerid``, set by the composition
+root), loaded from the store at construction so caller ID works as soon as the daemon starts,
+before any phone connects.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from dashbridge.daemon.dbus.watch import NameWatcher
 from dashbridge.daemon.errors import InvalidInput, NotConnected, NotFound
 from dashbridge.daemon.logs import redact_address
 from dashbridge.daemon.phones import PhoneDirectory, PhoneLink
-from dashbridge.daemon.transfers import TransferDir, transfer_dir
+from dashbridge.daemon.transfers import TransferDir
 
 from ..limits import MAX_PAGE_BYTES, MAX_PHONE_BYTES, MAX_PHOTO_BYTES
 from .callerid import CallerIdIndex, Match, Normalizer
@@ -68,8 +69,6 @@ from .store import ContactStore, Counters
 from .vcard import CardError, VCard, VCardParser
 
 if TYPE_CHECKING:
-    from dbus_fast.service import ServiceInterface
-
     from dashbridge.daemon.context import AppContext
 
 log = logging.getLogger(__name__)
@@ -154,7 +153,7 @@ class _PhoneSync:
 
 
 class ContactsSync:
-    """The ``contacts`` component (registered in ``daemon/app.py``) and the ``callerid`` service."""
+    """The ``contacts`` component (registered in ``daemon/app.py``) and the ``CallerId`` service."""
 
     name = "contacts"
 
@@ -167,7 +166,7 @@ class ContactsSync:
         self.normalizer = Normalizer(self.cfg.region)
         self.index = CallerIdIndex(self.normalizer)
         self.store = ContactStore(ctx.store, self.normalizer)
-        self.transfers = transfer_dir(ctx)  # obexd writes each page there, never in its own /tmp
+        self.transfers = ctx.services.transfer_dir(ctx.config)  # obexd writes each page there, never in its own /tmp
         self._owner: str | None = None
         self._obexd_up = asyncio.Event()
         self._obexd_generation = 0
@@ -179,23 +178,14 @@ class ContactsSync:
         self._sessions: set[str] = set()
         self._listening = False
         self._running = False
-        self._api: ServiceInterface | None = None
         self._rng = random.Random()
         for phone in self.store.phones_with_data():
             self._reindex(phone)
-        ctx.services["callerid"] = self
 
     # ------------------------------------------------------------------ component protocol
 
-    def interfaces(self) -> list[ServiceInterface]:
-        if self._api is None:
-            from dashbridge.daemon.api.contacts import Contacts1
-
-            self._api = Contacts1(self)
-        return [self._api]
-
     async def run(self) -> None:
-        directory = self._directory or PhoneDirectory.of(self.ctx.services)
+        directory = self._directory or self.ctx.services.phones
         self._directory = directory
         subs: list[Subscription] = []
         watcher: NameWatcher | None = None
@@ -257,9 +247,7 @@ class ContactsSync:
         return connected + rest
 
     def _connected_phones(self) -> list[str]:
-        d = self._directory or self.ctx.services.get("phones")
-        if not isinstance(d, PhoneDirectory):
-            return []
+        d = self._directory or self.ctx.services.phones
         links = sorted(d.connected.values(), key=lambda lk: lk.role != "primary")
         return [lk.address for lk in links]
 

@@ -71,9 +71,7 @@ class MiniDaemon:
     @property
     def phones(self) -> PhoneDirectory:
         assert self.ctx is not None
-        d = self.ctx.services["phones"]
-        assert isinstance(d, PhoneDirectory)
-        return d
+        return self.ctx.services.phones
 
     async def start(self) -> MiniDaemon:
         # assembled exactly as daemon.app does it, with only these components
@@ -81,12 +79,11 @@ class MiniDaemon:
                                   buses=dataclasses.replace(self.config.buses, system=self.system_address,
                                                             session=self.session_address))
         ctx = await open_context(cfg, self.health)
-        PhoneDirectory.of(ctx.services)
         if self.callerid is not None:
-            ctx.services["callerid"] = self.callerid
+            ctx.services.callerid = self.callerid
         self.ctx = ctx
         self.nav = NavigationRelay(ctx)
-        ctx.services["navigation"] = self.nav
+        ctx.services.navigation = self.nav
         comps: list[Any] = [self.nav]
         if self.with_messages:
             self.messages = MessagesComponent(ctx)

@@ -86,7 +86,6 @@ class PbapWorld:
         cfg = dataclasses.replace(make_config(self.state_dir, **self.contacts_cfg),
                                   buses=config_mod.BusesConfig(self.system.address, self.session.address))
         ctx = await open_context(cfg, self.health)
-        PhoneDirectory.of(ctx.services)
         self.ctx = ctx
         self.sync = ContactsSync(ctx)
         await publish(ctx, [self.sync])
@@ -162,9 +161,7 @@ class PbapWorld:
     @property
     def directory(self) -> PhoneDirectory:
         assert self.ctx is not None
-        d = self.ctx.services["phones"]
-        assert isinstance(d, PhoneDirectory)
-        return d
+        return self.ctx.services.phones
 
     def connect(self, address: str = PHONE, *, role: str = "primary", uuids: frozenset[str] = PBAP_UUIDS) -> None:
         self.register(address)

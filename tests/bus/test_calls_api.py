@@ -42,7 +42,7 @@ async def test_incoming_call_reaches_the_dashboard_with_number_and_direction(wor
 
 
 async def test_caller_name_comes_from_contacts_then_network(world: CallsWorld) -> None:
-    world.ctx.services["callerid"] = FakeCallerId({(A, "+447700900123"): "Mum"})
+    world.ctx.services.callerid = FakeCallerId({(A, "+447700900123"): "Mum"})
     await world.connect_ready(A)
     c1 = await world.incoming(A, "+447700900123")
     assert (c1["Name"], c1["NameSource"]) == ("Mum", "contacts")
@@ -57,7 +57,7 @@ async def test_a_broken_contacts_service_does_not_break_calls(world: CallsWorld)
         def display_name(self, phone: str, number: str) -> str | None:
             raise RuntimeError("phonebook corrupted")
 
-    world.ctx.services["callerid"] = Broken()
+    world.ctx.services.callerid = Broken()
     await world.connect_ready(A)
     c = await world.incoming(A, "5551234")
     assert (c["Name"], c["NameSource"]) == ("5551234", "number")

@@ -18,6 +18,7 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from dashbridge.daemon.app import adapters
 from dashbridge.daemon.config import CallsConfig, Config, Duration
 from dashbridge.daemon.context import AppContext
 from dashbridge.daemon.dbus import names
@@ -141,9 +142,9 @@ async def calls_world(system_bus: PrivateBus, tmp_path: Path, **calls_cfg: Any) 
     ctx = AppContext(config=cfg, system_bus=daemon_bus, session_bus=daemon_bus, system=SignalRouter(daemon_bus),
                      session=SignalRouter(daemon_bus), store=store, health=health)
     directory = PhoneDirectory()
-    ctx.services["phones"] = directory
+    ctx.services.phones = directory
     handler = HfpHandler(ctx)
-    for iface in handler.interfaces():
+    for iface in adapters(handler):
         daemon_bus.export(names.DASHBRIDGE_PATH, iface)
     await daemon_bus.request_name(names.DASHBRIDGE_NAME)
     await call(client, names.DBUS_NAME, names.DBUS_PATH, names.DBUS_IFACE, "AddMatch", "s",
