@@ -20,6 +20,7 @@ from dashbridge.simulator.daemonproc import DaemonProcess
 from dashbridge.simulator.navsvc import FakeNavigation
 
 from ..conftest import SignalCollector
+from ..unit.cloud_contract import assert_contract
 from .cloud_helpers import NAME, PATH, cloud_call, ctl, daemon_config, props, wait_prop
 
 
@@ -29,6 +30,7 @@ async def cloud(tmp_path: Path) -> AsyncIterator[FakeCloud]:
     await c.start()
     yield c
     await c.close()
+    assert_contract(c)  # every request the daemon sent and every answer (docs/cloud-api.yaml)
 
 
 async def test_disabled_by_default_explains_itself_and_does_nothing(
@@ -166,3 +168,32 @@ async def test_restart_keeps_lease_registration_and_queue(
     await wait_prop(client, "OutboxDepth", lambda v: v == 0, timeout=15)
     assert len(cloud.effects_of("register")) == 1 and len(cloud.effects_of("consent")) == 1
     assert d2.proc is not None
+
+
+async def test_a_catch_up_of_100_destinations_in_small_pieces_reaches_navigation_once(
+        cloud: FakeCloud, daemon_factory: Callable[..., DaemonProcess], client: MessageBus, system_bus: PrivateBus) -> None:
+    """Issue 14: ~84 KB of destinations, written in 1,500-byte pieces with pauses, used to fail every
+    sync with "not valid JSON" (the transport handed over what was buffered, not the body)."""
+    nav = await FakeNavigation.start(system_bus.address)
+    try:
+        vin = next(iter(cloud.vehicles))
+        ids = {cloud.send_to_car(vin, f"Stop {i:03d} " + "l" * 191, lat=48.0 + i / 1000, lon=11.5,
+                                 address=f"{i:03d} Long Road, " + "x" * 485) for i in range(100)}
+        cloud.set_fault("pieces", piece=1500, op="destinations")
+        daemon_factory(config=daemon_config(cloud))
+        async with asyncio.timeout(60):
+            while len(cloud.effects_of("ack", vin)) < 100:
+                cloud.request_event.clear()
+                await cloud.request_event.wait()
+        first = cloud.requests("destinations")[0]
+        assert len(first.answer_body) > 80_000 and first.pieces > 50 and first.status == 200
+        acks = [e.detail["id"] for e in cloud.effects_of("ack", vin)]
+        assert sorted(acks) == sorted(ids) and {e.detail["result"] for e in cloud.effects_of("ack", vin)} == {"delivered"}
+        await nav.wait_for(100)
+        refs = [d.destination.get("source_ref", "") for d in nav.received]
+        assert len(nav.received) == 100, refs[:3]
+        await cloud_call(client, "SyncNow")
+        await wait_prop(client, "SendToCar", lambda v: list(v) == [0, ""])
+        assert len(nav.received) == 100 and len(cloud.effects_of("ack", vin)) == 100
+    finally:
+        await nav.stop()

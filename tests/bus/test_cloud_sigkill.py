@@ -18,6 +18,7 @@ from dashbridge.daemon.dbus.errors import BusError
 from dashbridge.simulator.cloud import FakeCloud
 from dashbridge.simulator.daemonproc import DaemonProcess
 
+from ..unit.cloud_contract import assert_contract
 from .cloud_helpers import cloud_call, daemon_config, wait_prop
 
 KILLS = 50
@@ -30,6 +31,7 @@ async def cloud(tmp_path: Path) -> AsyncIterator[FakeCloud]:
     await c.start()
     yield c
     await c.close()
+    assert_contract(c)  # every request the daemon sent and every answer (docs/cloud-api.yaml)
 
 
 @pytest.mark.timeout(150)

@@ -191,3 +191,24 @@ def test_loads_bounded_refuses_deep_json_without_recursion_error() -> None:
     with pytest.raises(Exception, match="not usable JSON"):
         json_object(("[" * 100_000).encode(), "answer")
     assert json.loads(encode_json({"a": 1})) == {"a": 1}
+
+
+def test_the_openapi_document_is_valid_and_covers_every_endpoint() -> None:
+    from openapi_spec_validator import validate
+
+    from dashbridge.daemon.cloud.protocol import ENDPOINT_NAMES
+
+    from .cloud_contract import operations, spec
+
+    validate(spec())
+    ids = {op.op_id for op in operations()}
+    per_endpoint = {"registration": "register", "status": "getStatus", "account_link": "linkAccount",
+                    "link_code": "requestLinkCode", "entitlements": "getEntitlements",
+                    "destinations": "getDestinations", "destination_ack": "ackDestination", "consent": "setConsent"}
+    assert set(per_endpoint) == set(ENDPOINT_NAMES)
+    for name, stem in per_endpoint.items():
+        assert any(i.startswith(stem) and i.endswith("V1") for i in ids), name
+        assert any(i.startswith(stem) and i.endswith("V2") for i in ids), name
+    assert "getDiscovery" in ids
+    schemas = spec()["components"]["schemas"]
+    assert {"EntitlementsJwsHeader", "EntitlementClaims", "Error", "ErrorCode"} <= set(schemas)
