@@ -1,30 +1,50 @@
-"""Fleet recovery: 10,000 cars come back to a backend that was down for an hour (issue 7).
+"""Fleet recovery: fleets of 1,000, 10,000 and 100,000 cars come back to a backend that was down
+for an hour and that has a CAPACITY (issues 7 and 18).
 
 Each car is the daemon's own cloud code — ``CloudEngine`` with its SQLite outbox (in memory),
-circuit breaker, backoff and sync schedule, built from the daemon's default config — on a shared
-simulated clock (``SimClock``), talking to an in-process stand-in for the backend (no sockets:
-one process simulates the whole fleet).  The stand-in has no capacity limit, so the cars do not
-influence each other: they run in batches over the same simulated timeline and their requests
-are added up.
+circuit breaker, retry backoff (``daemon/backoff.py`` via ``daemon/cloud/policy.py``), Retry-After
+handling and sync schedule, built from the daemon's default config — on a shared simulated clock
+(``SimClock``), talking to an in-process stand-in for the backend (no sockets: one process
+simulates the whole fleet, in simulated time).
+
+The backend serves at most ``CAPACITY_PER_1000`` requests per second per 1,000 cars (a token
+bucket, one second of burst; about ten times a fleet's normal sync load) and answers ``503`` with
+``Retry-After: RETRY_AFTER_S`` beyond it, so the cars influence each other: every car of a fleet
+runs in ONE simulation against that one backend.  100,000 cars are SAMPLED: ``SAMPLE_CARS`` cars
+against a backend of the same capacity per car (the same per-car dynamics; 503 counts are scaled
+back up by fleet/sample); the record's ``samples`` say how many cars were simulated.
 
 Scenario (the thundering-herd worst case): every car learns of the outage in the same second —
 a fleet-wide campaign has just asked each car to send a consent change, and one car in five to
 register, when the backend goes down.  Their periodic syncs are spread over the hour as in a real
 fleet.  The backend stays down for an hour and comes back at one instant.
 
-* ``fleet_recovery_peak_to_mean``: the backend's busiest second over its mean requests per
-  second, from its return until every car's outbox is empty, with our policy (full-jitter
-  exponential backoff for items and syncs, full-jittered breaker probes, jittered sync schedule).
-  Goal: under 3.
-* ``fleet_recovery_nojitter_peak_to_mean``: the same fleet with plain exponential backoff and no
-  jitter anywhere (the floor it is compared with, measured in the same run).
-* ``fleet_recovery_drain_s``: seconds from the backend's return until every outbox is empty
-  (ours); ``fleet_recovery_nojitter_drain_s`` the same without jitter.
-* ``fleet_recovery_peak_rps`` / ``fleet_recovery_nojitter_peak_rps``: the busiest second.
-* ``fleet_outage_attempts_per_car_hour``: requests a car tried while the backend was down (no
-  storm while it is down either).
+Three policies, same engine, same fleet, same seeds:
 
-Run alone: ``python -m bench fleet`` (about a minute).
+* ``ours``: the daemon's defaults (full-jitter exponential retry, equal-jitter breaker cool-down,
+  sync interval jittered +-20 %).
+* ``pm20`` (the realistic baseline): the same exponential ladders with the common +-20 % jitter
+  (each wait ``ceiling * U[0.8, 1.2]``), sync jitter +-20 %.
+* ``nojitter``: the same ladders with no jitter anywhere.
+
+Retry-After is honoured by the engine in every policy (with its own small extra jitter,
+``RETRY_AFTER_JITTER``): that is the daemon's code path, not the policy under test.
+
+Per fleet size N (1k, 10k, 100k) and policy P (``fleet_<N>_<P>_...``):
+
+* ``peak_to_mean``: the backend's busiest second (all requests, 503s included) over its mean
+  requests per second from its return until every outbox is empty.  Goal (ours): under 3.
+* ``peak_per_1000``: that busiest second per 1,000 cars.
+* ``drain_s``: seconds from the return until every outbox is empty (the last write served).
+  Goal (ours): within 2x the better baseline's (``fleet_<N>_drain_vs_best_baseline``).  Floor
+  ``fleet_<N>_drain_floor_s``: the requests the fleet got served (ours) over the backend's
+  capacity; no policy can drain faster than the backend can answer.
+* ``503s``: requests the backend turned away (scaled to the fleet for a sample).
+* ``fleet_outage_attempts_per_car_hour``: requests a car tried while the backend was down (ours,
+  10k): no storm while it is down either.
+
+Run alone: ``python -m bench fleet`` (a few minutes).  ``DASHBRIDGE_BENCH_FLEET_SAMPLE`` sets the
+most cars simulated per fleet (default 10,000); the runner records it and the sample sizes.
 """
 
 from __future__ import annotations
@@ -32,18 +52,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import os
 import random
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dashbridge.daemon.clock import SimClock
 from dashbridge.daemon.cloud.component import settings_from_config
-from dashbridge.daemon.cloud.engine import CloudEngine, EngineSettings
+from dashbridge.daemon.cloud.engine import RETRY_AFTER_JITTER, CloudEngine, EngineSettings
 from dashbridge.daemon.cloud.entitlements import b64url_encode, load_anchors
 from dashbridge.daemon.cloud.outbox import CloudDb
 from dashbridge.daemon.cloud.policy import Backoff
@@ -52,25 +74,61 @@ from dashbridge.daemon.cloud.transport import HttpResponse
 from dashbridge.daemon.config import CloudConfig, Duration
 from dashbridge.simulator.cloud import sign_jws
 
-CARS = 10_000
-BATCH = 2_000
+FLEETS = (1_000, 10_000, 100_000)
+SAMPLE_CARS = int(os.environ.get("DASHBRIDGE_BENCH_FLEET_SAMPLE", "10000"))  # most cars simulated per fleet
+CAPACITY_PER_1000 = 5.0  # requests per second the backend serves per 1,000 cars
+RETRY_AFTER_S = 30  # what the backend says beyond its capacity
 OUTAGE_S = 3600.0
 T0 = 1_800_000_000.0
 BASE = "https://fleet.example.com"
 JSON_HDR = {"content-type": "application/json"}
+BUSY_HDR = {"content-type": "application/json", "retry-after": str(RETRY_AFTER_S)}
 REGISTER_SHARE = 0.2  # cars that also asked to register during the campaign
-AFTER_S = 2 * 3600.0  # how long after the return the fleet runs (far beyond any drain)
+AFTER_S = 4 * 3600.0  # how long after the return the fleet runs (far beyond any drain)
+POLICIES = ("ours", "pm20", "nojitter")
+
+# Filled in by run(): what each figure is, its floor and its sample size (see bench/__main__.py).
+FIGURES: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class PlusMinus(Backoff):
+    """The realistic baseline's ladder: exponential, each wait ``ceiling * U[1 - spread, 1 + spread]``."""
+
+    spread: float = 0.2
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return self.ceiling(attempt) * rng.uniform(1.0 - self.spread, 1.0 + self.spread)
 
 
 @dataclass
 class Backend:
-    """The stand-in backend: refuses connections until ``up_at``, then answers everything."""
+    """The stand-in backend: refuses connections until ``up_at``, then serves ``capacity``
+    requests per second (token bucket, one second of burst) and answers 503 + Retry-After beyond."""
 
     clock: SimClock
     up_at: float
+    capacity: float
     arrivals: list[float] = field(default_factory=list)
     down_attempts: int = 0
+    busy: int = 0
+    served: int = 0
+    served_at: list[float] = field(default_factory=list)
     last_write: float = 0.0
+    _tokens: float = 0.0
+    _refilled: float | None = None
+
+    def _admit(self, now: float) -> bool:
+        burst = max(1.0, self.capacity)
+        if self._refilled is None:
+            self._tokens = burst
+        else:
+            self._tokens = min(burst, self._tokens + (now - self._refilled) * self.capacity)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
     async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
                    timeout: float) -> HttpResponse:
@@ -79,6 +137,11 @@ class Backend:
             self.down_attempts += 1
             raise Unreachable("cannot connect ([Errno 111] Connection refused)")
         self.arrivals.append(now)
+        if not self._admit(now):
+            self.busy += 1
+            return HttpResponse(503, BUSY_HDR, b'{"error": {"code": "overloaded"}}', url)
+        self.served += 1
+        self.served_at.append(now)
         rest = url.split("/vehicles/", 1)[1].partition("/")[2]
         if method in ("POST", "PUT"):
             self.last_write = max(self.last_write, now)
@@ -106,11 +169,15 @@ def _endpoints() -> dict[str, str]:
             "link_code": f"{p}/link-code"}
 
 
-def _settings(vin: str, jitter: bool) -> EngineSettings:
+def _settings(vin: str, policy: str) -> EngineSettings:
     # The daemon's defaults; startup_delay spreads the cars' sync phases over the hour.
     s = settings_from_config(CloudConfig(enabled=True, url=BASE, vehicle_id=vin, startup_delay=Duration(3600.0)))
-    if jitter:
+    if policy == "ours":
         return s
+    if policy == "pm20":
+        return dataclasses.replace(
+            s, sync_jitter=0.2, retry=PlusMinus(s.retry.base, s.retry.cap, "none"),
+            breaker_cooldown=PlusMinus(s.breaker_cooldown.base, s.breaker_cooldown.cap, "none"))
     return dataclasses.replace(
         s, sync_jitter=0.0, retry=Backoff(s.retry.base, s.retry.cap, "none"),
         breaker_cooldown=Backoff(s.breaker_cooldown.base, s.breaker_cooldown.cap, "none"))
@@ -128,10 +195,38 @@ def _seed(db: CloudDb, jws: str, now: float) -> None:
                      (jws, '"v1"', now))
 
 
-async def _batch(first: int, n: int, jitter: bool, key: Ed25519PrivateKey, anchors: Mapping[str, Ed25519PublicKey],
-                 seed: int) -> tuple[Backend, list[CloudEngine]]:
+@dataclass
+class Outcome:
+    cars: int  # simulated
+    scale: float  # fleet / simulated cars
+    peak_rps: float
+    mean_rps: float
+    drain_s: float
+    busy: int  # 503s (simulated cars)
+    served: int  # until the drain
+    attempts_while_down: int
+    requests: int
+    capacity: float
+
+    @property
+    def peak_to_mean(self) -> float:
+        return self.peak_rps / self.mean_rps
+
+    @property
+    def peak_per_1000(self) -> float:
+        return self.peak_rps * 1000.0 / self.cars
+
+    @property
+    def drain_floor_s(self) -> float:
+        return self.served / self.capacity
+
+
+async def _fleet(policy: str, cars: int, fleet: int, seed: int = 1000) -> Outcome:
+    key = Ed25519PrivateKey.generate()
+    pub = b64url_encode(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    anchors, _ = load_anchors({"fleet": pub})
     clock = SimClock(start=T0 - 1.0)
-    backend = Backend(clock, up_at=T0 + OUTAGE_S)
+    backend = Backend(clock, up_at=T0 + OUTAGE_S, capacity=CAPACITY_PER_1000 * cars / 1000.0)
     rng = random.Random(seed)
     engines: list[CloudEngine] = []
     tasks: list[asyncio.Task[None]] = []
@@ -144,13 +239,13 @@ async def _batch(first: int, n: int, jitter: bool, key: Ed25519PrivateKey, ancho
             eng.register()
         await eng.run()
 
-    for i in range(first, first + n):
+    claims = {"version": 1, "issued_at": int(T0 - 86400), "not_after": int(T0 + 30 * 86400),
+              "features": {"remote_navigation": {"enabled": True}}}
+    for i in range(cars):
         vin = f"FLEET{i:08d}"
-        claims = {"vehicle_id": vin, "version": 1, "issued_at": int(T0 - 86400), "not_after": int(T0 + 30 * 86400),
-                  "features": {"remote_navigation": {"enabled": True}}}
         db = CloudDb.memory()
-        _seed(db, sign_jws(claims, key, "fleet"), T0 - 600.0)
-        eng = CloudEngine(_settings(vin, jitter), db, clock, random.Random(rng.getrandbits(64)))
+        _seed(db, sign_jws({"vehicle_id": vin, **claims}, key, "fleet"), T0 - 600.0)
+        eng = CloudEngine(_settings(vin, policy), db, clock, random.Random(rng.getrandbits(64)))
         eng.attach(backend, anchors)
         engines.append(eng)
         tasks.append(asyncio.create_task(car(eng, T0 + rng.uniform(0.0, 1.0), rng.random() < REGISTER_SHARE)))
@@ -158,62 +253,65 @@ async def _batch(first: int, n: int, jitter: bool, key: Ed25519PrivateKey, ancho
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return backend, engines
-
-
-@dataclass
-class Outcome:
-    peak_rps: float
-    mean_rps: float
-    drain_s: float
-    attempts_while_down: int
-    requests: int
-
-
-async def _fleet(jitter: bool, cars: int, batch: int) -> Outcome:
-    key = Ed25519PrivateKey.generate()
-    pub = b64url_encode(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    anchors, _ = load_anchors({"fleet": pub})
+    waiting = sum(e.outbox.depth() for e in engines)
+    if waiting:
+        raise RuntimeError(f"{policy}, {cars} cars: {waiting} items still waiting {AFTER_S:.0f}s after the return")
+    if any(e.registration == "pending" for e in engines):
+        raise RuntimeError(f"{policy}, {cars} cars: a registration did not complete")
+    for e in engines:
+        e.db.conn.close()
+    drain = backend.last_write - backend.up_at
     buckets: Counter[int] = Counter()
-    drain = 0.0
-    down = 0
-    arrivals: list[float] = []
-    for b, first in enumerate(range(0, cars, batch)):
-        backend, engines = await _batch(first, min(batch, cars - first), jitter, key, anchors, seed=1000 + b)
-        waiting = sum(e.outbox.depth() for e in engines)
-        if waiting:
-            raise RuntimeError(f"{waiting} items still waiting {AFTER_S:.0f}s after the return")
-        if any(e.registration == "pending" for e in engines):
-            raise RuntimeError("a registration did not complete")
-        drain = max(drain, backend.last_write - backend.up_at)
-        down += backend.down_attempts
-        arrivals.extend(t - backend.up_at for t in backend.arrivals)
-        for e in engines:
-            e.db.conn.close()
-    window = max(1.0, math.ceil(drain))
-    for t in arrivals:
-        if t <= drain:
-            buckets[int(t)] += 1
+    for t in backend.arrivals:
+        if t - backend.up_at <= drain:
+            buckets[int(t - backend.up_at)] += 1
     total = sum(buckets.values())
-    return Outcome(peak_rps=float(max(buckets.values())), mean_rps=total / window, drain_s=drain,
-                   attempts_while_down=down, requests=total)
+    return Outcome(cars=cars, scale=fleet / cars, peak_rps=float(max(buckets.values())),
+                   mean_rps=total / max(1.0, math.ceil(drain)), drain_s=drain, busy=backend.busy,
+                   served=sum(1 for t in backend.served_at if t - backend.up_at <= drain), attempts_while_down=backend.down_attempts, requests=total,
+                   capacity=backend.capacity)
 
 
 def run() -> dict[str, float]:
-    t = time.monotonic()
-    ours = asyncio.run(_fleet(True, CARS, BATCH))
-    plain = asyncio.run(_fleet(False, CARS, BATCH))
-    print(f"   (simulated {2 * CARS} cars in {time.monotonic() - t:.1f}s; recovery requests: ours {ours.requests}, "
-          f"no jitter {plain.requests})", flush=True)
-    return {
-        "fleet_recovery_peak_to_mean": ours.peak_rps / ours.mean_rps,
-        "fleet_recovery_nojitter_peak_to_mean": plain.peak_rps / plain.mean_rps,
-        "fleet_recovery_drain_s": ours.drain_s,
-        "fleet_recovery_nojitter_drain_s": plain.drain_s,
-        "fleet_recovery_peak_rps": ours.peak_rps,
-        "fleet_recovery_nojitter_peak_rps": plain.peak_rps,
-        "fleet_outage_attempts_per_car_hour": ours.attempts_while_down / CARS / (OUTAGE_S / 3600.0),
-    }
+    out: dict[str, float] = {}
+    FIGURES.clear()
+    t_all = time.monotonic()
+    for fleet in FLEETS:
+        cars = min(fleet, SAMPLE_CARS)
+        sampled = "" if cars == fleet else f" (sampled: {cars} cars simulated)"
+        got: dict[str, Outcome] = {}
+        for policy in POLICIES:
+            t = time.monotonic()
+            got[policy] = o = asyncio.run(_fleet(policy, cars, fleet))
+            print(f"   ({fleet} cars{sampled}, {policy}: {time.monotonic() - t:.1f}s wall; {o.requests}"
+                  f" requests, {o.busy} 503s, peak {o.peak_rps:g}/s, drain {o.drain_s:.0f}s)", flush=True)
+        n = f"{fleet // 1000}k"
+        floor = f"fleet_{n}_drain_floor_s"
+        best = min(("pm20", "nojitter"), key=lambda p: got[p].drain_s)
+        out[floor] = got["ours"].drain_floor_s
+        FIGURES[floor] = {"samples": cars,
+                          "what": f"{fleet} cars: requests served until the drain (ours) / capacity{sampled}"}
+        for policy, o in got.items():
+            p = f"fleet_{n}_{policy}"
+            what = f"{fleet} cars, {policy}{sampled}"
+            out[f"{p}_peak_to_mean"] = o.peak_to_mean
+            out[f"{p}_peak_per_1000"] = o.peak_per_1000
+            out[f"{p}_drain_s"] = o.drain_s
+            out[f"{p}_503s"] = o.busy * o.scale
+            FIGURES[f"{p}_peak_to_mean"] = {"samples": cars, "what": f"busiest second / mean rps, {what}"}
+            FIGURES[f"{p}_peak_per_1000"] = {"samples": cars, "what": f"busiest second per 1,000 cars, {what}"}
+            FIGURES[f"{p}_drain_s"] = {"samples": cars, "floor": floor, "what": f"return -> every outbox empty, {what}"}
+            FIGURES[f"{p}_503s"] = {"samples": cars, "what": f"requests answered 503, {what}"}
+        out[f"fleet_{n}_drain_vs_best_baseline"] = got["ours"].drain_s / got[best].drain_s
+        FIGURES[f"fleet_{n}_drain_vs_best_baseline"] = {
+            "samples": cars, "what": f"our drain / the better baseline's ({best}); goal <= 2"}
+        if fleet == 10_000:
+            out["fleet_outage_attempts_per_car_hour"] = got["ours"].attempts_while_down / cars / (OUTAGE_S / 3600.0)
+            FIGURES["fleet_outage_attempts_per_car_hour"] = {
+                "samples": cars, "what": "requests a car tried while the backend was down (ours)"}
+    print(f"   (fleet total {time.monotonic() - t_all:.1f}s wall; capacity {CAPACITY_PER_1000:g} rps per 1,000 cars,"
+          f" Retry-After {RETRY_AFTER_S}s, the engine's Retry-After jitter {RETRY_AFTER_JITTER:g})", flush=True)
+    return out
 
 
 if __name__ == "__main__":

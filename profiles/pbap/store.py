@@ -32,6 +32,10 @@ STAGING = ":staging"
 _EMPTY = "{}"
 HISTORY_BOOKS = ("ich", "och", "mch", "cch")
 _KIND_OF_BOOK = {"ich": "received", "och": "dialed", "mch": "missed"}
+_JSON = json.JSONEncoder(ensure_ascii=False).encode  # = json.dumps(x, ensure_ascii=False), built once
+_INSERT_CONTACT = "INSERT INTO contacts(id, phone, book, pos, uid, name, search, data) VALUES (?,?,?,?,?,?,?,?)"
+_INSERT_NUMBER = "INSERT INTO contact_numbers(contact_id, number, kind, e164, tail, digits) VALUES (?,?,?,?,?,?)"
+_INSERT_PHOTO = "INSERT INTO contact_photos(contact_id, mime, data) VALUES (?,?,?)"
 
 
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
@@ -108,48 +112,60 @@ class ContactStore:
             db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book + STAGING))
 
     def stage(self, phone: str, book: str, start_pos: int, cards: Iterable[VCard]) -> int:
-        """Stage one page (positions ``start_pos``...) in its own transaction; returns how many."""
+        """Stage one page (positions ``start_pos``...) in its own transaction; returns how many.
+        The rows are built first (each distinct number normalised once), then written with one
+        ``executemany`` per table (statements prepared once: the connection's statement cache)."""
         number_key = self.normalizer.key
+        keys: dict[str, tuple[str, str, str]] = {}
         staging = book + STAGING
         rows: list[tuple[Any, ...]] = []
         nums: list[tuple[Any, ...]] = []
         photos: list[tuple[Any, ...]] = []
-        dumps = json.dumps
+        dumps = _JSON
+        # Ids follow the positions.  Nothing else writes contacts between this read and the
+        # transaction below: both run on the event-loop thread without yielding.
+        (base,) = self.store.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts").fetchone()
+        cid = int(base)
+        pos = start_pos
+        for card in cards:
+            name = clip(card.display_name, MAX_NAME)
+            tels = card.tels
+            if tels:
+                if not name:
+                    name = tels[0].number
+                for t in tels:
+                    number = t.number
+                    k = keys.get(number)
+                    if k is None:
+                        k = keys[number] = number_key(number)
+                    nums.append((cid, number, t.label or _tel_type(t.types), *k))
+            data = _EMPTY
+            if card.emails or card.addresses or card.org or card.title or card.nickname or card.bday:
+                extra: dict[str, Any] = {}
+                if card.emails:
+                    extra["emails"] = [(e.address, e.types[0] if e.types else "") for e in card.emails]
+                if card.addresses:
+                    extra["addresses"] = [(a.formatted(), a.types[0] if a.types else "") for a in card.addresses]
+                for field_name in ("org", "title", "nickname", "bday"):
+                    v = getattr(card, field_name)
+                    if v:
+                        extra[field_name] = v
+                data = dumps(extra)
+            search = fold(name if not (card.nickname or card.org) else
+                          " ".join(x for x in (name, card.nickname, card.org) if x))
+            rows.append((cid, phone, staging, pos, card.uid, name, search, data))
+            if card.photo:
+                photos.append((cid, _mime(card.photo_type), card.photo))
+            pos += 1
+            cid += 1
+        if not rows:
+            return 0
         with self.store.transaction() as db:
-            (base,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts").fetchone()
-            cid = base
-            pos = start_pos
-            for card in cards:
-                name = clip(card.display_name, MAX_NAME)
-                if not name and card.tels:
-                    name = card.tels[0].number
-                for t in card.tels:
-                    nums.append((cid, t.number, t.label or _tel_type(t.types), *number_key(t.number)))
-                data = _EMPTY
-                if card.emails or card.addresses or card.org or card.title or card.nickname or card.bday:
-                    extra: dict[str, Any] = {}
-                    if card.emails:
-                        extra["emails"] = [(e.address, e.types[0] if e.types else "") for e in card.emails]
-                    if card.addresses:
-                        extra["addresses"] = [(a.formatted(), a.types[0] if a.types else "") for a in card.addresses]
-                    for field_name in ("org", "title", "nickname", "bday"):
-                        v = getattr(card, field_name)
-                        if v:
-                            extra[field_name] = v
-                    data = dumps(extra, ensure_ascii=False)
-                search = fold(name if not (card.nickname or card.org) else
-                              " ".join(x for x in (name, card.nickname, card.org) if x))
-                rows.append((cid, phone, staging, pos, card.uid, name, search, data))
-                if card.photo:
-                    photos.append((cid, _mime(card.photo_type), card.photo))
-                pos += 1
-                cid += 1
-            db.executemany("INSERT INTO contacts(id, phone, book, pos, uid, name, search, data)"
-                           " VALUES (?,?,?,?,?,?,?,?)", rows)
-            db.executemany("INSERT INTO contact_numbers(contact_id, number, kind, e164, tail, digits)"
-                           " VALUES (?,?,?,?,?,?)", nums)
+            db.executemany(_INSERT_CONTACT, rows)
+            if nums:
+                db.executemany(_INSERT_NUMBER, nums)
             if photos:
-                db.executemany("INSERT INTO contact_photos(contact_id, mime, data) VALUES (?,?,?)", photos)
+                db.executemany(_INSERT_PHOTO, photos)
         return len(rows)
 
     def commit(self, phone: str, staged: Mapping[str, Counters], histories: Mapping[str, Sequence[VCard]],
