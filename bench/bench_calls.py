@@ -44,6 +44,14 @@ from dashbridge.simulator.phone import VirtualPhone
 
 N = int(os.environ.get("DASHBRIDGE_BENCH_CALLS", "1000"))
 WARMUP = 50
+FIGURES: dict[str, dict[str, object]] = {
+    "call_relay_p50_ms": {"floor": "call_relay_floor_p50_ms", "samples": N,
+                          "what": "oFono CallAdded -> client, through the daemon"},
+    "call_relay_p99_ms": {"floor": "call_relay_floor_p99_ms", "samples": N, "what": "the same, p99"},
+    "call_relay_floor_p50_ms": {"samples": N, "what": "the same two hops through a bare dbus-fast relay"},
+    "call_relay_floor_p99_ms": {"samples": N, "what": "the floor, p99"},
+    "call_relay_ratio_p50": {"samples": N, "what": "daemon p50 / floor p50 (goal <= 1.5)"},
+}
 A = "AA:00:00:00:00:01"
 B = "BB:00:00:00:00:02"
 FLOOR_NAME = "org.dashbridge.Bench.Ofono"

@@ -268,7 +268,8 @@ async def _fleet(policy: str, cars: int, fleet: int, seed: int = 1000) -> Outcom
     total = sum(buckets.values())
     return Outcome(cars=cars, scale=fleet / cars, peak_rps=float(max(buckets.values())),
                    mean_rps=total / max(1.0, math.ceil(drain)), drain_s=drain, busy=backend.busy,
-                   served=sum(1 for t in backend.served_at if t - backend.up_at <= drain), attempts_while_down=backend.down_attempts, requests=total,
+                   served=sum(1 for t in backend.served_at if t - backend.up_at <= drain),
+                   attempts_while_down=backend.down_attempts, requests=total,
                    capacity=backend.capacity)
 
 
