@@ -2,7 +2,7 @@
 separate connection that survives simulated restarts: drive the simulated world from ``busctl`` or a
 scenario (for developers; not part of org.bluez)."""
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from dbus_fast import DBusError, Variant
 from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt32
@@ -10,10 +10,8 @@ from dbus_fast.service import ServiceInterface, dbus_method
 
 from .. import names
 from ..phone import VirtualPhone
+from .core import BluezCore
 from .model import CONTROL_IFACE
-
-if TYPE_CHECKING:
-    from .fake import FakeBluez
 
 PhoneList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 
@@ -21,7 +19,7 @@ PhoneList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 class BluezControl(ServiceInterface):
     """``org.dashbridge.Sim.Bluez1``: drive the simulated world from ``busctl`` or a scenario."""
 
-    def __init__(self, fake: "FakeBluez") -> None:
+    def __init__(self, fake: BluezCore) -> None:
         super().__init__(CONTROL_IFACE)
         self.fake = fake
 
