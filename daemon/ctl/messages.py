@@ -134,7 +134,12 @@ async def _send(ctx: CtlContext, args: argparse.Namespace) -> int:
     return 0
 
 
+# Refresh talks to the phone (UpdateInbox, a listing, new messages downloaded): it may take longer
+# than a call to the daemon alone; the daemon bounds each transfer itself.
+REFRESH_TIMEOUT_S = 60.0
+
+
 async def _refresh(ctx: CtlContext, args: argparse.Namespace) -> int:
-    (n,) = await ctx.call(IFACE, "Refresh", "s", [args.phone])
+    (n,) = await ctx.call(IFACE, "Refresh", "s", [args.phone], timeout=max(ctx.timeout, REFRESH_TIMEOUT_S))
     ctx.out({"new": n}, f"{n} new message(s)")
     return 0

@@ -348,8 +348,17 @@ class MessagesComponent:
         return await self.send(m.phone, "sms", m.sender, "", text)
 
     async def refresh(self, phone: str) -> int:
+        """``phone`` empty: the phone whose messages the car follows (MAP runs for the primary
+        phone only, so there is at most one session)."""
+        if not phone:
+            if not self.sessions:
+                raise NotConnected("no connected phone offers messages; nothing was done")
+            phone = next(iter(self.sessions))
         s = self._ready_session(phone)
-        return await s.poll()
+        try:
+            return await s.poll()
+        except TransferFailed as exc:  # the phone stalled or refused: say so, not "Internal"
+            raise OperationFailed(f"the phone did not deliver its message list ({exc}); try again") from None
 
 
 class PhoneSession:

@@ -171,10 +171,22 @@ async def test_monitor_stamps_lines_follows_a_daemon_restart_and_stops_with_the_
     assert re.match(r"^\d\d:\d\d:\d\d\.\d{3} ", left), left
     await line_with("org.dashbridge is on the bus")
     await line_with("Phones1.")  # the new daemon's signals are followed too
-    assert world.system is not None
-    world.system.stop()  # the bus goes away
-    _out, err = await asyncio.wait_for(proc.communicate(), 15)
-    assert proc.returncode == 1 and b"the bus went away" in err
+    proc.terminate()
+    await asyncio.wait_for(proc.communicate(), 15)
+
+    # A bus that goes away (here a private one of its own, so the world's bus stays up)
+    from dashbridge.simulator.bus import PrivateBus
+
+    bus = PrivateBus("system").start()
+    try:
+        lone = await asyncio.create_subprocess_exec(*CTL, "--address", bus.address, "monitor", env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        assert lone.stderr is not None
+        assert b"monitoring" in await asyncio.wait_for(lone.stderr.readline(), 10)
+    finally:
+        bus.stop()
+    _out, err = await asyncio.wait_for(lone.communicate(), 15)
+    assert lone.returncode == 1 and b"the bus went away" in err
 
 
 async def test_pair_a_phone_by_address_with_the_window_closed_and_a_pin_alone() -> None:
@@ -190,3 +202,14 @@ async def test_pair_a_phone_by_address_with_the_window_closed_and_a_pin_alone() 
         assert "paired with 00:02:EE:11:22:33" in r.out
     finally:
         await w.stop()
+
+
+async def test_messages_refresh_without_a_phone_asks_the_primary(world: World) -> None:
+    assert world.dashboard is not None
+    await world.dashboard.wait_for(
+        lambda e: e.short == "Messages1.PropertiesChanged"
+        and e.named["changed"].get("Phones", {}).get(ALICE, [""])[0] in ("ready", "polling"), 15.0)
+    world.deliver_message(ALICE, "SMS_GSM", "+447700900456", "are you on your way?")
+    r = await ctl(world, "messages", "refresh")
+    assert r.rc == 0, r
+    assert "new message(s)" in r.out
