@@ -41,3 +41,10 @@ class DeadlineExceeded(DashbridgeError):
 
 class AccessDeniedError(DashbridgeError):
     code = "AccessDenied"
+
+
+class NotEntitled(DashbridgeError):
+    """A feature the car's entitlements (or, for a local feature listed in
+    ``cloud.gated_local_features``, the offline policy) switch off right now."""
+
+    code = "NotEntitled"

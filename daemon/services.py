@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from .errors import NotEntitled
 from .phones import PhoneDirectory
 from .transfers import TransferDir, resolve
 
@@ -53,6 +54,10 @@ class Entitlements(Protocol):
         """Is a feature on right now?"""
         ...
 
+    def feature_reason(self, name: str) -> str:
+        """Why the feature is on or off (shown to the driver with ``NotEntitled``)."""
+        ...
+
 
 @dataclass
 class Services:
@@ -65,6 +70,16 @@ class Services:
     navigation: NavigationSink | None = None  # navigation relay <- messages, cloud
     entitlements: Entitlements | None = None  # cloud -> whoever gates a feature
     transfers: TransferDir | None = None  # the obex transfer directory (see transfer_dir)
+
+    def feature_on(self, feature: str) -> bool:
+        """Entitlements as the components ask them: with no cloud component, everything local is on."""
+        return self.entitlements is None or self.entitlements.feature_enabled(feature)
+
+    def require(self, feature: str) -> None:
+        """Raise ``NotEntitled`` when ``feature`` is off right now (local phone features are on
+        unless the integrator lists them in ``cloud.gated_local_features``)."""
+        if self.entitlements is not None and not self.entitlements.feature_enabled(feature):
+            raise NotEntitled(f"{feature} is switched off for this car: {self.entitlements.feature_reason(feature)}")
 
     def transfer_dir(self, cfg: Config) -> TransferDir:
         """The daemon's one :class:`TransferDir`, created (and cleared) the first time it is asked

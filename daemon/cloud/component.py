@@ -106,6 +106,13 @@ class CloudComponent:
                 return st.enabled
         return self.disabled_features().get(name, [False])[0] is True
 
+    def feature_reason(self, name: str) -> str:
+        if self.engine is not None:
+            st = self.engine.features.get(name)
+            if st is not None:
+                return st.reason
+        return str(self.disabled_features().get(name, [False, "", "not a feature this car knows"])[2])
+
     def disabled_features(self) -> dict[str, list[Any]]:
         """Features when the cloud is disabled: local ones on (unless gated), the rest by policy."""
         out: dict[str, list[Any]] = {}

@@ -63,6 +63,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The entitlement that send-to-car needs, and the reason code its refusal is acknowledged with
+# (docs/cloud-protocol.md §8: result "rejected", reason "not_entitled: ...").
+REMOTE_NAVIGATION = "remote_navigation"
+NOT_ENTITLED = "not_entitled"
 # A hand-off to the navigation service that takes longer than this is a failure (retried).
 HANDOFF_TIMEOUT_S = 5.0
 # Destinations handed to navigation per loop turn (the rest follow on the next turn).
@@ -688,8 +692,21 @@ class CloudEngine:
             return
         from ..services import Destination
 
+        entitled = self.feature_enabled(REMOTE_NAVIGATION)
         for did, payload_text in rows:
             p = _loads(payload_text)
+            if not entitled:
+                # Not offered while the car is not entitled to send-to-car; acknowledged (never
+                # dropped, never left for the backend to list forever) with a documented reason.
+                st = self._features.get(REMOTE_NAVIGATION)
+                why = f"{NOT_ENTITLED}: {REMOTE_NAVIGATION} is off ({st.reason if st else 'not in the entitlements'})"
+                with self.db.transaction() as conn:
+                    conn.execute("UPDATE cloud_destinations SET state='rejected', updated_at=? WHERE id=?", (now, did))
+                    self.outbox.insert(conn, "destination_ack", {"id": did, "result": "rejected",
+                                                                 "reason": why[:200], "intent_id": ""},
+                                       now, coalesce_key=did)
+                log.info("cloud: a send-to-car destination was not offered: %s is off", REMOTE_NAVIGATION)
+                continue
             exp = p.get("expires_at")
             if isinstance(exp, (int, float)) and exp < now:
                 with self.db.transaction() as conn:

@@ -815,6 +815,9 @@ class HfpHandler:
         raise NotFound(f"no call {call_id!r} (it may have ended)")
 
     async def dial(self, number: str, phone: str = "") -> Call:
+        # Calls switched off (cloud.gated_local_features): dial, answer, hold, resume, swap and
+        # tones are refused with NotEntitled; ending a call never is.
+        self.ctx.services.require("calls")
         try:
             n = normalize_dial_number(number)
         except InvalidNumber as exc:
@@ -837,6 +840,7 @@ class HfpHandler:
         return new
 
     async def answer(self, call_id: str) -> None:
+        self.ctx.services.require("calls")
         p, c = self._find_call(call_id)
         m = self._ready_modem(p)
         if c.state == "incoming":
@@ -865,18 +869,21 @@ class HfpHandler:
         return n
 
     async def hold(self, call_id: str) -> None:
+        self.ctx.services.require("calls")
         p, c = self._find_call(call_id)
         if c.state != "active":
             raise InvalidInput(f"call {call_id} is {c.state}; only an active call can be put on hold")
         await self._swap(p)
 
     async def resume(self, call_id: str) -> None:
+        self.ctx.services.require("calls")
         p, c = self._find_call(call_id)
         if c.state != "held":
             raise InvalidInput(f"call {call_id} is {c.state}, not on hold")
         await self._swap(p)
 
     async def swap(self, phone: str = "") -> None:
+        self.ctx.services.require("calls")
         p = self._resolve_phone(phone)
         states = {c.state for c in p.calls.values()}
         if not {"active", "held"} <= states:
@@ -890,6 +897,7 @@ class HfpHandler:
         await self._command(m.path, names.OFONO_VOICECALL_MANAGER_IFACE, "SwapCalls")
 
     async def send_tones(self, call_id: str, tones: str) -> None:
+        self.ctx.services.require("calls")
         try:
             t = normalize_tones(tones)
         except InvalidTones as exc:

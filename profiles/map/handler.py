@@ -252,6 +252,9 @@ class MessagesComponent:
         sink = self.ctx.services.navigation
         if sink is None or m.direction != "in" or not m.body:
             return 0
+        if not self.ctx.services.feature_on("message_navigation"):
+            log.debug("destinations in message %s not offered: message_navigation is switched off", m.handle)
+            return 0
         floor = self.ctx.config.navigation.min_confidence
         text = m.body + ("\n" + "\n".join(links) if links else "")
         n = 0
@@ -286,9 +289,11 @@ class MessagesComponent:
         return s
 
     def list(self, **kw: Any) -> list[StoredMessage]:
+        self.ctx.services.require("messages")
         return self.db.list(**kw)
 
     async def get(self, message_id: str) -> StoredMessage:
+        self.ctx.services.require("messages")
         m = self._lookup(message_id)
         if m.body is None and m.direction == "in":
             s = self.sessions.get(m.phone)
@@ -297,6 +302,7 @@ class MessagesComponent:
         return m
 
     async def mark_read(self, message_id: str, read: bool) -> StoredMessage:
+        self.ctx.services.require("messages")
         m = self._lookup(message_id)
         if m.direction == "in":
             s = self._ready_session(m.phone)
@@ -307,6 +313,7 @@ class MessagesComponent:
         return m
 
     async def delete(self, message_id: str) -> None:
+        self.ctx.services.require("messages")
         m = self._lookup(message_id)
         if m.direction == "in":
             s = self._ready_session(m.phone)
@@ -315,6 +322,7 @@ class MessagesComponent:
         self._emit(self.removed_listeners, m.id)
 
     async def send(self, phone: str, mtype: str, recipient: str, subject: str, text: str) -> StoredMessage:
+        self.ctx.services.require("messages")
         addr = phone.upper() if phone else ""
         if not addr:
             primary = self.phones.primary()
@@ -338,6 +346,7 @@ class MessagesComponent:
         return await s.send(mtype, recipient, subject, text)
 
     async def reply(self, message_id: str, text: str) -> StoredMessage:
+        self.ctx.services.require("messages")
         m = self._lookup(message_id)
         if m.direction != "in" or not m.sender:
             raise InvalidInput("only received messages with a sender can be replied to")
@@ -350,6 +359,7 @@ class MessagesComponent:
     async def refresh(self, phone: str) -> int:
         """``phone`` empty: the phone whose messages the car follows (MAP runs for the primary
         phone only, so there is at most one session)."""
+        self.ctx.services.require("messages")
         if not phone:
             if not self.sessions:
                 raise NotConnected("no connected phone offers messages; nothing was done")

@@ -229,12 +229,15 @@ class ContactsSync:
     # ------------------------------------------------------------------ caller ID service
 
     def display_name(self, phone: str, number: str) -> str | None:
-        """``daemon.services.CallerId``: O(1), no I/O."""
+        """``daemon.services.CallerId``: O(1), no I/O.  No name while contacts are switched off."""
+        if not self.ctx.services.feature_on("contacts"):
+            return None
         m = self.index.lookup(phone, number)
         return m.name if m is not None else None
 
     def lookup(self, number: str) -> tuple[str, Match] | None:
         """The first match among connected phones (primary first), then other stored phones."""
+        self.ctx.services.require("contacts")
         for phone in self._lookup_order():
             m = self.index.lookup(phone, number)
             if m is not None:
@@ -316,6 +319,7 @@ class ContactsSync:
 
     def resync(self, phone: str) -> list[str]:
         """Pull everything again, ignoring counters.  ``""``: every phone being synced."""
+        self.ctx.services.require("contacts")
         if phone:
             phone = phone.upper()
             ps = self._phones.get(phone)
@@ -332,12 +336,14 @@ class ContactsSync:
         return [ps.link.address for ps in targets]
 
     def search(self, text: str, limit: int) -> list[tuple[int, str, str, str]]:
+        self.ctx.services.require("contacts")
         if not text.strip():
             raise InvalidInput("search text is empty")
         phones = self._connected_phones() or []
         return self.store.search(text, max(1, min(limit or 20, 500)), phones)
 
     def contact(self, contact_id: int) -> dict[str, Any]:
+        self.ctx.services.require("contacts")
         if not 0 < contact_id < 2**63:  # SQLite integers are 64-bit signed; ids start at 1
             raise NotFound(f"no contact {contact_id} (contact ids come from Search, Lookup or GetCallHistory)")
         c = self.store.contact(contact_id)
@@ -346,6 +352,7 @@ class ContactsSync:
         return c
 
     def history(self, phone: str, limit: int) -> list[dict[str, Any]]:
+        self.ctx.services.require("contacts")
         if phone:
             phone = phone.upper()
         else:
