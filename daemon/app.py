@@ -31,6 +31,7 @@ from .api.calls import Calls1
 from .api.cloud import Cloud1, CloudTestClock1
 from .api.contacts import Contacts1
 from .api.daemon1 import Daemon1
+from .api.introspect import XmlIntrospection
 from .api.messages import Messages1
 from .api.navigation import Navigation1
 from .api.phones import Phones1
@@ -182,6 +183,7 @@ async def publish(ctx: AppContext, components: list[Component], extra: Sequence[
         ctx.system_bus.export(names.DASHBRIDGE_PATH, iface)
     CallerGate(ctx.system_bus, ctx.config.api.allowed_users, ctx.config.api.allowed_groups,
                system_peer=lambda sender: any(p(sender) for p in ctx.system_peers)).install()
+    XmlIntrospection(ctx.system_bus).install()  # Introspect answers with the documented XML
     reply = await asyncio.wait_for(ctx.system_bus.request_name(names.DASHBRIDGE_NAME), timeout=5.0)
     if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
         raise StartupError(f"cannot own {names.DASHBRIDGE_NAME} ({reply.name}): another instance?")
