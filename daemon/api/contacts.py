@@ -8,7 +8,8 @@ Documented in ``daemon/api/xml/org.dashbridge.Contacts1.xml`` and ``docs/api/Con
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at run time.
 import re
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from dbus_fast import Message, Variant
 from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32, DBusUInt64
@@ -37,6 +38,8 @@ PropsList = Annotated[list[dict[str, Variant]], DBusSignature("aa{sv}")]
 NameAndId = Annotated[tuple[str, int], DBusSignature("st")]
 StateSignal = Annotated[tuple[str, dict[str, Variant]], DBusSignature("sa{sv}")]
 Strings = Annotated[list[str], DBusSignature("as")]
+TotalAndRows = Annotated[tuple[int, list[dict[str, Variant]]], DBusSignature("uaa{sv}")]
+LetterOffsets = Annotated[list[tuple[str, int]], DBusSignature("a(su)")]
 
 _ADDRESS = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _MAX_TEXT = 256
@@ -61,6 +64,12 @@ def status_props(st: "SyncStatusView") -> dict[str, Variant]:
         "Contacts": Variant("u", max(0, st.contacts)),
         "CallHistory": Variant("u", max(0, st.history)),
     }
+
+
+def _row(r: Mapping[str, Any]) -> dict[str, Variant]:
+    return {"Id": Variant("t", r["id"]), "Name": Variant("s", clip(r["name"], MAX_NAME)),
+            "Letter": Variant("s", r["letter"]), "Number": Variant("s", clip(r["number"], MAX_NUMBER)),
+            "Favourite": Variant("b", r["favourite"]), "Phone": Variant("s", r["phone"])}
 
 
 class Contacts1(ServiceInterface):
@@ -130,6 +139,22 @@ class Contacts1(ServiceInterface):
         return [{"Kind": Variant("s", r["kind"]), "Name": Variant("s", clip(r["name"], MAX_NAME)),
                  "Number": Variant("s", clip(r["number"], MAX_NUMBER)), "Time": Variant("s", r["at"]),
                  "ContactId": Variant("t", r["contact_id"]), "Phone": Variant("s", r["phone"])} for r in rows]
+
+    @dbus_method()
+    @api_call
+    async def List(self, phone: DBusStr, offset: DBusUInt32, count: DBusUInt32) -> TotalAndRows:
+        total, rows = self._s.list_contacts(_phone_arg(phone), int(offset), int(count))
+        return (total, [_row(r) for r in rows])
+
+    @dbus_method()
+    @api_call
+    async def ListFavourites(self, phone: DBusStr) -> PropsList:
+        return [_row(r) for r in self._s.favourites(_phone_arg(phone))]
+
+    @dbus_method()
+    @api_call
+    async def Index(self, phone: DBusStr) -> LetterOffsets:
+        return [(letter, offset) for letter, offset in self._s.letter_index(_phone_arg(phone))]
 
     @dbus_method()
     @api_call

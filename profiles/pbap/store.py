@@ -12,6 +12,7 @@ before it inserts, atomically.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -33,7 +34,8 @@ _EMPTY = "{}"
 HISTORY_BOOKS = ("ich", "och", "mch", "cch")
 _KIND_OF_BOOK = {"ich": "received", "och": "dialed", "mch": "missed"}
 _JSON = json.JSONEncoder(ensure_ascii=False).encode  # = json.dumps(x, ensure_ascii=False), built once
-_INSERT_CONTACT = "INSERT INTO contacts(id, phone, book, pos, uid, name, search, data) VALUES (?,?,?,?,?,?,?,?)"
+_INSERT_CONTACT = ("INSERT INTO contacts(id, phone, book, pos, uid, name, search, data, ident, sortkey)"
+                   " VALUES (?,?,?,?,?,?,?,?,?,?)")
 _INSERT_NUMBER = "INSERT INTO contact_numbers(contact_id, number, kind, e164, tail, digits) VALUES (?,?,?,?,?,?)"
 _INSERT_PHOTO = "INSERT INTO contact_photos(contact_id, mime, data) VALUES (?,?,?)"
 
@@ -49,6 +51,28 @@ def fold(text: str) -> str:
     if not decomposed.isascii():
         decomposed = _COMBINING.sub("", decomposed)
     return decomposed.casefold()
+
+
+def sort_key(name: str) -> str:
+    """How contacts are ordered for display (``List``, ``Index``): the folded name without leading
+    punctuation; names not starting with a letter a-z (digits, other scripts, empty) sort after
+    "z" behind a "~" and are listed under "#"."""
+    s = fold(name).lstrip(" \t\"'([{.-_*+#@!?¡¿")
+    return s if s[:1].isascii() and s[:1].isalpha() else "~" + s
+
+
+def letter_of(key: str) -> str:
+    """The index letter of a sort key: "A".."Z", or "#"."""
+    return key[0].upper() if key[:1].isascii() and key[:1].isalpha() else "#"
+
+
+def identity(uid: str, name: str, digits: Iterable[str]) -> str:
+    """A contact's identity on its phone, the same for the same card in every sync: its UID when
+    it has one, else a hash of its normalised name and numbers."""
+    if uid.strip():
+        return "u:" + uid.strip()
+    text = fold(" ".join(name.split())) + "\x1f" + "\x1f".join(sorted(set(d for d in digits if d)))
+    return "h:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,7 @@ class ContactStore:
         for card in cards:
             name = clip(card.display_name, MAX_NAME)
             tels = card.tels
+            digits: list[str] = []
             if tels:
                 if not name:
                     name = tels[0].number
@@ -139,6 +164,7 @@ class ContactStore:
                     if k is None:
                         k = keys[number] = number_key(number)
                     nums.append((cid, number, t.label or _tel_type(t.types), *k))
+                    digits.append(k[2])
             data = _EMPTY
             if card.emails or card.addresses or card.org or card.title or card.nickname or card.bday:
                 extra: dict[str, Any] = {}
@@ -153,7 +179,8 @@ class ContactStore:
                 data = dumps(extra)
             search = fold(name if not (card.nickname or card.org) else
                           " ".join(x for x in (name, card.nickname, card.org) if x))
-            rows.append((cid, phone, staging, pos, card.uid, name, search, data))
+            rows.append((cid, phone, staging, pos, card.uid, name, search, data, identity(card.uid, name, digits),
+                         sort_key(name)))
             if card.photo:
                 photos.append((cid, _mime(card.photo_type), card.photo))
             pos += 1
@@ -175,10 +202,8 @@ class ContactStore:
         now = time.time() if now is None else now
         with self.store.transaction() as db:
             for book, counters in staged.items():
-                db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book))
-                n = db.execute("UPDATE contacts SET book=? WHERE phone=? AND book=?",
-                               (book, phone, book + STAGING)).rowcount
-                self._set_state(db, phone, book, counters, int(n), now)
+                n = self._swap(db, phone, book)
+                self._set_state(db, phone, book, counters, n, now)
             for book, cards in histories.items():
                 self._history(db, phone, book, cards)
                 self._set_state(db, phone, book, Counters(), len(cards), now)
@@ -189,10 +214,37 @@ class ContactStore:
     def commit_snapshot(self, phone: str, book: str, counters: Counters, *, now: float | None = None) -> int:
         """Replace the phone's snapshot of ``book`` with what is staged, atomically."""
         with self.store.transaction() as db:
-            db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book))
-            n = db.execute("UPDATE contacts SET book=? WHERE phone=? AND book=?",
-                           (book, phone, book + STAGING)).rowcount
+            n = self._swap(db, phone, book)
             self._set_state(db, phone, book, counters, n, now)
+        return n
+
+    @staticmethod
+    def _swap(db: sqlite3.Connection, phone: str, book: str) -> int:
+        """Inside a transaction: the staged snapshot of ``book`` replaces the live one.  A staged
+        contact with the identity of a live one takes over its row id (in the phone's order when a
+        card is there twice), so ids stay stable across re-syncs of the same cards."""
+        pool: dict[str, list[int]] = {}
+        for ident, cid in db.execute("SELECT ident, id FROM contacts WHERE phone=? AND book=? ORDER BY pos",
+                                     (phone, book)):
+            if ident:
+                pool.setdefault(ident, []).append(int(cid))
+        db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book))
+        moves: list[tuple[int, int]] = []
+        if pool:
+            for sid, ident in db.execute("SELECT id, ident FROM contacts WHERE phone=? AND book=? ORDER BY pos",
+                                         (phone, book + STAGING)).fetchall():
+                ids = pool.get(ident)
+                if ids:
+                    moves.append((ids.pop(0), int(sid)))
+        if moves:
+            # Staged ids are above every live id (MAX(id)+1 when staged), so an old id is free
+            # once the live rows are gone; the children follow within the same transaction.
+            db.execute("PRAGMA defer_foreign_keys=ON")
+            db.executemany("UPDATE contacts SET id=? WHERE id=?", moves)
+            db.executemany("UPDATE contact_numbers SET contact_id=? WHERE contact_id=?", moves)
+            db.executemany("UPDATE contact_photos SET contact_id=? WHERE contact_id=?", moves)
+        n = db.execute("UPDATE contacts SET book=? WHERE phone=? AND book=?",
+                       (book, phone, book + STAGING)).rowcount
         return int(n)
 
     @staticmethod
@@ -286,6 +338,42 @@ class ContactStore:
                                        (cid,)).fetchone()
             out.append((int(cid), name, phone, first[0] if first else ""))
         return out
+
+    _ROW = ("SELECT c.id, c.name, c.sortkey, (SELECT number FROM contact_numbers WHERE contact_id=c.id"
+            " ORDER BY rowid LIMIT 1), c.book = 'fav' OR (c.ident != '' AND EXISTS (SELECT 1 FROM contacts f"
+            " WHERE f.phone=c.phone AND f.book='fav' AND f.ident=c.ident)) FROM contacts c")
+
+    def list_contacts(self, phone: str, offset: int, count: int) -> tuple[int, list[dict[str, Any]]]:
+        """(how many contacts the phone has, ``count`` of them from ``offset`` in display order)."""
+        (total,) = self.store.execute("SELECT COUNT(*) FROM contacts WHERE phone=? AND book='pb'",
+                                      (phone,)).fetchone()
+        rows = self.store.execute(self._ROW + " WHERE c.phone=? AND c.book='pb' ORDER BY c.sortkey, c.name, c.id"
+                                  " LIMIT ? OFFSET ?", (phone, count, offset)).fetchall()
+        return int(total), [self._row(r, phone) for r in rows]
+
+    def favourites(self, phone: str) -> list[dict[str, Any]]:
+        """The phone's favourites, in the phone's order."""
+        rows = self.store.execute(self._ROW + " WHERE c.phone=? AND c.book='fav' ORDER BY c.pos",
+                                  (phone,)).fetchall()
+        return [self._row(r, phone) for r in rows]
+
+    def letter_index(self, phone: str) -> list[tuple[str, int]]:
+        """(letter, offset in :meth:`list_contacts` order of its first contact) for every letter
+        that has contacts; "#" (names not starting with A-Z) last."""
+        out: list[tuple[str, int]] = []
+        last = ""
+        for pos, (key,) in enumerate(self.store.execute(
+                "SELECT sortkey FROM contacts WHERE phone=? AND book='pb' ORDER BY sortkey, name, id", (phone,))):
+            letter = letter_of(key)
+            if letter != last:
+                out.append((letter, pos))
+                last = letter
+        return out
+
+    @staticmethod
+    def _row(r: Sequence[Any], phone: str) -> dict[str, Any]:
+        return {"id": int(r[0]), "name": r[1], "letter": letter_of(r[2]), "number": r[3] or "",
+                "favourite": bool(r[4]), "phone": phone}
 
     def contact(self, contact_id: int) -> dict[str, Any] | None:
         row = self.store.execute("SELECT id, phone, book, name, uid, data FROM contacts WHERE id=? AND"

@@ -348,8 +348,27 @@ class ContactsSync:
             raise NotFound(f"no contact {contact_id} (contact ids come from Search, Lookup or GetCallHistory)")
         c = self.store.contact(contact_id)
         if c is None:
-            raise NotFound(f"no contact {contact_id} (contact ids change when the phonebook is synced again)")
+            raise NotFound(f"no contact {contact_id} (no longer on the phone)")
         return c
+
+    def _listed_phone(self, phone: str) -> str:
+        """An address (any phone with stored contacts), or "" for the primary connected phone."""
+        self.ctx.services.require("contacts")
+        if phone:
+            return phone.upper()
+        connected = self._connected_phones()
+        if not connected:
+            raise NotConnected("no phone is connected")
+        return connected[0]
+
+    def list_contacts(self, phone: str, offset: int, count: int) -> tuple[int, list[dict[str, Any]]]:
+        return self.store.list_contacts(self._listed_phone(phone), max(0, offset), max(1, min(count or 50, 500)))
+
+    def favourites(self, phone: str) -> list[dict[str, Any]]:
+        return self.store.favourites(self._listed_phone(phone))
+
+    def letter_index(self, phone: str) -> list[tuple[str, int]]:
+        return self.store.letter_index(self._listed_phone(phone))
 
     def history(self, phone: str, limit: int) -> list[dict[str, Any]]:
         self.ctx.services.require("contacts")
