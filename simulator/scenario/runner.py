@@ -238,6 +238,9 @@ async def run_file(path: str | Path, narrator: Narrator | None = None) -> Scenar
     try:
         sc = load_file(path)
     except ScenarioError as exc:
+        more = [f"    {e.where_what}" for e in exc.errors[1:]]
+        if more:
+            more.insert(0, f"    ... and {len(more)} more error(s) in the file:")
         return ScenarioResult(str(path), Path(path).stem, False, 0.0, error=exc.message, line=exc.line,
-                              load_error=True)
+                              load_error=True, details="\n".join(more))
     return await run_scenario(sc, narrator)

@@ -6,12 +6,13 @@ daemon's config loader uses; scenario messages show the offending value (the con
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import time
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,26 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 class ScenarioError(Exception):
-    """A bad scenario file: ``str()`` is ``file:line: what was expected``."""
+    """A bad scenario file: ``str()`` is ``file:line: what was expected`` — one line per error
+    when the file has several (:attr:`errors`, in the order found; ``line``/``message`` are the first's)."""
 
-    def __init__(self, filename: str, line: int | None, message: str) -> None:
+    def __init__(self, filename: str, line: int | None, message: str,
+                 errors: list[ScenarioError] | None = None) -> None:
         self.filename = filename
         self.line = line
         self.message = message
         where = f"{filename}:{line}" if line else filename
-        super().__init__(f"{where}: {message}")
+        self.errors: list[ScenarioError] = errors or [self]
+        super().__init__("\n".join(e.where_what for e in errors) if errors else f"{where}: {message}")
+
+    @property
+    def where_what(self) -> str:
+        return f"{self.filename}:{self.line}: {self.message}" if self.line else f"{self.filename}: {self.message}"
+
+    @classmethod
+    def several(cls, errors: list[ScenarioError]) -> ScenarioError:
+        first = errors[0]
+        return first if len(errors) == 1 else cls(first.filename, first.line, first.message, errors)
 
 
 def _conv_str(f: _File, node: yaml.Node, key: str, p: Param) -> Any:
@@ -213,9 +226,19 @@ class _File(yamlload.TypedReader):
         super().__init__(str(path))
         self.path = path
         self.name = str(path)
+        self.errors: list[ScenarioError] = []
+        self.broken_phones: set[str] = set()  # ids of phones with errors (steps may still name them)
 
     def error(self, node: yaml.Node | None, message: str) -> typing.NoReturn:
         raise ScenarioError(self.name, _line(node), message)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Note an error and go on with the next part of the file (every error is reported)."""
+        try:
+            yield
+        except ScenarioError as exc:
+            self.errors.extend(exc.errors)
 
     def fail(self, node: yaml.Node | None, path: str, msg: str) -> typing.NoReturn:
         self.error(node, f"{path}: {msg}")
@@ -309,6 +332,22 @@ def load_world(path: str | Path) -> Scenario:
     return loads(text, p, steps_required=False)
 
 
+def _plus_numbers_as_text(node: yaml.Node) -> None:
+    """An unquoted ``+447700900123`` is a phone number, not 447700900123: YAML would drop its +,
+    so such plain scalars stay text (where a number is expected the step then says so, file:line)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.ScalarNode):
+            if not n.style and n.value.startswith("+") and n.tag in (yamlload.INT_TAG, yamlload.FLOAT_TAG):
+                n.tag = "tag:yaml.org,2002:str"
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                stack.extend((k, v))
+
+
 def loads(text: str, path: str | Path = "<scenario>", *, steps_required: bool = True) -> Scenario:
     f = _File(Path(path))
     try:
@@ -317,10 +356,22 @@ def loads(text: str, path: str | Path = "<scenario>", *, steps_required: bool = 
         raise ScenarioError(f.name, exc.line, f"not valid YAML ({exc.problem or exc})") from None
     if root is None:
         f.error(None, "the file is empty: expected version, name, world and steps")
+    _plus_numbers_as_text(root)
+    try:
+        sc = _loads(f, root, steps_required)
+    except ScenarioError as exc:
+        f.errors.extend(exc.errors)
+    if f.errors:
+        raise ScenarioError.several(f.errors)
+    return sc
+
+
+def _loads(f: _File, root: yaml.Node, steps_required: bool) -> Scenario:
     top = {k: (kn, v) for k, kn, v in _mapping(f, root, "the file")}
     for key, (kn, _) in top.items():
         if key not in TOP_KEYS:
-            f.error(kn, f"unknown key {key} (known at the top: {', '.join(TOP_KEYS)})")
+            with f.guard():
+                f.error(kn, f"unknown key {key} (known at the top: {', '.join(TOP_KEYS)})")
     if "version" not in top:
         f.error(root, f"version: missing (this runner reads versions {', '.join(map(str, SCHEMA_VERSIONS))})")
     vnode = top["version"][1]
@@ -331,19 +382,28 @@ def loads(text: str, path: str | Path = "<scenario>", *, steps_required: bool = 
         f.error(root, "name: missing (one line saying what the scenario shows)")
     sc = Scenario(path=f.path, version=int(version), name=_conv_str(f, top["name"][1], "name", Param("str")))
     if "description" in top:
-        sc.description = _conv_str(f, top["description"][1], "description", Param("str"))
+        with f.guard():
+            sc.description = _conv_str(f, top["description"][1], "description", Param("str"))
     if "tags" in top:
-        tags = _conv_list(f, top["tags"][1], "tags", Param("list"))
-        sc.tags = tuple(str(t) for t in tags)
+        with f.guard():
+            tags = _conv_list(f, top["tags"][1], "tags", Param("list"))
+            for t in tags:
+                if not isinstance(t, str | int) or isinstance(t, bool) or not re.fullmatch(r"[\w.-]+", str(t)):
+                    f.error(top["tags"][1], f"tags: expected words (letters, digits, _ . -), got {show(t)}")
+            sc.tags = tuple(str(t) for t in tags)
     if "timeout" in top:
-        sc.timeout = _conv_duration(f, top["timeout"][1], "timeout", Param("duration"))
+        with f.guard():
+            sc.timeout = _conv_duration(f, top["timeout"][1], "timeout", Param("duration"))
     if "defaults" in top:
-        for key, kn, v in _mapping(f, top["defaults"][1], "defaults"):
-            if key != "within":
-                f.error(kn, f"defaults: unknown key {key} (known: within)")
-            sc.within = _conv_duration(f, v, "defaults.within", Param("duration"))
+        with f.guard():
+            for key, kn, v in _mapping(f, top["defaults"][1], "defaults"):
+                with f.guard():
+                    if key != "within":
+                        f.error(kn, f"defaults: unknown key {key} (known: within)")
+                    sc.within = _conv_duration(f, v, "defaults.within", Param("duration"))
     if "world" in top:
-        _load_world(f, top["world"][1], sc)
+        with f.guard():
+            _load_world(f, top["world"][1], sc)
     if "steps" not in top:
         if not steps_required:
             return sc
@@ -352,8 +412,10 @@ def loads(text: str, path: str | Path = "<scenario>", *, steps_required: bool = 
     if not isinstance(snode, yaml.SequenceNode) or not snode.value:
         f.error(snode, "steps: expected a list with at least one step")
     phone_ids = {p.id for p in sc.phones}
+    saved: dict[str, _Saved] = {}
     for i, node in enumerate(snode.value, 1):
-        sc.steps.append(_load_step(f, node, i, phone_ids))
+        with f.guard():
+            sc.steps.append(_load_step(f, node, i, phone_ids, saved))
     return sc
 
 
@@ -361,6 +423,12 @@ def _load_world(f: _File, node: yaml.Node, sc: Scenario) -> None:
     if _is_null(node):
         return
     for key, kn, v in _mapping(f, node, "world"):
+        with f.guard():
+            _load_world_key(f, key, kn, v, sc)
+
+
+def _load_world_key(f: _File, key: str, kn: yaml.Node, v: yaml.Node, sc: Scenario) -> None:
+    if True:
         if key not in WORLD_KEYS:
             f.error(kn, f"world: unknown key {key} (known: {', '.join(WORLD_KEYS)})")
         if key == "config":
@@ -373,7 +441,12 @@ def _load_world(f: _File, node: yaml.Node, sc: Scenario) -> None:
             if not isinstance(v, yaml.SequenceNode):
                 f.error(v, "world.phones: expected a list of phones")
             for i, pn in enumerate(v.value):
-                sc.phones.append(_load_phone(f, pn, i, sc.phones))
+                with f.guard():
+                    try:
+                        sc.phones.append(_load_phone(f, pn, i, sc.phones))
+                    except ScenarioError:
+                        f.broken_phones.add(_phone_id_of(pn, i))
+                        raise
         elif key == "backend":
             sc.backend = _load_options(f, v, "world.backend", BACKEND_OPTIONS)
         elif key == "navigation":
@@ -443,6 +516,17 @@ PHONE_SUGAR = {
     "contacts": "[{name, number}, ...], {generated: N} or {vcf: file.vcf} (relative to the scenario file), "
                 "the last two with plus: [{name, number}, ...]",
 }
+
+
+def _phone_id_of(node: yaml.Node, i: int) -> str:
+    if isinstance(node, yaml.MappingNode):
+        keys = {str(k.value): v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+        for key in ("id", "name"):
+            v = keys.get(key)
+            if isinstance(v, yaml.ScalarNode):
+                text = str(v.value)
+                return text if key == "id" else (re.sub(r"\W+", "_", text).strip("_").lower() or f"phone{i + 1}")
+    return f"phone{i + 1}"
 
 
 def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> PhoneSpec:
@@ -584,7 +668,7 @@ def _add_contacts(phone: VirtualPhone, contacts: list[dict[str, Any]]) -> None:
                                         emails=[str(c["email"])] if "email" in c else []))
 
 
-def _load_step(f: _File, node: yaml.Node, index: int, phone_ids: set[str]) -> Step:
+def _load_step(f: _File, node: yaml.Node, index: int, phone_ids: set[str], saved: dict[str, _Saved]) -> Step:
     items = _mapping(f, node, f"step {index}")
     keys = {k: (kn, v) for k, kn, v in items}
     all_kinds = [*KINDS, *VALUE_KINDS]
@@ -610,7 +694,7 @@ def _load_step(f: _File, node: yaml.Node, index: int, phone_ids: set[str]) -> St
         raw = {k: v for k, v in keys.items() if k not in ("say",)}
     elif kind == "phone":
         phone = _conv_str(f, kv, "phone", Param("str"))
-        if phone not in phone_ids:
+        if phone not in phone_ids and phone not in f.broken_phones:
             f.error(kv, f"phone: no phone with id {show(phone)} in world.phones "
                        f"(ids: {', '.join(sorted(phone_ids)) or 'none'})")
         if "do" not in keys:
@@ -627,20 +711,170 @@ def _load_step(f: _File, node: yaml.Node, index: int, phone_ids: set[str]) -> St
             f.error(kv, f"{kind}: unknown action {show(name)} (known: {_names(kind)})")
         act = found
     params: dict[str, Any] = {}
+    what = f"{kind} {name}".strip() if kind not in VALUE_KINDS else kind
+    bad: set[str] = set()
+    errors_before = len(f.errors)
     for key, (pkn, pv) in raw.items():
         spec = act.params.get(key)
-        if spec is None:
-            known = ", ".join([*act.params, "say"])
-            what = f"{kind} {name}".strip() if kind not in VALUE_KINDS else kind
-            f.error(pkn, f"{what}: unknown parameter {key} (known: {known})")
-        params[key] = PARAM_TYPES[spec.type](f, pv, key, spec)
+        with f.guard():
+            if spec is None:
+                known = ", ".join([*act.params, "say"])
+                f.error(pkn, f"{what}: unknown parameter {key} (known: {known}){_did_you_mean(key, act.params)}")
+            try:
+                params[key] = PARAM_TYPES[spec.type](f, pv, key, spec)
+            except ScenarioError:
+                bad.add(key)
+                raise
     for key, spec in act.params.items():
-        if key not in params:
-            if spec.required:
-                what = f"{kind} {name}".strip()
-                f.error(node, f"{what}: {key} is required ({spec.doc})")
+        if key not in params and key not in bad:
+            if spec.required and key not in raw:
+                with f.guard():
+                    f.error(node, f"{what}: {key} is required ({spec.doc})")
             params[key] = spec.default
-    return Step(index, _line(node) or 0, kind, name, params, say=say, phone=phone)
+    step = Step(index, _line(node) or 0, kind, name, params, say=say, phone=phone)
+    nodes = {k: v for k, (_kn, v) in raw.items()}
+    if len(f.errors) == errors_before:
+        with f.guard():
+            _check_step(f, step, node, nodes, saved)
+    # What this step saves, for the steps after it (also when it has errors: one error each).
+    if isinstance(params.get("save"), str):
+        saved[params["save"]] = _Saved(step.line, _saved_keys(step))
+    return step
+
+
+@dataclass
+class _Saved:
+    line: int
+    keys: tuple[str, ...] | None  # the names a ${saved.key} may use, when known
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" — did you mean {close[0]}?" if close else ""
+
+
+def _saved_keys(step: Step) -> tuple[str, ...] | None:
+    """What ``save:`` keeps, when the API says: a signal's argument names, or a method's reply
+    names when it has several."""
+    if step.params.get("expect_error"):
+        return ("error", "message")
+    try:
+        if step.kind == "expect_signal":
+            return tuple(n for n, _ in _api().resolve(step.params["expect_signal"], "signal").out_args)
+        if step.kind == "dashboard" and step.action == "call":
+            outs = _api().resolve(step.params["method"], "method").out_args
+            return tuple(n for n, _ in outs) if len(outs) > 1 else None
+    except (KeyError, TypeError):
+        return None
+    return None
+
+
+def _refs(value: Any) -> Iterator[tuple[str, str]]:
+    """Every ``${name.dotted}`` in a parameter's value: (name, ".dotted")."""
+    if isinstance(value, str):
+        for m in SUBST_RE.finditer(value):
+            yield m.group(1), m.group(2)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _refs(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _refs(k)
+            yield from _refs(v)
+
+
+def _has_ref(value: Any) -> bool:
+    return next(_refs(value), None) is not None
+
+
+def _child(node: yaml.Node | None, key: str | int) -> yaml.Node | None:
+    """The node of a mapping key / list item, for the error's line (the parent when not found)."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v  # type: ignore[no-any-return]
+    if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+        return node.value[key]  # type: ignore[no-any-return]
+    return node
+
+
+def _check_step(f: _File, step: Step, node: yaml.Node, nodes: dict[str, yaml.Node], saved: dict[str, _Saved]) -> None:
+    """What the runner would only find out at run time, checked at load time: ``${saved}``
+    references, ``after:`` names, ``dashboard: call`` argument counts and types and reply names,
+    and the argument names in ``expect_signal``/``expect_no_signal`` ``args:``."""
+    p = step.params
+    what = step.describe().split(" ", 2)
+    label = " ".join(what[:2]) if step.kind != "phone" else f"phone {step.phone} {step.action}"
+    for key, value in p.items():
+        if key in ("save", "say"):
+            continue
+        for name, dotted in _refs(value):
+            with f.guard():
+                where = nodes.get(key, node)
+                if name not in saved:
+                    hint = f"saved so far: {', '.join(sorted(saved))}" if saved else "nothing is saved before it"
+                    f.error(where, f"{label}: {key}: ${{{name}{dotted}}} is not saved by an earlier step "
+                                   f"(save: {name} on a step before this one; {hint})")
+                keys = saved[name].keys
+                first = dotted.lstrip(".").split(".")[0] if dotted else ""
+                if keys is not None and first and not first.isdigit() and first not in keys:
+                    f.error(where, f"{label}: {key}: ${{{name}{dotted}}}: what was saved at line {saved[name].line} "
+                                   f"has no {first} (it has: {', '.join(keys)})")
+    if p.get("after") is not None and p["after"] not in saved:
+        with f.guard():
+            f.error(nodes.get("after", node), f"{label}: after: no earlier step saves {p['after']} "
+                                              f"(saved so far: {', '.join(sorted(saved)) or 'nothing'})")
+    if step.kind in ("expect_signal", "expect_no_signal") and isinstance(p.get("args"), dict):
+        member = p[step.kind]
+        try:
+            m = _api().resolve(member, "signal")
+        except KeyError:
+            m = None  # PropertiesChanged pseudo-signals
+        if m is not None:
+            names = [n for n, _ in m.out_args]
+            anode = nodes.get("args")
+            for arg in p["args"]:
+                if isinstance(arg, str) and not arg.startswith("$") and arg not in names:
+                    with f.guard():
+                        f.error(_child(anode, arg) if anode is not None else node,
+                                f"{label}: args: {m.name} has no argument {arg} (its arguments: "
+                                f"{', '.join(names) or 'none'}){_did_you_mean(arg, names)}")
+    if step.kind == "dashboard" and step.action == "call":
+        _check_call(f, step, node, nodes, label)
+
+
+def _check_call(f: _File, step: Step, node: yaml.Node, nodes: dict[str, yaml.Node], label: str) -> None:
+    from ..world import ValueTypeError, to_dbus
+
+    p = step.params
+    m = _api().resolve(p["method"], "method")
+    args = p["args"] or []
+    want = ", ".join(f"{n} ({t})" for n, t in m.in_args) or "none"
+    anode = nodes.get("args", node)
+    if len(args) != len(m.in_args):
+        f.error(anode, f"{label}: {m.name} takes {len(m.in_args)} argument(s): {want}; got {len(args)}")
+    for i, ((aname, sig), value) in enumerate(zip(m.in_args, args, strict=True)):
+        if _has_ref(value) and not (isinstance(value, str) and sig == "s"):
+            continue  # its type is known when the step runs
+        try:
+            to_dbus(value, sig)
+        except ValueTypeError as exc:
+            with f.guard():
+                f.error(_child(anode, i), f"{label}: argument {i + 1}, {aname} ({sig}): {exc}")
+    result = p.get("result")
+    if result is not None and isinstance(result, dict) and len(m.out_args) > 1 and \
+            not any(isinstance(k, str) and k.startswith("$") for k in result):
+        names = [n for n, _ in m.out_args]
+        for k in result:
+            if k not in names:
+                with f.guard():
+                    f.error(_child(nodes.get("result"), k), f"{label}: result: {m.name} replies "
+                            f"{{{', '.join(names)}}} (several values: a mapping by name), no {k}")
+    if result is not None and not m.out_args:
+        with f.guard():
+            f.error(nodes.get("result", node), f"{label}: result: {m.name} returns nothing")
 
 
 def _names(kind: str) -> str:
