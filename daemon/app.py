@@ -35,6 +35,7 @@ from .api.introspect import XmlIntrospection
 from .api.messages import Messages1
 from .api.navigation import Navigation1
 from .api.phones import Phones1
+from .api.snapshot import Snapshot, State, contacts_state
 from .bluetooth.component import BluetoothComponent
 from .cloud.component import CloudComponent
 from .config import Config
@@ -71,6 +72,9 @@ class Part(Generic[C]):
     build: Callable[[AppContext], C]
     adapters: Callable[[C], list[ServiceInterface]]
     offers: Callable[[Services, C], None] | None = None
+    # What Daemon1.GetSnapshot takes from the component's port besides its adapters' properties and
+    # snapshot_extra(): (short interface name, source).
+    snapshot: Callable[[C], tuple[str, Callable[[], State]]] | None = None
 
 
 def _phones_api(c: BluetoothComponent) -> list[ServiceInterface]:
@@ -79,6 +83,10 @@ def _phones_api(c: BluetoothComponent) -> list[ServiceInterface]:
 
 def _contacts_api(c: ContactsSync) -> list[ServiceInterface]:
     return [Contacts1(c)]
+
+
+def _contacts_snapshot(c: ContactsSync) -> tuple[str, Callable[[], State]]:
+    return "Contacts1", contacts_state(c)
 
 
 def _contacts_offer(s: Services, c: ContactsSync) -> None:
@@ -120,7 +128,7 @@ def _cloud_offer(s: Services, c: CloudComponent) -> None:
 # cloud imports nothing heavy when built (aiohttp/cryptography load in a thread once READY).
 PARTS: dict[str, Part[Any]] = {
     "bluetooth": Part(BluetoothComponent, _phones_api),  # issue 3: pairing, registry, auto-connect
-    "contacts": Part(ContactsSync, _contacts_api, _contacts_offer),  # issue 5: PBAP
+    "contacts": Part(ContactsSync, _contacts_api, _contacts_offer, _contacts_snapshot),  # issue 5: PBAP
     "calls": Part(HfpHandler, _calls_api),  # issue 4: HFP through oFono
     "navigation": Part(NavigationRelay, _navigation_api, _navigation_offer),  # issue 6
     "messages": Part(MessagesComponent, _messages_api),  # issue 6: MAP
@@ -172,15 +180,24 @@ async def open_context(cfg: Config, health: Health) -> AppContext:
     )
 
 
-async def publish(ctx: AppContext, components: list[Component], extra: Sequence[ServiceInterface] = ()) -> None:
+async def publish(ctx: AppContext, components: list[Component], extra: Sequence[ServiceInterface] = (),
+                  snapshot: Snapshot | None = None) -> None:
     """Build the adapters over the components, export them at /org/dashbridge, gate callers, then
-    own the name: once this returns, the API answers."""
+    own the name: once this returns, the API answers.  ``snapshot`` (Daemon1.GetSnapshot's) learns
+    every exported interface and the parts' own snapshot sources."""
     exported = list(extra)
     for comp in components:
         ctx.health.set(comp.name, "starting")
         exported.extend(adapters(comp))
     for iface in exported:
         ctx.system_bus.export(names.DASHBRIDGE_PATH, iface)
+        if snapshot is not None:
+            snapshot.add_interface(iface)
+    if snapshot is not None:
+        for comp in components:
+            part = PARTS[comp.name]
+            if part.snapshot is not None:
+                snapshot.add(*part.snapshot(comp))
     CallerGate(ctx.system_bus, ctx.config.api.allowed_users, ctx.config.api.allowed_groups,
                system_peer=lambda sender: any(p(sender) for p in ctx.system_peers)).install()
     XmlIntrospection(ctx.system_bus).install()  # Introspect answers with the documented XML
@@ -231,7 +248,8 @@ class App:
 
     async def _serve(self, ctx: AppContext, t0: float) -> None:
         components = build_components(ctx)
-        await publish(ctx, components, [Daemon1(self.health)])
+        snapshot = Snapshot(ctx.system_bus)
+        await publish(ctx, components, [Daemon1(self.health, snapshot)], snapshot)
         self.health.set("store", "ok", f"schema v{ctx.store.version}")
         self.health.set("api", "ok")
         log.info("ready in %.3fs (%d components)", time.monotonic() - t0, len(components))

@@ -89,6 +89,11 @@ class Calls1(ServiceInterface):
             "InbandRinging": Variant("b", st.inband_ringing),
         }
 
+    def snapshot_extra(self) -> dict[str, Variant]:
+        """For ``Daemon1.GetSnapshot``: ``Calls`` (GetCalls) and ``Phones`` (GetPhones)."""
+        return {"Calls": Variant("aa{sv}", [self.call_props(c) for c in self._h.calls()]),
+                "Phones": Variant("aa{sv}", [self.phone_props(st) for st in self._h.phones()])}
+
     # ------------------------------------------------------------------ events -> signals
 
     def _send(self, member: str, signature: str, body: list[Any]) -> None:

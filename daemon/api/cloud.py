@@ -43,6 +43,8 @@ DISABLED = "the cloud is disabled (cloud.enabled is false in the config)"
 
 
 class Cloud1(ServiceInterface):
+    SNAPSHOT_WITHHELD = frozenset({"LinkCode"})  # never broadcast, not in Daemon1.GetSnapshot either: Get it
+
     def __init__(self, component: "CloudPort") -> None:
         super().__init__(names.DASHBRIDGE_CLOUD_IFACE)
         self._c = component

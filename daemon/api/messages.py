@@ -31,6 +31,7 @@ VarDictList = Annotated[list[dict[str, Any]], DBusSignature("aa{sv}")]
 StateMap = Annotated[dict[str, list[str]], DBusSignature("a{s(ss)}")]
 
 MAX_LIMIT = 500
+SNAPSHOT_RECENT = 20
 PREVIEW_CHARS = MAX_PREVIEW
 _FILTER_TYPES = {"phone": "s", "folder": "s", "type": "s", "unread": "b", "offset": "u", "limit": "u"}
 
@@ -81,6 +82,15 @@ class Messages1(ServiceInterface):
 
     def _states(self) -> dict[str, list[str]]:
         return {addr: [st, detail] for addr, (st, detail) in sorted(self._comp.states.items())}
+
+    def snapshot_extra(self) -> dict[str, Variant]:
+        """For ``Daemon1.GetSnapshot``: ``Unread`` (phone -> unread stored messages, counted up to
+        MAX_LIMIT) and ``Recent`` (the newest SNAPSHOT_RECENT messages, as List gives them)."""
+        unread: dict[str, int] = {}
+        for m in self._comp.list(phone="", folder="", type="", unread_only=True, offset=0, limit=MAX_LIMIT):
+            unread[m.phone] = unread.get(m.phone, 0) + 1
+        recent = self._comp.list(phone="", folder="", type="", unread_only=False, offset=0, limit=SNAPSHOT_RECENT)
+        return {"Unread": Variant("a{su}", unread), "Recent": Variant("aa{sv}", [self._summary(m) for m in recent])}
 
     # -- methods -----------------------------------------------------------------------------------
     @dbus_method()

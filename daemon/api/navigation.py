@@ -8,6 +8,7 @@ Thin: validate, delegate to the navigation relay (port :class:`~daemon.api.ports
 
 from typing import TYPE_CHECKING, Annotated, Any
 
+from dbus_fast import Variant
 from dbus_fast.annotations import DBusBool, DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
@@ -50,6 +51,10 @@ class Navigation1(ServiceInterface):
 
     def _service(self, available: bool) -> None:
         self.emit_properties_changed({"ServiceAvailable": available})
+
+    def snapshot_extra(self) -> dict[str, Any]:
+        """For ``Daemon1.GetSnapshot``: ``Pending`` (as Pending() gives it)."""
+        return {"Pending": Variant("aa{sv}", [i.to_dbus() for i in self._relay.pending()])}
 
     # -- methods -----------------------------------------------------------------------------------
     @dbus_method()

@@ -38,7 +38,7 @@ FoundSignal = Annotated[tuple[str, str, int], DBusSignature("ssn")]
 _MAX_VALUE = 64
 
 _VARIANT_SIG = {"Name": "s", "Priority": "u", "State": "s", "Role": "s", "Profiles": "as", "LastConnected": "t",
-                "PairedAt": "t", "NeedsRepair": "b", "Address": "s", "RSSI": "n", "Visible": "b"}
+                "PairedAt": "t", "NeedsRepair": "b", "Reason": "s", "Address": "s", "RSSI": "n", "Visible": "b"}
 
 
 def _variants(d: Mapping[str, Any]) -> dict[str, Variant]:
@@ -89,6 +89,17 @@ class Phones1(ServiceInterface):
             case _:
                 assert_never(event)
 
+    # ------------------------------------------------------------------ Daemon1.GetSnapshot
+    def snapshot_extra(self) -> dict[str, Variant]:
+        """Besides the properties: ``Phones`` (ListPhones), ``Prompts`` (ListPrompts), ``Nearby``."""
+        return {"Phones": Variant("aa{sv}", [_variants(p) for p in self._m.phones()]),
+                "Prompts": Variant("a(ussssu)", [list(p) for p in self._prompts()]),
+                "Nearby": Variant("aa{sv}", [_variants(p) for p in self._m.nearby()])}
+
+    def _prompts(self) -> list[tuple[int, str, str, str, str, int]]:
+        now = asyncio.get_running_loop().time()
+        return [(p.id, p.kind, p.address, p.name, p.code, p.seconds_left(now)) for p in self._m.prompts.open]
+
     # ------------------------------------------------------------------ properties
     @dbus_property(access=PropertyAccess.READ)
     def PairingWindow(self) -> DBusBool:
@@ -117,8 +128,7 @@ class Phones1(ServiceInterface):
     @dbus_method()
     @api_call_sync
     def ListPrompts(self) -> PromptList:
-        now = asyncio.get_running_loop().time()
-        return [(p.id, p.kind, p.address, p.name, p.code, p.seconds_left(now)) for p in self._m.prompts.open]
+        return self._prompts()
 
     @dbus_method()
     @api_call_sync
