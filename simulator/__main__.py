@@ -4,7 +4,8 @@ Sub-commands:
 
 * ``up`` — private buses, every fake that exists, and the daemon, until Ctrl-C (``--no-daemon``:
   print the environment so a developer runs their own daemon, e.g. under a debugger);
-* ``shell`` — an interactive prompt to act as the world (phones, faults, the backend);
+* ``shell`` — an interactive prompt to act as the world (phones, faults, the backend): it joins the
+  world of a running ``up`` (``simulator/worldshare.py``), or starts its own (``--new``: always);
 * ``run FILE... [-j N] [--junit PATH]`` — YAML scenarios, each in its own world, with a report;
 * ``demo`` — the headline story with a readable timeline of what the driver would see.
 """
@@ -25,23 +26,32 @@ from .worldargs import world_spec
 
 async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
     from .world import World, WorldError
+    from .worldshare import ControlServer, developer_env, export_line, publish, unpublish
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     world = World(spec)
+    published: Path | None = None
+    control: ControlServer | None = None
     try:
         try:
             await world.start()
         except WorldError as exc:
             print(f"dashbridge-sim: {exc}", file=sys.stderr)
             return 1
-        for k, v in world.env().items():
-            print(f"export {k}='{v}'")
+        for k, v in developer_env(world).items():
+            print(export_line(k, v))
         cfg_path = Path(args.write_config) if args.write_config else None
         if cfg_path is not None:
             world.write_config(cfg_path)
+        control = await ControlServer(world, world.tmpdir / "control.sock").start()
+        try:
+            published, other = publish(world, control.path)
+        except OSError as exc:
+            published, other = None, None
+            print(f"dashbridge-sim: cannot publish the world for dashbridge-sim shell: {exc}", file=sys.stderr)
         print(file=sys.stderr)
         for p in world.phones.values():
             print(f"  phone {p.name} ({p.address}): {'paired before' if p.bonded else 'not paired'}",
@@ -50,6 +60,11 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
             print(f"  fake {name}: running", file=sys.stderr)
         for name, why in world.missing.items():
             print(f"  fake {name}: not available ({why})", file=sys.stderr)
+        if published is not None:
+            print(f"  shell: dashbridge-sim shell joins this world ({published})", file=sys.stderr)
+        elif other is not None:
+            print(f"  shell: another dashbridge-sim up (pid {other.pid}) is running; dashbridge-sim shell joins "
+                  "that one, not this", file=sys.stderr)
         if world.daemon is not None:
             print(f"  dashbridged: ready (pid {world.daemon.pid}, log {world.daemon.log_path})", file=sys.stderr)
             print("Ctrl-C stops everything.", file=sys.stderr, flush=True)
@@ -57,11 +72,15 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
             hint = f" --config {cfg_path}" if cfg_path else ""
             print("  dashbridged: not started — run your own with the environment above, e.g.\n"
                   f"      .venv/bin/python -m dashbridge.daemon{hint}\n"
+                  f"  its state directory: {developer_env(world)['STATE_DIRECTORY']} (removed with the world)\n"
                   "Ctrl-C stops the simulator.", file=sys.stderr, flush=True)
         sys.stdout.flush()
         await stop.wait()
         return 0
     finally:
+        unpublish(published)
+        if control is not None:
+            await control.close()
         await world.stop()
         print("everything stopped", file=sys.stderr)
 
@@ -163,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--write-config", metavar="PATH",
                     help="write the daemon config the world would use (backend URL, TLS files ...) here")
     up.set_defaults(func=_up_main)
-    sh = sub.add_parser("shell", help="an interactive prompt to act as the world")
-    sh.add_argument("--no-daemon", action="store_true", help="do not start the daemon")
+    sh = sub.add_parser("shell", help="an interactive prompt to act as the world (joins a running up's world)")
+    sh.add_argument("--new", action="store_true",
+                    help="start a world of its own even when dashbridge-sim up is running (default: join it)")
+    sh.add_argument("--no-daemon", action="store_true", help="do not start the daemon (a world of its own)")
     sh.add_argument("--world", metavar="SCENARIO", help="start with the world of this scenario file")
     sh.add_argument("--phone", action="append", metavar="KEY=VALUE,...", help="add a phone (as for up)")
     sh.set_defaults(func=_shell)

@@ -1,9 +1,14 @@
 """``dashbridge-sim shell``: an interactive prompt to act as the world around the daemon.
 
-The world (private buses, the fakes, the daemon) runs on an asyncio loop in a background thread;
-the prompt (``cmd`` + ``readline``: history, tab completion of commands, phones, services and API
-members, ``help <command>``) runs in the foreground and hands each command to that loop.  The
-daemon's signals are printed as they happen, above the line being typed.
+The world (private buses, the fakes, the daemon) runs on an asyncio loop; the prompt (``cmd`` +
+``readline``: history, tab completion of commands, phones, services and API members, ``help
+<command>``) runs in another thread and hands everything it does to the world — every action and
+every look at the world's state — to that loop (``LoopRef.run``/``LoopRef.call``, under a
+deadline).  The daemon's signals are printed whole as they happen, above the line being typed.
+
+When ``dashbridge-sim up`` is running, ``shell`` joins its world (``simulator/worldshare.py``): the
+commands then run in the ``up`` process, on its loop, and only their output comes back.  With no
+``up`` running (or ``--new``) the shell starts a world of its own and stops it on ``quit``.
 
 Type ``help`` for the commands.  Phones are named by their name or address (quote names with
 spaces: ``pair "Alice's Pixel"``).
@@ -15,17 +20,16 @@ import argparse
 import asyncio
 import cmd
 import concurrent.futures
-import shlex
 import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TextIO, TypeVar
 
 import yaml
 
 from .phone import PROFILE_UUIDS, VirtualPhone
-from .world import Event, World, WorldError, WorldSpec
+from .world import Event, World, WorldError
 
 try:
     import readline
@@ -34,30 +38,68 @@ except ImportError:  # pragma: no cover - no readline on this Python
 
 T = TypeVar("T")
 COMMAND_TIMEOUT_S = 60.0
+CALL_TIMEOUT_S = 10.0  # a look at the world's state, or a quick action on it
 HISTORY = Path.home() / ".dashbridge_sim_history"
+# Commands that only look: they do not move the mark ``wait`` counts signals from.
+LOOKING = frozenset({"", "wait", "events", "status", "env", "phones", "help", "?", "get", "log"})
+# What a phone's pairing outcome means for the person at the shell.
+PAIR_HINTS = {
+    "not_found": "the car is not discoverable and does not know this phone: open the pairing window "
+                 "first (window [SECONDS]), then pair again",
+    "no_agent": "the daemon has no pairing agent on bluetoothd (is it running? see status and log)",
+    "phone_rejected": "the phone's user tapped Cancel (accept PHONE undoes reject PHONE)",
+    "rejected": "the car refused (the driver said no, or the prompt was not answered in time)",
+    "timeout": "nobody answered in time (answer the dashboard's prompt with: prompt yes|no)",
+}
 
 
 class ShellError(Exception):
     """A command's problem, shown as one line."""
 
 
-class LoopThread:
-    """An asyncio loop in a daemon thread; ``run(coro)`` waits for its result from the prompt."""
+class LoopRef:
+    """The world's loop, seen from another thread: ``run(coro)`` and ``call(fn)`` wait for the
+    result under a deadline; ``submit(coro, done)`` runs in the background."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="world", daemon=True)
-        self.thread.start()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._current: set[concurrent.futures.Future[Any]] = set()
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
 
     def run(self, coro: Awaitable[T], timeout: float | None = COMMAND_TIMEOUT_S) -> T:
+        if self._on_loop():
+            raise RuntimeError("LoopRef.run called on the world's own loop (it would wait for itself)")
         fut: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(_wrap(coro), self.loop)
+        self._current.add(fut)
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
-            if fut.done():
+            if fut.done() and not fut.cancelled():
                 raise  # the command's own deadline (it is the same exception class since 3.11)
             fut.cancel()
             raise ShellError(f"no result within {timeout:g}s") from None
+        except concurrent.futures.CancelledError:
+            raise ShellError("interrupted") from None
+        except KeyboardInterrupt:
+            fut.cancel()
+            raise
+        finally:
+            self._current.discard(fut)
+
+    def call(self, fn: Callable[..., T], *args: Any, timeout: float | None = CALL_TIMEOUT_S, **kw: Any) -> T:
+        """``fn(*args, **kw)`` on the world's loop (directly when already on it)."""
+        if self._on_loop():
+            return fn(*args, **kw)
+
+        async def on_loop() -> T:
+            return fn(*args, **kw)
+
+        return self.run(on_loop(), timeout)
 
     def submit(self, coro: Awaitable[T], done: Callable[[T | BaseException], None]) -> None:
         """Run in the background; ``done(result or exception)`` is called on the loop thread."""
@@ -71,6 +113,20 @@ class LoopThread:
 
         fut.add_done_callback(cb)
 
+    def interrupt(self) -> None:
+        """Cancel what the command thread is waiting for (it then says "interrupted")."""
+        for fut in list(self._current):
+            fut.cancel()
+
+
+class LoopThread(LoopRef):
+    """An asyncio loop of its own in a daemon thread (a shell with its own world)."""
+
+    def __init__(self) -> None:
+        super().__init__(asyncio.new_event_loop())
+        self.thread = threading.Thread(target=self.loop.run_forever, name="world", daemon=True)
+        self.thread.start()
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
@@ -81,7 +137,67 @@ async def _wrap(coro: Awaitable[T]) -> T:
     return await coro
 
 
-def _kv(args: list[str]) -> tuple[list[str], dict[str, str]]:
+# -- words --------------------------------------------------------------------------------------
+
+
+class Word(str):
+    """A command-line word; ``quoted``: some of it was in quotes (so it is text, never a number)."""
+
+    quoted: bool = False
+
+
+def split_words(text: str) -> list[Word]:
+    """Split like a POSIX shell (``'...'``, ``"..."`` with ``\\"``, ``\\`` outside quotes) and
+    remember which words were quoted."""
+    words: list[Word] = []
+    cur: list[str] = []
+    in_word = quoted = False
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            if in_word:
+                w = Word("".join(cur))
+                w.quoted = quoted
+                words.append(w)
+                cur, in_word, quoted = [], False, False
+            i += 1
+            continue
+        in_word = True
+        if c == "'":
+            j = text.find("'", i + 1)
+            if j < 0:
+                raise ShellError("no closing quotation")
+            cur.append(text[i + 1:j])
+            quoted, i = True, j + 1
+        elif c == '"':
+            i += 1
+            while True:
+                if i >= n:
+                    raise ShellError("no closing quotation")
+                c = text[i]
+                if c == '"':
+                    break
+                if c == "\\" and i + 1 < n and text[i + 1] in '"\\$`':
+                    i += 1
+                    c = text[i]
+                cur.append(c)
+                i += 1
+            quoted, i = True, i + 1
+        elif c == "\\" and i + 1 < n:
+            cur.append(text[i + 1])
+            i += 2
+        else:
+            cur.append(c)
+            i += 1
+    if in_word:
+        w = Word("".join(cur))
+        w.quoted = quoted
+        words.append(w)
+    return words
+
+
+def _kv(args: list[Word]) -> tuple[list[Word], dict[str, str]]:
     pos, kw = [], {}
     for a in args:
         if "=" in a and not a.startswith("="):
@@ -92,12 +208,18 @@ def _kv(args: list[str]) -> tuple[list[str], dict[str, str]]:
     return pos, kw
 
 
-def _value(text: str) -> Any:
-    """A command-line word as YAML (so 30, true, [a, b] and {x: 1} mean what they look like)."""
+def _value(word: str) -> Any:
+    """A command-line word as YAML (so 30, true, [a, b] and {x: 1} mean what they look like) —
+    except a quoted word ('+4420', "30"), which is text unless it is a list or mapping, and a
+    word starting with + (a phone number), which is text too."""
+    if getattr(word, "quoted", False) and not word.lstrip().startswith(("[", "{")):
+        return str(word)
+    if word.startswith("+"):
+        return str(word)
     try:
-        return yaml.safe_load(text)
+        return yaml.safe_load(word)
     except yaml.YAMLError:
-        return text
+        return str(word)
 
 
 def _show(value: Any) -> str:
@@ -106,68 +228,187 @@ def _show(value: Any) -> str:
     return "  " + yaml.safe_dump(value, sort_keys=False, allow_unicode=True).rstrip().replace("\n", "\n  ")
 
 
+_UNITS = (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def human_duration(seconds: float) -> str:
+    """``3w``, ``21d`` … ``1d 2h 30m``, ``90s``, ``250ms``: how a person writes it."""
+    if seconds <= 0:
+        return "0s"
+    for unit, size in _UNITS:
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    parts, rest = [], seconds
+    for unit, size in _UNITS[:-1]:
+        if rest >= size:
+            k = int(rest // size)
+            parts.append(f"{k}{unit}")
+            rest -= k * size
+    if rest:
+        parts.append(f"{rest:g}s")
+    return " ".join(parts)
+
+
+def signal_line(ev: Event) -> str | None:
+    """A daemon signal, whole (None: the daemon's own property chatter)."""
+    if ev.member == "PropertiesChanged":
+        if ev.interface == "org.dashbridge.Daemon1":
+            return None
+        changed = ", ".join(f"{k}={v}" for k, v in ev.named.get("changed", {}).items())
+        return f"{ev.interface.removeprefix('org.dashbridge.')}: {changed}" if changed else None
+    return f"{ev.short}: " + ", ".join(f"{k}={v}" for k, v in ev.named.items())
+
+
+def print_above_prompt(out: IO[str], text: str, prompt: str | None) -> None:
+    """Write a line; while the user is at the prompt, above the line being typed."""
+    if prompt is not None and out.isatty() and readline is not None:
+        buf = readline.get_line_buffer()
+        out.write("\r\x1b[K" + text + "\n" + prompt + buf)
+    else:
+        out.write(text + "\n")
+    out.flush()
+
+
+def tail(path: Path | None, n: int) -> list[str]:
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - max(4096, 400 * n)))
+            data = f.read()
+    except OSError:
+        return []
+    return data.decode(errors="replace").splitlines()[-n:] if n > 0 else []
+
+
 class SimShell(cmd.Cmd):
+    """The commands.  Runs on a thread that is not the world's loop (the prompt thread of a shell
+    with its own world; a worker thread of ``dashbridge-sim up`` for a joined shell); everything
+    that touches the world goes to the loop through ``self.run``/``self.call``."""
+
     intro = ("dashbridge simulator — you are the world around the daemon.  "
              "Type help for commands, help <command> for one; Tab completes.")
     prompt = "sim> "
 
-    def __init__(self, loop: LoopThread, world: World) -> None:
-        super().__init__()
+    def __init__(self, loop: LoopRef, world: World, *, stdout: TextIO | None = None,
+                 emit: Callable[[str], None] | None = None, joined: bool = False) -> None:
+        super().__init__(stdout=stdout)
         self.lt = loop
         self.world = world
+        self.joined = joined  # the world belongs to `dashbridge-sim up`, not to this shell
         self._lock = threading.Lock()
-        self._wait_mark: dict[str, int] = {}  # signal -> where the last `wait` for it matched
-        if world.dashboard is not None:
-            world.dashboard.on_event(self._on_event)
+        self._emit = emit
+        self.at_prompt = True
+        self._action_mark = 0  # where the dashboard's event log was when the last action began
+        self._matches: list[str] = []  # Tab's candidates
+        self._wait_mark: dict[str, int] = {}  # signal -> just after where the last `wait` for it matched
+
+    # -- attaching to the world's signals (on the loop) -------------------------------------------
+
+    def attach(self) -> None:
+        """Follow the daemon's signals; call on the world's loop.  A joined shell's ``wait`` counts
+        signals from now on; a shell's own world is new, all its signals count."""
+        if self.world.dashboard is not None:
+            self.world.dashboard.on_event(self._on_event)
+            self._action_mark = self.world.dashboard.mark if self.joined else 0
+
+    def detach(self) -> None:
+        if self.world.dashboard is not None:
+            self.world.dashboard.off_event(self._on_event)
 
     # -- output ---------------------------------------------------------------------------------
 
+    def out(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
     def emit(self, text: str) -> None:
-        """Print above the line being typed (called from the loop thread)."""
+        """A line that is not a command's answer (a signal, a pairing outcome), from any thread."""
+        if self._emit is not None:
+            self._emit(text)
+            return
         with self._lock:
-            if sys.stdout.isatty() and readline is not None:
-                buf = readline.get_line_buffer()
-                sys.stdout.write("\r\x1b[K" + text + "\n" + self.prompt + buf)
-            else:
-                sys.stdout.write(text + "\n")
-            sys.stdout.flush()
+            print_above_prompt(self.stdout, text, self.prompt if self.at_prompt else None)
 
     def _on_event(self, ev: Event) -> None:
-        from .demo import describe
-
-        text = describe(ev)
+        text = signal_line(ev)
         if text:
             self.emit(f"  ⟵ {text}")
 
     def run(self, coro: Awaitable[T], timeout: float | None = COMMAND_TIMEOUT_S) -> T:
         return self.lt.run(coro, timeout)
 
+    def call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        return self.lt.call(fn, *args, **kw)
+
+    def interrupt(self) -> None:
+        self.lt.interrupt()
+
     def onecmd(self, line: str) -> bool:
+        self.at_prompt = False
         try:
+            words = line.strip().split(None, 1)
+            if (words[0] if words else "") not in LOOKING and self.world.dashboard is not None:
+                dash = self.world.dashboard
+                self._action_mark = self.call(lambda: dash.mark)
             return super().onecmd(line)
         except ShellError as exc:
-            print(f"error: {exc}")
+            self.out(f"error: {exc}")
         except WorldError as exc:
-            print(f"error: {exc}")
+            self.out(f"error: {exc}")
         except (ValueError, KeyError) as exc:
-            print(f"error: {exc.args[0] if exc.args else exc}")
+            self.out(f"error: {exc.args[0] if exc.args else exc}")
         except Exception as exc:  # a bus error from the daemon, a fake's complaint ...
-            print(f"error: {type(exc).__name__}: {exc}")
+            self.out(f"error: {type(exc).__name__}: {exc}")
+        finally:
+            self.at_prompt = True
         return False
 
     def emptyline(self) -> bool:
         return False
 
     def default(self, line: str) -> None:
-        print(f"unknown command {line.split()[0]!r}; type help")
+        self.out(f"unknown command {line.split()[0]!r}; type help")
+
+    def get_names(self) -> list[str]:
+        # do_EOF is how Ctrl-D arrives, not a command to list in help
+        return [n for n in super().get_names() if n != "do_EOF"]
 
     # -- completion helpers -----------------------------------------------------------------------
+
+    def completions(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        """What Tab offers (cmd.Cmd.complete without readline); call on the world's loop."""
+        stripped = len(line) - len(line.lstrip())
+        begidx, endidx = begidx - stripped, endidx - stripped
+        line = line.lstrip()
+        if begidx > 0:
+            name, _args, _ = self.parseline(line)
+            fn = self.completedefault if not name else getattr(self, "complete_" + name, self.completedefault)
+            return list(fn(text, line, begidx, endidx) or [])
+        return self.completenames(text, line, begidx, endidx)
+
+    def complete(self, text: str, state: int) -> str | None:  # type: ignore[override]  # typeshed is wrong
+        if state == 0:
+            assert readline is not None
+            line, beg, end = readline.get_line_buffer(), readline.get_begidx(), readline.get_endidx()
+            try:
+                self._matches = self.call(self.completions, text, line, beg, end, timeout=2.0)
+            except Exception:
+                self._matches = []
+        try:
+            return self._matches[state]
+        except IndexError:
+            return None
 
     def _phone_words(self) -> list[str]:
         out = []
         for p in self.world.phones.values():
             out.append(p.address)
-            out.append(shlex.quote(p.name) if " " in p.name or "'" in p.name else p.name)
+            out.append(f'"{p.name}"' if " " in p.name or "'" in p.name else p.name)
         return out
 
     def _complete_from(self, words: list[str], text: str) -> list[str]:
@@ -179,42 +420,85 @@ class SimShell(cmd.Cmd):
             return self._complete_from(self._phone_words(), text)
         return self._complete_from(extra or [], text)
 
-    def _args(self, arg: str) -> list[str]:
-        try:
-            return shlex.split(arg)
-        except ValueError as exc:
-            raise ShellError(str(exc)) from None
+    def _args(self, arg: str) -> list[Word]:
+        return split_words(arg)
+
+    def _phone(self, ref: str) -> VirtualPhone:
+        return self.call(self.world.phone, ref)
 
     # =============================================================================================
     # the world
     # =============================================================================================
 
     def do_status(self, arg: str) -> None:
-        """status — what is running in this world, and the environment to reach it."""
-        w = self.world
-        for name in w.fakes:
-            print(f"  {name:<11} running")
-        for name, why in w.missing.items():
-            print(f"  {name:<11} not in this world ({why})")
-        print(f"  {'daemon':<11} " + (f"running (pid {w.daemon.pid})" if w.daemon else "not running"))
-        for k, v in w.env().items():
-            print(f"  {k}={v}")
+        """status — what is running in this world, the daemon's log, and the environment to reach it."""
+        from .worldshare import developer_env
+
+        def look() -> list[str]:
+            w = self.world
+            lines = [f"  {name:<11} running" for name in w.fakes]
+            lines += [f"  {name:<11} not in this world ({why})" for name, why in w.missing.items()]
+            if w.daemon is not None:
+                lines.append(f"  {'daemon':<11} running (pid {w.daemon.pid}, log {w.daemon.log_path})")
+            else:
+                lines.append(f"  {'daemon':<11} not running")
+            lines += [f"  {k}={v}" for k, v in developer_env(w).items()]
+            return lines
+
+        for line in self.call(look):
+            self.out(line)
+        if self.joined:
+            self.out("  (the world of dashbridge-sim up: quit leaves it running)")
 
     def do_env(self, arg: str) -> None:
         """env — shell lines to point dashbridgectl (or your own daemon) at this world."""
-        for k, v in self.world.env().items():
-            print(f"export {k}='{v}'")
+        from .worldshare import developer_env, export_line
+
+        for k, v in self.call(developer_env, self.world).items():
+            self.out(export_line(k, v))
+
+    def do_log(self, arg: str) -> None:
+        """log [N] — the last N lines of the daemon's log (default 20)."""
+        a = arg.strip()
+        if a and not a.isdigit():
+            raise ShellError("usage: log [N]")
+        n = int(a) if a else 20
+
+        def where() -> tuple[Path | None, str]:
+            d = self.world.daemon
+            return (d.log_path, "") if d is not None else (None, self.world.daemon_log)
+
+        path, kept = self.call(where)
+        if path is None:
+            lines = kept.splitlines()[-n:] if n else []
+            if not lines:
+                raise ShellError("the daemon is not running in this world (and has not been)")
+            self.out("  (the daemon is not running; its last log:)")
+        else:
+            lines = tail(path, n)
+            self.out(f"  {path}:")
+        for line in lines:
+            self.out(f"  {line}")
 
     def do_phones(self, arg: str) -> None:
         """phones — the phones in the world: in range? bonded (phone side)? paired/connected (car side)?"""
-        if not self.world.phones:
-            print("  no phones; add one with: add NAME ADDRESS")
-        for p in self.world.phones.values():
-            st = self.world.phone_state(p.address)
-            flags = [("in range" if st["in_range"] else "OUT OF RANGE"), ("bonded" if st["bonded"] else "not bonded")]
-            if "connected" in st:
-                flags.append("connected" if st["connected"] else "disconnected")
-            print(f"  {p.name:<20} {p.address}  {', '.join(flags)}  [{','.join(p.profiles)}] pairing={p.pairing}")
+
+        def look() -> list[str]:
+            if not self.world.phones:
+                return ["  no phones; add one with: add NAME ADDRESS"]
+            lines = []
+            for p in self.world.phones.values():
+                st = self.world.phone_state(p.address)
+                flags = [("in range" if st["in_range"] else "OUT OF RANGE"),
+                         ("bonded" if st["bonded"] else "not bonded")]
+                if "connected" in st:
+                    flags.append("connected" if st["connected"] else "disconnected")
+                lines.append(f"  {p.name:<20} {p.address}  {', '.join(flags)}  [{','.join(p.profiles)}] "
+                             f"pairing={p.pairing}")
+            return lines
+
+        for line in self.call(look):
+            self.out(line)
 
     def do_add(self, arg: str) -> None:
         """add NAME ADDRESS [profiles=hfp,pbap,map] [contacts=N|FILE.vcf] [pairing=numeric|legacy_pin|just_works]
@@ -222,7 +506,7 @@ class SimShell(cmd.Cmd):
         pos, kw = _kv(self._args(arg))
         if len(pos) != 2:
             raise ShellError("usage: add NAME ADDRESS [key=value ...]  (see help add)")
-        fields: dict[str, Any] = {"name": pos[0], "address": pos[1]}
+        fields: dict[str, Any] = {"name": str(pos[0]), "address": str(pos[1])}
         for k, v in kw.items():
             if k == "profiles":
                 profs = tuple(x for x in v.split(",") if x)
@@ -250,7 +534,7 @@ class SimShell(cmd.Cmd):
         except TypeError as exc:
             raise ShellError(str(exc)) from None
         self.run(self.world.add_phone(phone))
-        print(f"  {phone.name} ({phone.address}) is in the world, in range")
+        self.out(f"  {phone.name} ({phone.address}) is in the world, in range")
 
     def complete_add(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_from(["profiles=", "contacts=", "pairing=", "passkey=", "pin=", "auto_reconnect="],
@@ -266,37 +550,55 @@ class SimShell(cmd.Cmd):
     def complete_range(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_phone_first(text, line, ["in", "out"])
 
+    def do_window(self, arg: str) -> None:
+        """window [SECONDS] | window close — the driver taps "add a phone": the car becomes discoverable
+        and accepts pairing for SECONDS (default: the daemon's configured time); close ends it."""
+        a = self._args(arg)
+        dash = self._dash()
+        if a == ["close"]:
+            self.run(dash.call("Phones1.ClosePairingWindow", []))
+            self.out("  pairing window closed")
+            return
+        if len(a) > 1 or (a and not a[0].isdigit()):
+            raise ShellError("usage: window [SECONDS] | window close")
+        granted = self.run(dash.call("Phones1.OpenPairingWindow", [int(a[0]) if a else 0]))
+        self.out(f"  the car is discoverable for {human_duration(float(granted))}: pair PHONE now")
+
+    def complete_window(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        return self._complete_from(["close", "60", "120"], text)
+
     def do_pair(self, arg: str) -> None:
-        """pair PHONE [PASSKEY] — the phone starts pairing with the car (the car must be in its pairing
-        window, or already know the phone).  Answer the dashboard's prompt with:
-        call Phones1.<answer method> ...; the outcome for the phone is printed when pairing ends."""
+        """pair PHONE [PASSKEY] — the phone starts pairing with the car.  The car must be in its pairing
+        window (window [SECONDS]) or already know the phone.  Answer the dashboard's prompt with
+        prompt yes|no; the outcome for the phone is printed when pairing ends."""
         a = self._args(arg)
         if not 1 <= len(a) <= 2:
             raise ShellError("usage: pair PHONE [PASSKEY]")
-        phone = self.world.phone(a[0])
+        phone = self._phone(a[0])
         passkey = int(a[1]) if len(a) == 2 else None
 
         def done(r: object) -> None:
-            self.emit(f"  phone {phone.name}: pairing ended: {r}")
+            hint = PAIR_HINTS.get(str(r)) if isinstance(r, str) else None
+            self.emit(f"  phone {phone.name}: pairing ended: {r}" + (f" — {hint}" if hint else ""))
 
         self.lt.submit(self.world.phone_pair(phone.address, passkey), done)
-        print(f"  {phone.name} asks the car to pair ...")
+        self.out(f"  {phone.name} asks the car to pair ...")
 
     def complete_pair(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_phone_first(text, line)
 
     def do_reject(self, arg: str) -> None:
         """reject PHONE — the user will tap Cancel on the phone's next pairing dialog (accept PHONE undoes)."""
-        self.world.phone_accepts_pairing(self._one(arg, "reject PHONE"), False)
+        self.call(self.world.phone_accepts_pairing, self._one(arg, "reject PHONE"), False)
 
     def do_accept(self, arg: str) -> None:
         """accept PHONE — the user will tap Pair on the phone's pairing dialog (the default)."""
-        self.world.phone_accepts_pairing(self._one(arg, "accept PHONE"), True)
+        self.call(self.world.phone_accepts_pairing, self._one(arg, "accept PHONE"), True)
 
     def do_connect(self, arg: str) -> None:
         """connect PHONE — the phone connects to the car by itself."""
         ok = self.run(self.world.phone_connect(self._one(arg, "connect PHONE")))
-        print("  connected" if ok else "  the car did not accept any profile")
+        self.out("  connected" if ok else "  the car did not accept any profile")
 
     def do_disconnect(self, arg: str) -> None:
         """disconnect PHONE — the phone drops the link (Bluetooth switched off on the phone)."""
@@ -304,7 +606,7 @@ class SimShell(cmd.Cmd):
 
     def do_forget_car(self, arg: str) -> None:
         """forget_car PHONE — the user removes the car from the phone (the car's key stops working)."""
-        self.world.phone_forgets_car(self._one(arg, "forget_car PHONE"))
+        self.call(self.world.phone_forgets_car, self._one(arg, "forget_car PHONE"))
 
     complete_reject = complete_accept = complete_connect = complete_disconnect = complete_forget_car = \
         complete_pair
@@ -313,24 +615,25 @@ class SimShell(cmd.Cmd):
         a = self._args(arg)
         if len(a) != 1:
             raise ShellError(f"usage: {usage}")
-        return self.world.phone(a[0]).address
+        return self._phone(a[0]).address
 
     def do_sms(self, arg: str) -> None:
         """sms PHONE FROM TEXT... — a text message reaches the phone (FROM: a number; name=NAME optional)."""
         pos, kw = _kv(self._args(arg))
         if len(pos) < 3:
             raise ShellError("usage: sms PHONE FROM TEXT...  [name=SENDER_NAME]")
-        self.world.deliver_message(pos[0], "SMS_GSM", pos[1], " ".join(pos[2:]), sender_name=kw.get("name", ""))
-        print("  delivered to the phone")
+        self.call(self.world.deliver_message, pos[0], "SMS_GSM", str(pos[1]), " ".join(pos[2:]),
+                  sender_name=kw.get("name", ""))
+        self.out("  delivered to the phone")
 
     def do_email(self, arg: str) -> None:
         """email PHONE FROM SUBJECT TEXT... — an e-mail reaches the phone (quote the subject if it has spaces)."""
         pos, kw = _kv(self._args(arg))
         if len(pos) < 4:
             raise ShellError('usage: email PHONE FROM "SUBJECT" TEXT...  [name=SENDER_NAME]')
-        self.world.deliver_message(pos[0], "EMAIL", pos[1], " ".join(pos[3:]), subject=pos[2],
-                                   sender_name=kw.get("name", ""))
-        print("  delivered to the phone")
+        self.call(self.world.deliver_message, pos[0], "EMAIL", str(pos[1]), " ".join(pos[3:]), subject=str(pos[2]),
+                  sender_name=kw.get("name", ""))
+        self.out("  delivered to the phone")
 
     complete_sms = complete_email = complete_pair
 
@@ -340,9 +643,10 @@ class SimShell(cmd.Cmd):
         a = self._args(arg)
         if len(a) not in (2, 3):
             raise ShellError("usage: ring PHONE NUMBER [NAME]")
-        phone = self.world.phone(a[0])
-        self.world.fake("ofono").incoming_call(phone.address, a[1], a[2] if len(a) == 3 else "")
-        print(f"  {phone.name} rings")
+        phone = self._phone(a[0])
+        ofono = self.call(self.world.fake, "ofono")
+        self.call(ofono.incoming_call, phone.address, str(a[1]), str(a[2]) if len(a) == 3 else "")
+        self.out(f"  {phone.name} rings")
 
     def do_remote(self, arg: str) -> None:
         """remote PHONE answer|alerting|hangup — the other party of the phone's call answers, starts
@@ -351,7 +655,9 @@ class SimShell(cmd.Cmd):
         acts = {"answer": "remote_answer", "alerting": "remote_alerting", "hangup": "remote_hangup"}
         if len(a) != 2 or a[1] not in acts:
             raise ShellError("usage: remote PHONE answer|alerting|hangup")
-        getattr(self.world.fake("ofono"), acts[a[1]])(self.world.phone(a[0]).address)
+        phone = self._phone(a[0])
+        ofono = self.call(self.world.fake, "ofono")
+        self.call(getattr(ofono, acts[a[1]]), phone.address)
 
     def complete_remote(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_phone_first(text, line, ["answer", "alerting", "hangup"])
@@ -364,7 +670,9 @@ class SimShell(cmd.Cmd):
             raise ShellError("usage: contacts PHONE allow|pending|deny")
         from .obex_pbap import set_permission
 
-        set_permission(self.world.fake("obexd"), self.world.phone(a[0]).address, states[a[1]])
+        phone = self._phone(a[0])
+        obexd = self.call(self.world.fake, "obexd")
+        self.call(set_permission, obexd, phone.address, states[a[1]])
 
     def complete_contacts(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_phone_first(text, line, ["allow", "pending", "deny"])
@@ -376,7 +684,7 @@ class SimShell(cmd.Cmd):
         the carmaker's backend: take its address offline (or back), migrate it to a new address,
         approve a pending registration, or show what it holds."""
         a = self._args(arg)
-        b = self.world.fake("backend")
+        b = self.call(self.world.fake, "backend")
         if not a:
             raise ShellError("usage: backend offline|online|blackhole [old|new] | migrate PHASE | approve | state")
         if a[0] in ("offline", "online", "blackhole"):
@@ -384,16 +692,19 @@ class SimShell(cmd.Cmd):
             if addr not in ("old", "new"):
                 raise ShellError("the address is old or new")
             self.run(b.set_listener(addr, "up" if a[0] == "online" else a[0]))
-            print(f"  backend {addr} address: {a[0]}")
+            self.out(f"  backend {addr} address: {a[0]}")
         elif a[0] == "migrate" and len(a) == 2 and a[1] in ("migrating", "migrated"):
             self.run(b.migrate(a[1]))
-            print(f"  backend {a[1]} (new address {b.new.base})")
+            self.out(f"  backend {a[1]} (new address {self.call(lambda: b.new.base)})")
         elif a[0] == "approve":
-            b.approve(self.world.vehicle_id)
+            self.call(b.approve, self.world.vehicle_id)
         elif a[0] == "state":
-            v = b.vehicles[self.world.vehicle_id]
-            print(f"  phase {b.phase}; old address {b.old.mode}, new {b.new.mode}; registration {v.registration}; "
-                  f"{len(b.log)} requests, {len(b.effects)} effects")
+            def look() -> str:
+                v = b.vehicles[self.world.vehicle_id]
+                return (f"  phase {b.phase}; old address {b.old.mode}, new {b.new.mode}; registration "
+                        f"{v.registration}; {len(b.log)} requests, {len(b.effects)} effects")
+
+            self.out(self.call(look))
         else:
             raise ShellError("usage: backend offline|online|blackhole [old|new] | migrate migrating|migrated | "
                              "approve | state")
@@ -416,7 +727,9 @@ class SimShell(cmd.Cmd):
         except ValueError:
             raise ShellError("usage: advance DURATION (e.g. 90m, 3d, 3w)") from None
         self.run(self.world.advance(seconds))
-        print(f"  simulated time is now {seconds:g}s further on")
+        total = self.call(lambda: self.world.clock_offset)
+        self.out(f"  simulated time is now {human_duration(seconds)} further on "
+                 f"({human_duration(total)} ahead of real time)")
 
     def do_prompt(self, arg: str) -> None:
         """prompt yes|no [VALUE] — answer the latest pairing prompt the dashboard was shown, as the
@@ -425,37 +738,46 @@ class SimShell(cmd.Cmd):
         if not a or a[0] not in ("yes", "no"):
             raise ShellError("usage: prompt yes|no [VALUE]")
         dash = self._dash()
-        open_: dict[int, str] = {}
-        for ev in dash.events:
-            if ev.member == "PromptRequested":
-                open_[int(ev.named["prompt"])] = ev.named.get("kind", "")
-            elif ev.member == "PromptCancelled":
-                open_.pop(int(ev.named["prompt"]), None)
+
+        def open_prompts() -> dict[int, str]:
+            open_: dict[int, str] = {}
+            for ev in dash.events:
+                if ev.member == "PromptRequested":
+                    open_[int(ev.named["prompt"])] = ev.named.get("kind", "")
+                elif ev.member == "PromptCancelled":
+                    open_.pop(int(ev.named["prompt"]), None)
+            return open_
+
+        open_ = self.call(open_prompts)
         if not open_:
             raise ShellError("no pairing prompt is open")
         prompt = max(open_)
-        self.run(dash.call("Phones1.AnswerPrompt", [prompt, a[0] == "yes", a[1] if len(a) > 1 else ""]))
+        self.run(dash.call("Phones1.AnswerPrompt", [prompt, a[0] == "yes", str(a[1]) if len(a) > 1 else ""]))
 
     def complete_prompt(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_from(["yes", "no"], text)
 
     def do_wait(self, arg: str) -> None:
-        """wait Interface.Signal [SECONDS] — until the daemon sends that signal (default 10 s); for
-        scripts piped into the shell."""
+        """wait Interface.Signal [SECONDS] — until the daemon sends that signal (default 10 s).  Only a
+        signal sent after your last command that did something counts (like expect_signal in a
+        scenario), and never one an earlier wait already returned."""
         a = self._args(arg)
         if not 1 <= len(a) <= 2:
             raise ShellError("usage: wait Interface.Signal [SECONDS]")
         dash = self._dash()
         m = dash.api.resolve(a[0], "signal")
-        timeout = float(a[1]) if len(a) == 2 else 10.0
-        since = self._wait_mark.get(m.name, 0)
+        try:
+            timeout = float(a[1]) if len(a) == 2 else 10.0
+        except ValueError:
+            raise ShellError("usage: wait Interface.Signal [SECONDS]") from None
+        since = max(self._action_mark, self._wait_mark.get(m.name, 0))
         try:
             ev = self.run(dash.wait_for(lambda e: e.interface == m.interface and e.member == m.name, timeout,
                                         since=since), timeout=timeout + 5)
         except TimeoutError:
             raise ShellError(f"no {a[0]} within {timeout:g}s") from None
         self._wait_mark[m.name] = ev.seq + 1
-        print(f"  got {ev.describe()}")
+        self.out(f"  got {ev.describe(10**6)}")
 
     def complete_wait(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_from(self._members("signal"), text)
@@ -467,7 +789,7 @@ class SimShell(cmd.Cmd):
         if len(a) != 1 or a[0] not in World.RESTARTABLE:
             raise ShellError(f"usage: restart {'|'.join(World.RESTARTABLE)}")
         self.run(self.world.restart(a[0]))
-        print(f"  {a[0]} restarted")
+        self.out(f"  {a[0]} restarted")
 
     def complete_restart(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_from(list(World.RESTARTABLE), text)
@@ -478,14 +800,15 @@ class SimShell(cmd.Cmd):
 
     def do_call(self, arg: str) -> None:
         """call Interface.Method [ARG ...] — call the daemon as the dashboard does, e.g.
-        call Daemon1.Ping.  Arguments are read as YAML (30, true, "text", [a, b])."""
+        call Daemon1.Ping.  Arguments are read as YAML (30, true, [a, b]); a quoted argument
+        ('+4420', "30") is text unless it is a list or mapping ('[a, b]'), and so is +NUMBER."""
         a = self._args(arg)
         if not a:
             raise ShellError("usage: call Interface.Method [ARG ...]")
         dash = self._dash()
         result = self.run(dash.call(a[0], [_value(x) for x in a[1:]]))
         if result is not None:
-            print(_show(result))
+            self.out(_show(result))
 
     def complete_call(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         return self._complete_from(self._members("method"), text)
@@ -500,17 +823,19 @@ class SimShell(cmd.Cmd):
             value: Any = self.run(dash.get(a[0]))
         else:
             value = self.run(dash.get_all(a[0]))
-        print(_show(value))
+        self.out(_show(value))
 
     def complete_get(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
         ifaces = [i.removeprefix("org.dashbridge.") for i in self._dash().api.interfaces()]
         return self._complete_from([*ifaces, *self._members("property")], text)
 
     def do_events(self, arg: str) -> None:
-        """events [N] — the last N signals the daemon sent (default 20)."""
+        """events [N] — the last N signals the daemon sent (default 20), whole."""
         n = int(arg) if arg.strip().isdigit() else 20
-        for ev in self._dash().events[-n:]:
-            print(f"  +{ev.at - self.world.t0:7.2f}s {ev.describe(200)}")
+        dash = self._dash()
+        t0 = self.world.t0
+        for ev in self.call(lambda: list(dash.events[-n:]) if n else []):
+            self.out(f"  +{ev.at - t0:7.2f}s {ev.describe(10**6)}")
 
     def _members(self, kind: str) -> list[str]:
         out: list[str] = []
@@ -527,21 +852,34 @@ class SimShell(cmd.Cmd):
     # =============================================================================================
 
     def do_quit(self, arg: str) -> bool:
-        """quit — stop everything (the daemon, the fakes, the buses) and leave."""
+        """quit — leave.  A shell with a world of its own stops it (the daemon, the fakes, the
+        buses); a shell that joined dashbridge-sim up leaves that world running."""
         return True
 
     do_exit = do_quit
 
     def do_EOF(self, arg: str) -> bool:
-        print()
+        self.out()
         return True
 
 
 def main(args: argparse.Namespace | None = None) -> int:
+    from . import worldshare
+    from .world import WorldSpec
+    from .worldargs import world_spec
+
+    builds = bool(args is not None and (getattr(args, "world", None) or getattr(args, "phone", None)))
+    if args is not None and not getattr(args, "new", False):
+        info = worldshare.find()
+        if info is not None:
+            if builds or getattr(args, "no_daemon", False):
+                print(f"dashbridge-sim shell: a world is running (dashbridge-sim up, pid {info.pid}); "
+                      "--world/--phone/--no-daemon describe a new one: add --new to start it beside, "
+                      "or leave them out to join the running world", file=sys.stderr)
+                return 2
+            return worldshare.join(info)
     spec = WorldSpec(daemon=not getattr(args, "no_daemon", False))
     if args is not None:
-        from .worldargs import world_spec
-
         got = world_spec(args)
         if got is None:
             return 2
@@ -561,6 +899,8 @@ def main(args: argparse.Namespace | None = None) -> int:
             except OSError:
                 pass
         shell = SimShell(lt, world)
+        lt.call(shell.attach)
+        print("a world of its own (no dashbridge-sim up is running, or --new): quit stops it")
         shell.do_status("")
         while True:
             try:

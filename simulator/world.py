@@ -299,6 +299,10 @@ class Dashboard:
     def on_event(self, cb: Callable[[Event], None]) -> None:
         self._listeners.append(cb)
 
+    def off_event(self, cb: Callable[[Event], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(cb)
+
     # -- recording --------------------------------------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
@@ -958,9 +962,14 @@ class World:
         return out
 
     def write_config(self, path: Path) -> Path:
+        """The config a daemon started by hand needs to run in this world: what the world's own
+        daemon gets, plus its state and transfer directories (the world's daemon has them from its
+        environment), so a hand-started daemon never touches /var/lib/dashbridge."""
         from .daemonproc import write_config
 
-        return write_config(path, self.config)
+        state = self._state_dir()
+        return write_config(path, _merge(self.config, {"state_directory": str(state),
+                                                       "buses": {"transfer_dir": str(state / "obex")}}))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
