@@ -34,8 +34,8 @@ _EMPTY = "{}"
 HISTORY_BOOKS = ("ich", "och", "mch", "cch")
 _KIND_OF_BOOK = {"ich": "received", "och": "dialed", "mch": "missed"}
 _JSON = json.JSONEncoder(ensure_ascii=False).encode  # = json.dumps(x, ensure_ascii=False), built once
-_INSERT_CONTACT = ("INSERT INTO contacts(id, phone, book, pos, uid, name, search, data, ident, sortkey)"
-                   " VALUES (?,?,?,?,?,?,?,?,?,?)")
+_INSERT_CONTACT = ("INSERT INTO contacts(id, phone, book, pos, uid, name, search, data, ident, sortkey, fp)"
+                   " VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 _INSERT_NUMBER = "INSERT INTO contact_numbers(contact_id, number, kind, e164, tail, digits) VALUES (?,?,?,?,?,?)"
 _INSERT_PHOTO = "INSERT INTO contact_photos(contact_id, mime, data) VALUES (?,?,?)"
 
@@ -114,6 +114,10 @@ class ContactStore:
     def __init__(self, store: Store, normalizer: Normalizer) -> None:
         self.store = store
         self.normalizer = normalizer
+        # Per (phone, book) being staged: the live snapshot's contents (begin_snapshot) and the
+        # live contacts a staged page matched exactly, [(id, new pos), ...] (kept at the swap).
+        self._live: dict[tuple[str, str], dict[bytes, list[tuple[int, int]]]] = {}
+        self._kept: dict[tuple[str, str], list[tuple[int, int]]] = {}
 
     # -- snapshots --------------------------------------------------------------------------------
     def phone_known(self, phone: str) -> bool:
@@ -129,11 +133,25 @@ class ContactStore:
                 db.execute("DELETE FROM contacts WHERE phone=? AND book LIKE '%:staging'", (phone,))
 
     def begin_snapshot(self, phone: str, book: str) -> None:
+        """Start staging ``book``: clear any old staging, and remember what the live snapshot holds
+        (each contact's fingerprint: a digest of its row, numbers and photo) so :meth:`stage` can skip the cards the
+        phone sent unchanged: a resync only writes what changed (see :meth:`_swap`)."""
         self.abort_snapshot(phone, book)
+        self._live[(phone, book)] = self._load_live(phone, book)
 
     def abort_snapshot(self, phone: str, book: str) -> None:
+        self._live.pop((phone, book), None)
+        self._kept.pop((phone, book), None)
         with self.store.transaction() as db:
             db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book + STAGING))
+
+    def _load_live(self, phone: str, book: str) -> dict[bytes, list[tuple[int, int]]]:
+        """fingerprint -> [(id, pos), ...] (phone order) of the live snapshot of ``book``."""
+        live: dict[bytes, list[tuple[int, int]]] = {}
+        for fp, cid, pos in self.store.execute("SELECT fp, id, pos FROM contacts WHERE phone=? AND book=?"
+                                               " AND fp IS NOT NULL ORDER BY pos", (phone, book)):
+            live.setdefault(fp, []).append((cid, pos))
+        return live
 
     def stage(self, phone: str, book: str, start_pos: int, cards: Iterable[VCard]) -> int:
         """Stage one page (positions ``start_pos``...) in its own transaction; returns how many.
@@ -151,10 +169,15 @@ class ContactStore:
         (base,) = self.store.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts").fetchone()
         cid = int(base)
         pos = start_pos
+        live = self._live.get((phone, book))
+        kept = self._kept.setdefault((phone, book), []) if live is not None else []
+        n = 0
         for card in cards:
+            n += 1
             name = clip(card.display_name, MAX_NAME)
             tels = card.tels
             digits: list[str] = []
+            card_nums: list[tuple[str, ...]] = []
             if tels:
                 if not name:
                     name = tels[0].number
@@ -163,7 +186,7 @@ class ContactStore:
                     k = keys.get(number)
                     if k is None:
                         k = keys[number] = number_key(number)
-                    nums.append((cid, number, t.label or _tel_type(t.types), *k))
+                    card_nums.append((number, t.label or _tel_type(t.types), *k))
                     digits.append(k[2])
             data = _EMPTY
             if card.emails or card.addresses or card.org or card.title or card.nickname or card.bday:
@@ -179,21 +202,32 @@ class ContactStore:
                 data = dumps(extra)
             search = fold(name if not (card.nickname or card.org) else
                           " ".join(x for x in (name, card.nickname, card.org) if x))
-            rows.append((cid, phone, staging, pos, card.uid, name, search, data, identity(card.uid, name, digits),
-                         sort_key(name)))
-            if card.photo:
-                photos.append((cid, _mime(card.photo_type), card.photo))
+            content = (card.uid, name, search, data, identity(card.uid, name, digits), sort_key(name))
+            photo = (_mime(card.photo_type), card.photo) if card.photo else None
+            fp = _fingerprint(content, card_nums, photo)
+            if live is not None:
+                same = live.get(fp)
+                if same:
+                    # The live snapshot holds this very contact: it stays as it is (same id, no
+                    # write), only its position may change.
+                    kept.append((same.pop(0)[0], pos))
+                    pos += 1
+                    continue
+            rows.append((cid, phone, staging, pos, *content, fp))
+            for num in card_nums:
+                nums.append((cid, *num))
+            if photo:
+                photos.append((cid, *photo))
             pos += 1
             cid += 1
-        if not rows:
-            return 0
-        with self.store.transaction() as db:
-            db.executemany(_INSERT_CONTACT, rows)
-            if nums:
-                db.executemany(_INSERT_NUMBER, nums)
-            if photos:
-                db.executemany(_INSERT_PHOTO, photos)
-        return len(rows)
+        if rows:
+            with self.store.transaction() as db:
+                db.executemany(_INSERT_CONTACT, rows)
+                if nums:
+                    db.executemany(_INSERT_NUMBER, nums)
+                if photos:
+                    db.executemany(_INSERT_PHOTO, photos)
+        return n
 
     def commit(self, phone: str, staged: Mapping[str, Counters], histories: Mapping[str, Sequence[VCard]],
                unchanged: Iterable[str] = (), *, now: float | None = None) -> tuple[int, int]:
@@ -218,17 +252,29 @@ class ContactStore:
             self._set_state(db, phone, book, counters, n, now)
         return n
 
-    @staticmethod
-    def _swap(db: sqlite3.Connection, phone: str, book: str) -> int:
-        """Inside a transaction: the staged snapshot of ``book`` replaces the live one.  A staged
-        contact with the identity of a live one takes over its row id (in the phone's order when a
-        card is there twice), so ids stay stable across re-syncs of the same cards."""
+    def _swap(self, db: sqlite3.Connection, phone: str, book: str) -> int:
+        """Inside a transaction: the staged snapshot of ``book`` replaces the live one.  Live
+        contacts a staged card matched exactly (:meth:`stage`) stay in place (their new positions
+        written); the other live ones go, and the staged rows are renamed into the book.  A staged
+        contact with the identity of a live one that goes takes over its row id (in the phone's
+        order when a card is there twice), so ids stay stable across re-syncs of the same cards."""
+        self._live.pop((phone, book), None)
+        kept = self._kept.pop((phone, book), [])
+        keep = json.dumps([cid for cid, _ in kept])
+        if kept:
+            (present,) = db.execute("SELECT COUNT(*) FROM contacts WHERE phone=? AND book=? AND id IN"
+                                    " (SELECT value FROM json_each(?))", (phone, book, keep)).fetchone()
+            if present != len(kept):  # the live snapshot changed since begin_snapshot: not ours to guess
+                raise RuntimeError(f"{book}: the live snapshot changed during the sync")
+        gone = "phone=? AND book=? AND id NOT IN (SELECT value FROM json_each(?))"
         pool: dict[str, list[int]] = {}
-        for ident, cid in db.execute("SELECT ident, id FROM contacts WHERE phone=? AND book=? ORDER BY pos",
-                                     (phone, book)):
+        for ident, cid in db.execute(f"SELECT ident, id FROM contacts WHERE {gone} ORDER BY pos",
+                                     (phone, book, keep)):
             if ident:
                 pool.setdefault(ident, []).append(int(cid))
-        db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book))
+        db.execute(f"DELETE FROM contacts WHERE {gone}", (phone, book, keep))
+        if kept:
+            db.executemany("UPDATE contacts SET pos=? WHERE id=? AND pos!=?", [(p, c, p) for c, p in kept])
         moves: list[tuple[int, int]] = []
         if pool:
             for sid, ident in db.execute("SELECT id, ident FROM contacts WHERE phone=? AND book=? ORDER BY pos",
@@ -245,7 +291,7 @@ class ContactStore:
             db.executemany("UPDATE contact_photos SET contact_id=? WHERE contact_id=?", moves)
         n = db.execute("UPDATE contacts SET book=? WHERE phone=? AND book=?",
                        (book, phone, book + STAGING)).rowcount
-        return int(n)
+        return int(n) + len(kept)
 
     @staticmethod
     def _set_state(db: sqlite3.Connection, phone: str, book: str, counters: Counters, n: int,
@@ -400,6 +446,19 @@ class ContactStore:
                 "SELECT kind, name, number, e164, at, book FROM call_history WHERE phone=? ORDER BY at DESC, pos"
                 " LIMIT ?", (phone, limit)).fetchall()
         return [{"kind": r[0], "name": r[1], "number": r[2], "e164": r[3], "at": r[4], "book": r[5]} for r in rows]
+
+
+def _fingerprint(content: tuple[str, ...], nums: list[tuple[str, ...]], photo: tuple[str, bytes] | None) -> bytes:
+    """A digest of everything stored for one contact: its fields joined by US (``repr`` when a
+    field holds a US itself, so fields can't run into each other), then the photo."""
+    text = "\x1f".join([*content, *[x for num in nums for x in num]])
+    if text.count("\x1f") != len(content) + 5 * len(nums) - 1:
+        text = repr((content, nums))
+    h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+    if photo:
+        h.update(b"\x00" + photo[0].encode("utf-8", "surrogatepass") + b"\x00")
+        h.update(photo[1])
+    return h.digest()
 
 
 def _mime(photo_type: str) -> str:
