@@ -134,6 +134,8 @@ class BluetoothManager:
         self._autoconnect_again = False
         self._connecting: set[str] = set()
         self._explicit: set[str] = set()
+        # address -> why the phone is in its state when that is not obvious (Phones1 key Reason)
+        self._notes: dict[str, str] = {}
         self._evicting: set[str] = set()
         self._disc_reason: dict[str, str] = {}
         self._states: dict[str, str] = {}
@@ -581,6 +583,8 @@ class BluetoothManager:
             self.directory.set_connected(link)
             if old is None:
                 self._disc_reason.pop(addr, None)
+                if self._notes.pop(addr, None):
+                    self._emit(PhoneChanged(addr, {"Reason": ""}))
                 self.registry.connected(addr)
                 self._edges[addr] = self._edges.get(addr, 0) + 1
                 log.info("phone %s connected (%s)", redact_address(addr), role)
@@ -872,12 +876,31 @@ class BluetoothManager:
         props = self._device(addr) or {}
         name = clean_name(props.get("Alias") or props.get("Name"), addr)
         self.registry.add(addr, name, profiles_of(valid_uuids(props.get("UUIDs"))))
-        self._finish_attempt(addr, True, "")
+        full = self._car_full(addr)
+        if full:  # connecting it would disconnect one of the driver's phones: say so, don't
+            self._notes[addr] = f"not connected: {full}"
+            log.info("paired %s; not connecting it: %d phones are already connected", redact_address(addr),
+                     self.cfg.max_connected)
+        self._finish_attempt(addr, True, f"paired; not connected: {full}" if full else "")
         await self._trust(addr)
         self._publish()
+        if full and addr in self.registry:
+            state = self._states.get(addr) or "disconnected"
+            self._emit(PhoneChanged(addr, {"State": state, "Reason": self._notes.get(addr, "")}))
         if self.cfg.close_window_after_pairing and self.window_open:
             await self.close_window("paired")
-        await self._first_connect(addr)
+        if not full:
+            await self._first_connect(addr)
+
+    def _car_full(self, addr: str) -> str:
+        """``""``, or why a newly paired phone is not connected: the other connected phones."""
+        others = [link for a, link in self.directory.connected.items() if a != addr]
+        if len(others) < self.cfg.max_connected:
+            return ""
+        count = {1: "one phone is", 2: "two phones are", 3: "three phones are"}.get(
+            len(others), f"{len(others)} phones are")
+        order = sorted(others, key=lambda link: link.role != "primary")
+        return f"{count} already connected ({', '.join(f'{link.role} {link.name}' for link in order)})"
 
     async def _trust(self, addr: str) -> None:
         try:
@@ -1056,7 +1079,7 @@ class BluetoothManager:
                 "State": self._states.get(rec.address) or self._state_of(rec, {}),
                 "Role": self.role_of(rec.address), "Profiles": list(rec.profiles),
                 "LastConnected": int(rec.last_connected or 0), "PairedAt": int(rec.paired_at),
-                "NeedsRepair": rec.needs_repair,
+                "NeedsRepair": rec.needs_repair, "Reason": self._notes.get(rec.address, ""),
             })
         return out
 
@@ -1115,6 +1138,7 @@ class BluetoothManager:
         self.directory.forgotten(addr, rec.name if rec else "")
         if was_connected:
             self._emit(PhoneDisconnected(addr, "forgotten"))
+        self._notes.pop(addr, None)
         self._emit(PhoneForgotten(addr))
         log.info("phone %s forgotten (%s)", redact_address(addr), redact(rec.name if rec else ""))
         if self.watcher.owner is None or not self._loaded:
