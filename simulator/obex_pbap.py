@@ -50,7 +50,7 @@ from .obex import (
     register_profile,
 )
 from .phone import PBAP_PSE, VirtualPhone
-from .vcards import PhoneBook, from_vcf, generate
+from .vcards import PhoneBook, from_vcf, generate, load_call_history
 
 PBAP_IFACE = "org.bluez.obex.PhonebookAccess1"
 SETPATH_DELAY_S = 0.005
@@ -77,6 +77,8 @@ def book_for(phone: VirtualPhone) -> PhoneBook:
         book = generate(phone.generated_contacts, seed=phone.pbap_seed, photo_every=phone.pbap_photo_every,
                         photo_bytes=phone.pbap_photo_bytes, history=phone.pbap_history, style=phone.pbap_style,
                         favourites=5 if phone.pbap_favourites else 0)
+    if phone.history_from:
+        book.calls = load_call_history(phone.history_from)
     phone.extra["pbap_book"] = book
     return book
 

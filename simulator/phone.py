@@ -6,7 +6,9 @@ them.  Keep fields plain data so a scenario file can describe a phone.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 # Phone-side service UUIDs (reference §1.9)
@@ -90,10 +92,23 @@ class VirtualPhone:
     map_types: tuple[str, ...] = ("SMS_GSM", "MMS", "EMAIL")  # what its MAS offers (SupportedTypes)
     map_push_accepted: bool = True  # False: PushMessage fails at the OBEX level (Precondition Failed)
     messages: list[PhoneMessage] = field(default_factory=list)  # every folder, newest last
+    # A phone with a history, from files (e.g. a real phone's dump; docs/scenarios.md):
+    # call history: a .vcf of call-history cards (X-IRMC-CALL-DATETIME;RECEIVED|DIALED|MISSED:when,
+    # as PBAP phones send them) or a directory with ich.vcf/och.vcf/mch.vcf (or cch.vcf); replaces
+    # the generated history (read by simulator/obex_pbap.py when the phonebook is first needed).
+    history_from: str | None = None
+    # messages: a .yaml/.json list [{type, folder, sender, sender_name, text, subject, timestamp,
+    # read}] or a directory of bMessage files (*.bmsg, any depth); added to ``messages`` when the
+    # phone is made (the field is then cleared, so a copy of the phone does not add them twice).
+    messages_from: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.address = self.address.upper()
+        if self.messages_from:
+            first = max((m.handle for m in self.messages), default=0) + 1
+            self.messages = [*self.messages, *load_messages(self.messages_from, first_handle=first)]
+            self.messages_from = None
 
     @property
     def uuids(self) -> list[str]:
@@ -101,3 +116,102 @@ class VirtualPhone:
 
     def offers(self, profile: str) -> bool:
         return profile in self.profiles
+
+
+# -- messages from files ---------------------------------------------------------------------------
+
+MESSAGE_KEYS = {"type": "sms (default), mms or email", "folder": "inbox (default), outbox, sent, deleted, draft",
+                "sender": "number or e-mail address", "sender_name": "", "recipient": "", "subject": "",
+                "text": "the SMS text or the e-mail's body", "timestamp": "YYYYMMDDTHHMMSS (default: now)",
+                "read": "already read on the phone"}
+MESSAGE_FOLDERS = ("inbox", "outbox", "sent", "deleted", "draft")
+_MAP_TYPES = {"sms": "SMS_GSM", "mms": "MMS", "email": "EMAIL"}
+
+
+def message_from_dict(m: dict[str, Any], handle: int) -> PhoneMessage:
+    """One message as a scenario (or a messages file) writes it; ValueError says what is wrong."""
+    unknown = [k for k in m if k not in MESSAGE_KEYS]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]} (known: {', '.join(MESSAGE_KEYS)})")
+    for k, v in m.items():
+        if k == "read":
+            if not isinstance(v, bool):
+                raise ValueError(f"read: expected true or false, got {v!r}")
+        elif isinstance(v, bool) or v is None or isinstance(v, list | dict):
+            raise ValueError(f"{k}: expected text, got {v!r}")
+    mtype = _MAP_TYPES.get(str(m.get("type", "sms")).lower())
+    if mtype is None:
+        raise ValueError(f"type: expected sms, mms or email, got {m.get('type')!r}")
+    folder = str(m.get("folder", "inbox"))
+    if folder not in MESSAGE_FOLDERS:
+        raise ValueError(f"folder: expected {', '.join(MESSAGE_FOLDERS)}, got {folder!r}")
+    body = str(m.get("text", ""))
+    if mtype == "EMAIL":
+        from .obex_map import make_email
+
+        body = make_email(str(m.get("sender", "")), str(m.get("sender_name", "")), str(m.get("subject", "")), body)
+    return PhoneMessage(handle=handle, folder=folder, type=mtype, sender=str(m.get("sender", "")),
+                        sender_name=str(m.get("sender_name", "")), recipient=str(m.get("recipient", "")),
+                        subject=str(m.get("subject", "")), body=body,
+                        timestamp=str(m.get("timestamp") or time.strftime("%Y%m%dT%H%M%S")),
+                        read=bool(m.get("read", False)))
+
+
+def load_messages(path: str | Path, *, first_handle: int = 1) -> list[PhoneMessage]:
+    """Messages from a .yaml/.yml/.json list, or from a directory of bMessages (``*.bmsg``, read
+    in sorted path order; the folder from the bMessage's FOLDER, else the directory's name).
+    ValueError (naming the file and the message) for anything it cannot read."""
+    p = Path(path)
+    if p.is_dir():
+        out = []
+        for i, f in enumerate(sorted(p.rglob("*.bmsg"))):
+            out.append(_from_bmessage(f, first_handle + i))
+        return out
+    if p.suffix.lower() not in (".yaml", ".yml", ".json"):
+        raise ValueError(f"{p}: expected a .yaml/.json list of messages or a directory of .bmsg files")
+    import yaml
+
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{p}: cannot read ({exc})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{p}: expected a list of messages")
+    out = []
+    for i, m in enumerate(data):
+        if not isinstance(m, dict):
+            raise ValueError(f"{p}: message {i + 1}: expected a mapping")
+        try:
+            out.append(message_from_dict(m, first_handle + i))
+        except ValueError as exc:
+            raise ValueError(f"{p}: message {i + 1}: {exc}") from None
+    return out
+
+
+def _from_bmessage(path: Path, handle: int) -> PhoneMessage:
+    from dashbridge.profiles.map import bmessage
+
+    try:
+        bm = bmessage.parse(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a bMessage ({exc})") from None
+    folder = bm.folder.rstrip("/").rsplit("/", 1)[-1].lower() if bm.folder else path.parent.name.lower()
+    if folder not in MESSAGE_FOLDERS:
+        folder = "inbox"
+    who = bm.sender
+    to = bm.recipients[0] if bm.recipients else None
+    text = bm.text
+    subject = ""
+    if bm.type == "EMAIL":
+        for line in text.splitlines():
+            if not line.strip():
+                break
+            if line.lower().startswith("subject:"):
+                subject = line.split(":", 1)[1].strip()
+    when = time.strftime("%Y%m%dT%H%M%S", time.localtime(path.stat().st_mtime))
+    return PhoneMessage(handle=handle, folder=folder, type=bm.type if bm.type in ("SMS_GSM", "SMS_CDMA", "MMS", "EMAIL")
+                        else "SMS_GSM",
+                        sender=(who.tels[0] if who.tels else who.emails[0] if who.emails else "") if who else "",
+                        sender_name=(who.formatted_name or who.name.replace(";", " ").strip()) if who else "",
+                        recipient=(to.tels[0] if to.tels else to.emails[0] if to.emails else "") if to else "",
+                        subject=subject, body=text, timestamp=when, read=bm.status.upper() == "READ")

@@ -246,6 +246,63 @@ def from_vcf(path: str | Path, *, style: Style = "android", history: int = 10, s
     return book
 
 
+_CALL_KINDS: dict[str, Literal["missed", "received", "dialed"]] = {
+    "RECEIVED": "received", "DIALED": "dialed", "DIALLED": "dialed", "MISSED": "missed"}
+_HISTORY_FILES: tuple[tuple[str, Literal["missed", "received", "dialed"] | None], ...] = (
+    ("ich", "received"), ("och", "dialed"), ("mch", "missed"))
+
+
+def load_call_history(path: str | Path) -> list[SimCall]:
+    """A phone's call history from files, newest first: a ``.vcf`` of call-history cards (each
+    with ``X-IRMC-CALL-DATETIME;RECEIVED|DIALED|MISSED:20261101T093000``, as PBAP phones send
+    ich/och/mch/cch), or a directory with ``ich.vcf``/``och.vcf``/``mch.vcf`` (a card without the
+    kind takes its file's) or, without those, ``cch.vcf``.  ValueError names the file and card."""
+    p = Path(path)
+    files: list[tuple[Path, Literal["missed", "received", "dialed"] | None]]
+    if p.is_dir():
+        files = [(p / f"{n}.vcf", k) for n, k in _HISTORY_FILES if (p / f"{n}.vcf").is_file()]
+        if not files and (p / "cch.vcf").is_file():
+            files = [(p / "cch.vcf", None)]
+        if not files:
+            raise ValueError(f"{p}: no ich.vcf, och.vcf, mch.vcf or cch.vcf in this directory")
+    else:
+        files = [(p, None)]
+    calls: list[SimCall] = []
+    for f, default in files:
+        try:
+            data = f.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{f}: cannot read ({exc.strerror})") from None
+        for i, raw in enumerate(split_cards(data)):
+            calls.append(_history_card(raw, default, f"{f}: card {i + 1}"))
+    calls.sort(key=lambda c: c.when, reverse=True)  # stable: the files' order among equal times
+    return calls
+
+
+def _history_card(raw: bytes, default: Literal["missed", "received", "dialed"] | None, where: str) -> SimCall:
+    kind = default
+    when = ""
+    kept = []
+    for line in raw.splitlines(keepends=True):
+        head, sep, value = line.partition(b":")
+        name, *params = head.strip().split(b";")
+        if sep and name.rsplit(b".", 1)[-1].upper() == b"X-IRMC-CALL-DATETIME":
+            when = value.strip().decode("ascii", "replace")
+            for prm in params:
+                word = prm.split(b"=", 1)[-1].decode("ascii", "replace").upper()
+                if word in _CALL_KINDS:
+                    kind = _CALL_KINDS[word]
+            continue
+        kept.append(line)
+    if kind is None:
+        raise ValueError(f"{where}: X-IRMC-CALL-DATETIME does not say RECEIVED, DIALED or MISSED")
+    card = b"".join(kept)
+    numbers = _peek_numbers(card)
+    shown = _peek_name(card)
+    contact = SimContact(fn=shown, numbers=numbers, raw=card) if (shown or numbers) else None
+    return SimCall(kind, numbers[0][0] if numbers else "", when, contact)
+
+
 def split_cards(data: bytes) -> list[bytes]:
     """Raw ``BEGIN:VCARD`` .. ``END:VCARD`` blocks with the file's own line endings (a phone that
     writes LF-only serves LF-only), garbage between kept out; an unterminated card is kept as it

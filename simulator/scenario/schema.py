@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import os
 import re
-import time
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from dashbridge.daemon.yamlload import construct as _construct
 from dashbridge.daemon.yamlload import is_null as _is_null
 from dashbridge.daemon.yamlload import line as _line
 
+from ..phone import MESSAGE_KEYS as MESSAGE_KEYS
 from ..phone import PROFILE_UUIDS, VirtualPhone
 from ..world import ApiModel, WorldSpec
 from .matchers import check_matcher
@@ -515,7 +515,20 @@ PHONE_SUGAR = {
     "id": "the phone's handle in steps (default: its name)",
     "contacts": "[{name, number}, ...], {generated: N} or {vcf: file.vcf} (relative to the scenario file), "
                 "the last two with plus: [{name, number}, ...]",
+    "history": "the call history from a .vcf of call-history cards (X-IRMC-CALL-DATETIME) or a directory "
+               "with ich.vcf/och.vcf/mch.vcf (or cch.vcf), relative to the scenario file",
+    "messages": "[{type, sender, text, ...}], or a .yaml/.json file of such a list, or a directory of "
+                "bMessages (*.bmsg), relative to the scenario file",
 }
+
+
+def _data_path(f: _File, node: yaml.Node, where: str, *, dirs: bool) -> str:
+    """A file (or directory) named in the scenario, relative to the scenario file."""
+    text = _conv_str(f, node, where, Param("str"))
+    path = (f.path.parent / text).resolve()
+    if not (path.is_file() or (dirs and path.is_dir())):
+        f.error(node, f"{where}: no such {'file or directory' if dirs else 'file'} {path}")
+    return str(path)
 
 
 def _phone_id_of(node: yaml.Node, i: int) -> str:
@@ -566,8 +579,26 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
                 if not isinstance(pnode, yaml.SequenceNode):
                     f.error(pnode, f"{where}.plus: expected a list of {{name, number}}")
                 plus = _load_contacts(f, pnode, where + ".plus")
+        elif (key == "messages" and isinstance(v, yaml.ScalarNode)) or key == "messages_from":
+            kwargs["messages_from"] = _data_path(f, v, where, dirs=True)
+            try:
+                from ..phone import load_messages
+
+                load_messages(kwargs["messages_from"])
+            except ValueError as exc:
+                f.error(v, f"{where}: {exc}")
         elif key == "messages":
             kwargs["messages"] = _load_messages(f, v, where)
+        elif key in ("history", "history_from"):
+            kwargs["history_from"] = _data_path(f, v, where, dirs=True)
+            try:
+                from ..vcards import load_call_history
+
+                load_call_history(kwargs["history_from"])
+            except ValueError as exc:
+                f.error(v, f"{where}: {exc}")
+        elif key == "contacts_vcf":
+            kwargs["contacts_vcf"] = _data_path(f, v, where, dirs=False)
         elif key in _PHONE_FIELDS and key != "extra":
             kwargs[key] = f.convert(v, _PHONE_HINTS[key], where)
         elif key == "extra":
@@ -595,19 +626,12 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
     return PhoneSpec(pid, _line(node) or 0, phone)
 
 
-MESSAGE_KEYS = {"type": "sms (default), mms or email", "folder": "inbox (default), outbox, sent, deleted, draft",
-                "sender": "number or e-mail address", "sender_name": "", "recipient": "", "subject": "",
-                "text": "the SMS text or the e-mail's body", "timestamp": "YYYYMMDDTHHMMSS (default: now)",
-                "read": "already read on the phone"}
-_MAP_TYPES = {"sms": "SMS_GSM", "mms": "MMS", "email": "EMAIL"}
-
-
 def _load_messages(f: _File, node: yaml.Node, where: str) -> list[Any]:
     """Messages already on the phone at the start: ``[{type, sender, text, ...}]``."""
-    from ..phone import PhoneMessage
+    from ..phone import message_from_dict
 
     if not isinstance(node, yaml.SequenceNode):
-        f.error(node, f"{where}: expected a list of messages")
+        f.error(node, f"{where}: expected a list of messages, or a file or directory to read them from")
     out = []
     for i, mn in enumerate(node.value):
         m: dict[str, Any] = {}
@@ -615,21 +639,10 @@ def _load_messages(f: _File, node: yaml.Node, where: str) -> list[Any]:
             if key not in MESSAGE_KEYS:
                 f.error(kn, f"{where}[{i}]: unknown key {key} (known: {', '.join(MESSAGE_KEYS)})")
             m[key] = _conv_bool(f, v, key, Param("bool")) if key == "read" else _conv_str(f, v, key, Param("str"))
-        mtype = _MAP_TYPES.get(str(m.get("type", "sms")).lower())
-        if mtype is None:
-            f.error(mn, f"{where}[{i}].type: expected sms, mms or email, got {show(m.get('type'))}")
-        if m.get("folder", "inbox") not in ("inbox", "outbox", "sent", "deleted", "draft"):
-            f.error(mn, f"{where}[{i}].folder: expected inbox, outbox, sent, deleted or draft")
-        body = m.get("text", "")
-        if mtype == "EMAIL":
-            from ..obex_map import make_email
-
-            body = make_email(m.get("sender", ""), m.get("sender_name", ""), m.get("subject", ""), body)
-        out.append(PhoneMessage(handle=i + 1, folder=m.get("folder", "inbox"), type=mtype,
-                                sender=m.get("sender", ""), sender_name=m.get("sender_name", ""),
-                                recipient=m.get("recipient", ""), subject=m.get("subject", ""), body=body,
-                                timestamp=m.get("timestamp") or time.strftime("%Y%m%dT%H%M%S"),
-                                read=bool(m.get("read", False))))
+        try:
+            out.append(message_from_dict(m, i + 1))
+        except ValueError as exc:
+            f.error(mn, f"{where}[{i}].{exc}")
     return out
 
 
