@@ -155,6 +155,8 @@ class ContactsConfig:
     # while the phone's "allow contacts?" is open
     permission_retry_delays: tuple[Duration, ...] = field(
         default=(Duration(3.0), Duration(5.0), Duration(10.0), Duration(30.0)), metadata=_r(*_DELAYS, items=(1, 32)))
+    # still refused this long after the first refusal: "denied", retried on reconnect or Resync only
+    permission_timeout: Duration = field(default=Duration(120.0), metadata=_r(1.0, DAY))
 
 
 @dataclass(frozen=True)

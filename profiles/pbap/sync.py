@@ -29,7 +29,9 @@ obexd leaves behind is always deleted.
 Faults: ``Forbidden`` (obexd's own error, or ``Failed "Forbidden"`` from the phone's OBEX answer)
 means the phone's "allow contacts?" prompt is open: the state becomes ``permission-pending`` with
 the message "Allow contacts access on your phone" and the sync retries along
-``permission_retry_delays``; other failures retry along ``retry_delays``; obexd leaving the bus
+``permission_retry_delays``; still refused ``permission_timeout`` after the first refusal, the
+user said no: ``denied`` (with why and what to do), not retried until the phone reconnects or a
+``Resync``; other failures retry along ``retry_delays``; obexd leaving the bus
 waits for it to come back and retries at once.  Forgetting a phone deletes its data (also by
 ``ON DELETE CASCADE`` from ``phones``); ``wipe_on_disconnect`` deletes it when the phone leaves.
 
@@ -74,6 +76,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PERMISSION_MESSAGE = "Allow contacts access on your phone"
+DENIED_MESSAGE = ("the phone refused contacts access: allow it in the phone's Bluetooth settings for this car, "
+                  "then reconnect the phone or re-sync")
 # Fields asked for (PBAP filter names; obexd ListFilterFields).  Asking only for what we use
 # makes transfers smaller (no notes, no sounds, no keys).
 CONTACT_FIELDS = ("VERSION", "FN", "N", "TEL", "EMAIL", "ADR", "ORG", "TITLE", "NICKNAME", "BDAY", "UID",
@@ -108,7 +112,7 @@ class SyncStatus:
     """What the dashboard sees per phone (``Contacts1.GetSyncState`` / ``SyncStateChanged``)."""
 
     phone: str
-    state: str = "idle"  # idle|waiting|connecting|permission-pending|syncing|synced|retrying|unsupported
+    state: str = "idle"  # idle|waiting|connecting|permission-pending|denied|syncing|synced|retrying|unsupported
     book: str = ""
     done: int = 0
     total: int = 0
@@ -454,6 +458,7 @@ class ContactsSync:
         address = ps.link.address
         failures = 0
         permission_tries = 0
+        refused_since: float | None = None  # the phone has refused access since (monotonic)
         while True:
             if not self._obexd_up.is_set():
                 self._set(address, state="waiting", message="obexd is not running")
@@ -473,6 +478,17 @@ class ContactsSync:
                     self._set(address, state="waiting", message="obexd is not running")
                     continue
                 if exc.permission:
+                    now = time.monotonic()
+                    refused_since = now if refused_since is None else refused_since
+                    if now - refused_since >= self.cfg.permission_timeout:
+                        # Still refused long after the phone asked: the user said no (or never
+                        # will). Stop asking; a Resync (wake) or a reconnect (a new loop) tries again.
+                        log.info("contacts of %s: the phone refused access for %.0fs: denied; not retried "
+                                 "until it reconnects or a re-sync", redact_address(address), now - refused_since)
+                        self._set(address, state="denied", message=DENIED_MESSAGE)
+                        await ps.wake.wait()
+                        refused_since, permission_tries = None, 0
+                        continue
                     delay = self._delay(self.cfg.permission_retry_delays, permission_tries)
                     permission_tries += 1
                     log.info("contacts of %s: the phone asks the user for permission; retry in %.1fs",
@@ -500,6 +516,7 @@ class ContactsSync:
                 continue
             await self._remove_session(ps)
             failures = permission_tries = 0
+            refused_since = None
             await ps.wake.wait()  # until Resync
 
     async def _sync_once(self, ps: _PhoneSync, *, force: bool) -> None:
