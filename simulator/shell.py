@@ -235,11 +235,13 @@ def human_duration(seconds: float) -> str:
     """``3w``, ``21d`` … ``1d 2h 30m``, ``90s``, ``250ms``: how a person writes it."""
     if seconds <= 0:
         return "0s"
-    for unit, size in _UNITS:
+    for unit, size in _UNITS[:-1]:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
+    if seconds < 60:
+        return f"{seconds:g}s"
     parts, rest = [], seconds
     for unit, size in _UNITS[:-1]:
         if rest >= size:
@@ -351,8 +353,8 @@ class SimShell(cmd.Cmd):
     def onecmd(self, line: str) -> bool:
         self.at_prompt = False
         try:
-            words = line.strip().split(None, 1)
-            if (words[0] if words else "") not in LOOKING and self.world.dashboard is not None:
+            name = self.parseline(line)[0] or ""
+            if name not in LOOKING and hasattr(self, "do_" + name) and self.world.dashboard is not None:
                 dash = self.world.dashboard
                 self._action_mark = self.call(lambda: dash.mark)
             return super().onecmd(line)

@@ -7,16 +7,26 @@ import asyncio
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 SIM = [sys.executable, "-m", "dashbridge.simulator"]
 
 
-async def _up(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, str], str]:
+def _isolated(tmp_path: Path) -> dict[str, str]:
+    """A runtime directory of the test's own: its `up` is not joined by anyone else's `shell`, and
+    its `shell` joins no other `up` running on this machine."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700, exist_ok=True)
+    return {**os.environ, "XDG_RUNTIME_DIR": str(run)}
+
+
+async def _up(tmp_path: Path, *args: str) -> tuple[asyncio.subprocess.Process, dict[str, str], str]:
     proc = await asyncio.create_subprocess_exec(*SIM, "up", *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+                                                stderr=asyncio.subprocess.PIPE, env=_isolated(tmp_path))
     assert proc.stdout is not None and proc.stderr is not None
     env: dict[str, str] = {}
     err = ""
@@ -47,8 +57,8 @@ async def _ctl(env: dict[str, str], *args: str) -> tuple[int, str]:
 
 
 @pytest.mark.timeout(90)
-async def test_up_with_a_phone_then_ctrl_c_stops_everything() -> None:
-    proc, env, err = await _up("--phone", "name=Alice,address=AA:BB:CC:DD:EE:01,bonded=true")
+async def test_up_with_a_phone_then_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    proc, env, err = await _up(tmp_path, "--phone", "name=Alice,address=AA:BB:CC:DD:EE:01,bonded=true")
     try:
         assert env["DBUS_SYSTEM_BUS_ADDRESS"].startswith("unix:path=")
         assert "DBUS_SESSION_BUS_ADDRESS" in env
@@ -72,12 +82,19 @@ async def test_up_with_a_phone_then_ctrl_c_stops_everything() -> None:
 @pytest.mark.timeout(90)
 async def test_up_no_daemon_prints_the_environment_for_your_own_daemon(tmp_path: Path) -> None:
     cfg = tmp_path / "world.yaml"
-    proc, env, err = await _up("--no-daemon", "--write-config", str(cfg))
+    proc, env, err = await _up(tmp_path, "--no-daemon", "--write-config", str(cfg))
     try:
         assert "dashbridged: not started" in err
         assert env["DBUS_SYSTEM_BUS_ADDRESS"] and env["DASHBRIDGE_SIM_BACKEND_URL"].startswith("https://127.0.0.1:")
         text = cfg.read_text()
         assert "cloud:" in text and "ca_file" in text  # what a hand-started daemon needs for the backend
+        # ... and the world's state directory, never /var/lib/dashbridge; exported too
+        written = yaml.safe_load(text)
+        state = env["STATE_DIRECTORY"]
+        assert state.startswith(tempfile.gettempdir()) and "dashbridge-world-" in state
+        assert written["state_directory"] == state
+        assert written["buses"]["transfer_dir"] == f"{state}/obex"
+        assert f"its state directory: {state}" in err
         rc, out = await _ctl(env, "status")
         assert rc == 1 and out.strip() == "dashbridgectl: the dashbridge daemon is not running"
     finally:
@@ -112,10 +129,10 @@ quit
 
 
 @pytest.mark.timeout(120)
-async def test_a_scripted_shell_session() -> None:
+async def test_a_scripted_shell_session(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(*SIM, "shell", stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                                                env={**os.environ, "HOME": "/nonexistent"})
+                                                env={**_isolated(tmp_path), "HOME": "/nonexistent"})
     out, _ = await asyncio.wait_for(proc.communicate(SESSION.encode()), 100)
     text = out.decode()
     assert proc.returncode == 0, text
