@@ -118,6 +118,7 @@ def _cloud_api(c: CloudComponent) -> list[ServiceInterface]:
 
 def _cloud_offer(s: Services, c: CloudComponent) -> None:
     s.entitlements = c
+    s.cloud_destinations = c
 
 
 # Every capability, in build order (component name -> parts).  Each issue's component registers here.

@@ -237,6 +237,9 @@ class CloudConfig:
     # feature -> on/off offline
     offline_policy: dict[str, bool] = field(default_factory=dict, metadata=_r(items=(0, 256)))
     gated_local_features: tuple[str, ...] = field(default=(), metadata=_r(1, 64, items=(0, 16)))
+    # send-to-car destinations: offered on the dashboard for the driver to accept or decline (true),
+    # or queued straight to its navigation service (false: the driver chose them in the app)
+    confirm_destinations: bool = False
 
 
 @dataclass(frozen=True)

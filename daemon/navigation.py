@@ -250,6 +250,7 @@ class NavigationRelay:
         if state == "offered":
             for cb in list(self.offered_listeners):
                 cb(intent)
+            self._feedback(intent, "shown")
         else:
             self._announce(intent, "")
         self._kick.set()
@@ -286,6 +287,7 @@ class NavigationRelay:
                        "WHERE id = ? AND state = 'offered'", (self.clock.now(), intent_id))
         intent = self.get(intent_id)
         self._announce(intent, "")
+        self._feedback(intent, "driver_accepted")
         self._kick.set()
         return intent
 
@@ -300,6 +302,7 @@ class NavigationRelay:
                        (intent_id,))
         intent = self.get(intent_id)
         self._announce(intent, "")
+        self._feedback(intent, "driver_declined")
         return intent
 
     def drop_phone(self, phone: str) -> None:
@@ -310,6 +313,17 @@ class NavigationRelay:
     def _announce(self, intent: NavIntent, reason: str) -> None:
         for cb in list(self.changed_listeners):
             cb(intent, reason)
+
+    def _feedback(self, intent: NavIntent, event: str) -> None:
+        """Tell the source what became of its destination (send-to-car: the cloud acknowledges
+        each state to the backend).  After the change is committed; never fails the relay."""
+        sink = self.ctx.services.cloud_destinations if intent.source == "cloud" else None
+        if sink is None:
+            return
+        try:
+            sink.destination_event(intent.source_ref, intent.id, event)
+        except Exception:
+            log.exception("navigation intent %s: the cloud could not record %s", intent.id, event)
 
     # -- expiry ---------------------------------------------------------------------------------------
     def _expire_one(self, intent: NavIntent) -> NavIntent:
@@ -332,6 +346,7 @@ class NavigationRelay:
                 intent = self.get(r[0])
                 log.info("navigation intent %s expired (was %s)", intent.id, r[11])
                 self._announce(intent, "expired")
+                self._feedback(intent, "expired")
         with self.store.transaction() as db:
             db.execute("DELETE FROM nav_intents WHERE state IN ('delivered','dismissed','expired') AND "
                        "created_at < ?", (now - KEEP_FINISHED_S,))
@@ -368,6 +383,7 @@ class NavigationRelay:
             log.info("navigation intent %s delivered to %s", intent.id, svc.bus_name)
             if delivered.state == "delivered":
                 self._announce(delivered, "")
+                self._feedback(delivered, "shown")  # the dashboard's navigation has it
         return float("inf")
 
     def _failed(self, intent: NavIntent, exc: BusError) -> None:

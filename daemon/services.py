@@ -49,6 +49,15 @@ class NavigationSink(Protocol):
         ...
 
 
+class DestinationFeedback(Protocol):
+    def destination_event(self, source_ref: str, intent_id: str, event: str) -> None:
+        """What became of a destination the navigation relay took from this source
+        (``source_ref`` is the source's own id): ``shown`` (offered on the dashboard, or handed
+        to its navigation service), ``driver_accepted``, ``driver_declined`` or ``expired``.
+        Called after the relay committed the change; must not block (no I/O but local SQLite)."""
+        ...
+
+
 class Entitlements(Protocol):
     def feature_enabled(self, name: str) -> bool:
         """Is a feature on right now?"""
@@ -68,6 +77,8 @@ class Services:
     phones: PhoneDirectory = field(default_factory=PhoneDirectory)
     callerid: CallerId | None = None  # contacts -> calls, messages
     navigation: NavigationSink | None = None  # navigation relay <- messages, cloud
+    # cloud <- navigation relay: what became of send-to-car destinations (source "cloud")
+    cloud_destinations: DestinationFeedback | None = None
     entitlements: Entitlements | None = None  # cloud -> whoever gates a feature
     transfers: TransferDir | None = None  # the obex transfer directory (see transfer_dir)
 

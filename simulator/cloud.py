@@ -68,6 +68,9 @@ MAX_WRITE = 64 * 1024
 # Faults whose answers break the contract on purpose (the contract check skips those answers).
 NONCONFORMING_FAULTS = frozenset({"malformed_json", "wrong_content_type", "oversize", "deep_nesting",
                                   "unusable_destination"})
+# Acknowledgement results the fake takes (docs/cloud-protocol.md §8); "delivered" from older cars
+# is taken as "accepted".
+ACK_RESULTS = ("accepted", "shown", "driver_accepted", "driver_declined", "expired", "rejected", "delivered")
 
 
 # --- certificates ---------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def sign_jws(claims: dict[str, Any], key: Ed25519PrivateKey, kid: str, *, extra_
 # --- backend data ---------------------------------------------------------------------------------
 @dataclass
 class Effect:
-    op: str  # register | link | link_code | consent | ack
+    op: str  # register | link | link_code | consent | ack | entitlements_report
     vehicle: str
     key: str
     detail: dict[str, Any]
@@ -154,6 +157,7 @@ class Logged:
     path: str
     status: int
     key: str = ""
+    query: str = ""  # the raw query string (paging cursors)
     replayed: bool = False
     version: int = 0
     op: str = ""
@@ -218,7 +222,9 @@ class Vehicle:
     ent_not_after: float = 0.0
     ent_jws: str = ""
     ent_history: list[str] = field(default_factory=list)
-    destinations: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> dest (+ "acked")
+    # id -> dest (+ "acked": the first result, "states": every result acknowledged, in order)
+    destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: list[dict[str, Any]] = field(default_factory=list)  # rejected entitlement documents
     consents: dict[str, dict[str, Any]] = field(default_factory=dict)
     app_codes: set[str] = field(default_factory=set)  # codes the app shows for LinkAccount(code)
     device_codes: dict[str, float] = field(default_factory=dict)  # user_code -> expires_at
@@ -298,7 +304,8 @@ class FakeCloud:
     def __init__(self, directory: Path, vehicles: tuple[str, ...] = ("WDB0000000DASH001",), *,
                  now: Callable[[], float] = time.time, lease: float = 30 * 86400.0,
                  features: dict[str, Any] | None = None, auto_approve: bool = True,
-                 hostile: bool = True, seed: int = 0) -> None:
+                 hostile: bool = True, seed: int = 0, page_size: int = 500, paging: bool = True,
+                 reports: bool = True) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.now = now
@@ -306,6 +313,11 @@ class FakeCloud:
         self.auto_approve = auto_approve
         self.hostile = hostile
         self.rng = random.Random(seed)
+        # Destinations per answer; paging=False: a backend from before paging (no ``next``, the
+        # first page_size only); reports=False: discovery lists no entitlements_report endpoint.
+        self.page_size = page_size
+        self.paging = paging
+        self.reports_endpoint = reports
         self.ca = CertAuthority(self.directory, "sim-cloud")
         self.rogue_ca = CertAuthority(self.directory, "rogue")
         srv_cert, srv_key = self.ca.issue(HOST, server=True, stem="server")
@@ -420,8 +432,17 @@ class FakeCloud:
         if raw is not None or out_of_range:
             self._unusable.add(did)
         d["acked"] = None
+        d["states"] = []
         self.vehicles[vid].destinations[did] = d
         return did
+
+    def acks(self, vid: str | None = None, result: str | None = None) -> list[Effect]:
+        """Acknowledgement effects, optionally of one result (each (destination, result) once)."""
+        return [e for e in self.effects_of("ack", vid) if result is None or e.detail["result"] == result]
+
+    def reports(self, vid: str | None = None) -> list[dict[str, Any]]:
+        """Reports of rejected entitlement documents, as the backend recorded them."""
+        return [r for v in self.vehicles.values() if vid is None or v.id == vid for r in v.reports]
 
     def app_code(self, vid: str) -> str:
         """A code the phone app shows, for the driver to type into the dashboard."""
@@ -486,6 +507,8 @@ class FakeCloud:
                    "link_code": f"{p}/link-code", "entitlements": f"{p}/entitlements",
                    "destinations": f"{p}/destinations", "consent": f"{p}/consents/{{consent}}",
                    "future_thing": f"{p}/future"}
+            if self.reports_endpoint:
+                eps["entitlements_report"] = f"{p}/entitlements/report"
             eps["destination_ack"] = (f"{p}/destinations/{{destination_id}}/ack" if v == 1
                                       else f"{p}/destinations/ack")
             status = "deprecated" if (v == 1 and self.phase == "migrating") else "current"
@@ -507,7 +530,7 @@ class FakeCloud:
 
     async def _handle(self, listener: _Listener, request: web.Request) -> web.StreamResponse:
         entry = Logged(self.now(), listener.name, request.method, request.path, 0,
-                       key=request.headers.get("Idempotency-Key", ""),
+                       key=request.headers.get("Idempotency-Key", ""), query=request.query_string,
                        request_headers={k: v for k, v in request.headers.items()})
         self.log.append(entry)
         self.request_event.set()
@@ -662,12 +685,7 @@ class FakeCloud:
             if op == "entitlements":
                 return self._entitlements(v, version, request, listener.name)
             if op == "destinations":
-                dests = [{k: val for k, val in d.items() if k != "acked"}
-                         for d in v.destinations.values() if d["acked"] is None]
-                answer = _json({"destinations": dests, "cursor": "ignored"})
-                if any(d["id"] in self._unusable for d in dests):
-                    answer.fault = "unusable_destination"
-                return answer
+                return self._destinations(v, request.query.get("cursor"))
             return _error(404, "not_found", "no such endpoint")
         key = request.headers.get("Idempotency-Key", "")
         if not key:
@@ -691,6 +709,27 @@ class FakeCloud:
             return _error(status, result.get("code", "bad_request"), result.get("message", ""))
         return _json(self._render(op, version, result), status=status)
 
+    def _destinations(self, v: Vehicle, cursor: str | None) -> Answer:
+        """One page of the destinations not yet acknowledged.  The cursor names the last id of
+        the previous page (acknowledgements in between do not shift pages); one the fake does
+        not know starts from the beginning, as the protocol allows."""
+        pending = [d for d in v.destinations.values() if d["acked"] is None]
+        if cursor and self.paging:
+            order = list(v.destinations)
+            after = _unb64(cursor)
+            if after in v.destinations:
+                pos = order.index(after)
+                pending = [d for d in pending if order.index(d["id"]) > pos]
+        page = pending[:self.page_size]
+        doc: dict[str, Any] = {"destinations": [{k: val for k, val in d.items() if k not in ("acked", "states")}
+                                                for d in page], "x-page": "unknown fields are ignored"}
+        if self.paging:
+            doc["next"] = _b64(page[-1]["id"].encode()) if len(pending) > len(page) else None
+        answer = _json(doc)
+        if any(d["id"] in self._unusable for d in page):
+            answer.fault = "unusable_destination"
+        return answer
+
     def _status(self, v: Vehicle, version: int) -> Answer:
         reg: Any = v.registration if version == 1 else {"state": v.registration}
         return _json({"registration": reg, "account": {"linked": v.linked}, "extra": {"a": 1}})
@@ -712,7 +751,7 @@ class FakeCloud:
             else:
                 jws = self._sign(v, v.ent_version + 1, v.ent_not_after, "SOMEONE-ELSES-CAR", self.active_kid)
         etag = '"' + _b64(jws.encode()[-12:]) + '"'
-        if request.headers.get("If-None-Match") == etag:
+        if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
             return Answer(304, headers={"ETag": etag})
         if version >= 2:
             return Answer(200, jws.encode(), JOSE_CT, headers={"ETag": etag})
@@ -740,7 +779,13 @@ class FakeCloud:
                 if not isinstance(acks, list) or len(acks) != 1 or not isinstance(acks[0], dict):
                     return None  # the fake takes one per request, as the daemon sends them
                 entry = acks[0]
-            return {"op": op, "id": entry.get("id"), "result": entry.get("result")}
+            result = entry.get("result")
+            return {"op": op, "id": entry.get("id"), "result": "accepted" if result == "delivered" else result}
+        if op == "entitlements_report":
+            if not isinstance(body.get("reason"), str) or not isinstance(body.get("etag"), str):
+                return None
+            return {"op": op, "etag": body.get("etag"), "reason": body.get("reason"), "version": body.get("version"),
+                    "kid": body.get("kid"), "detail": body.get("detail")}
         return None
 
     def _apply(self, v: Vehicle, op: str, sem: dict[str, Any], key: str) -> tuple[dict[str, Any], int]:
@@ -780,10 +825,23 @@ class FakeCloud:
             d = v.destinations.get(did)
             if d is None:
                 return {"code": "unknown_destination", "message": "no such destination"}, 404
+            result = sem.get("result")
+            if result not in ACK_RESULTS:
+                return {"code": "bad_request", "message": f"unknown result {str(result)[:40]!r}"}, 400
+            # Any acknowledgement means the car has it: it is not listed again.  Each state is
+            # recorded once, whatever order retries bring them in.
             if d["acked"] is None:
-                d["acked"] = sem.get("result")
-                self.effects.append(Effect("ack", v.id, key, {"id": did, "result": sem.get("result")}, now))
+                d["acked"] = result
+            if result not in d["states"]:
+                d["states"].append(result)
+                self.effects.append(Effect("ack", v.id, key, {"id": did, "result": result}, now))
             return {"id": did, "acked": True}, 200
+        if op == "entitlements_report":
+            report = {k: sem[k] for k in ("version", "kid", "reason", "detail", "etag")}
+            report["at"] = now
+            v.reports.append(report)
+            self.effects.append(Effect("entitlements_report", v.id, key, dict(report), now))
+            return {"recorded": True}, 200
         return {"code": "bad_request", "message": "unknown operation"}, 400
 
     @staticmethod
@@ -872,6 +930,8 @@ def _op_of(method: str, rest: str | None) -> str:
         return "link_code"
     if rest == "/entitlements":
         return "entitlements"
+    if rest == "/entitlements/report":
+        return "entitlements_report"
     if rest == "/destinations":
         return "destinations"
     if rest.startswith("/destinations/") and rest.endswith("/ack"):
@@ -879,6 +939,13 @@ def _op_of(method: str, rest: str | None) -> str:
     if rest.startswith("/consents/"):
         return "consent"
     return "unknown"
+
+
+def _unb64(text: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return ""
 
 
 def _peer_cn(request: web.Request) -> str:

@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from .clock import Clock
 from .outbox import CloudDb
@@ -28,8 +28,8 @@ from .protocol import (
     LIVE_404_CODES,
     SUPPORTED_VERSIONS,
     BadResponse,
-    CloudDestination,
     CloudError,
+    DestinationPage,
     Discovery,
     Gone,
     LinkCode,
@@ -184,7 +184,7 @@ class CloudClient:
 
     async def call(self, endpoint: str, method: str, params: Mapping[str, str] | None = None,
                    body: Mapping[str, Any] | None = None, *, key: str | None = None,
-                   etag: str | None = None,
+                   etag: str | None = None, query: Mapping[str, str] | None = None,
                    accept: str | Callable[[int], str] = "application/json") -> HttpResponse:
         """One operation: resolve the endpoint, send, rediscover once on 410/404.  ``accept`` may
         depend on the API version the request goes out in (which a rediscovery can change)."""
@@ -202,7 +202,7 @@ class CloudClient:
             d = await self.ensure_discovery()
             headers["Dashbridge-Api-Version"] = str(d.version)
             headers["Accept"] = accept(d.version) if callable(accept) else accept
-            url = d.url_for(endpoint, vehicle_id=self.vehicle_id, **(params or {}))
+            url = _with_query(d.url_for(endpoint, vehicle_id=self.vehicle_id, **(params or {})), query)
             resp = await self._exchange(method, url, headers, data)
             if _moved(resp) and not rediscovered:
                 log.info("cloud: %s answered %d; rediscovering", _where(resp.url), resp.status)
@@ -210,8 +210,8 @@ class CloudClient:
                 forgot = self.redirects.forget(url)
                 new = await self.rediscover()
                 try:
-                    moved = (new.version, new.url_for(endpoint, vehicle_id=self.vehicle_id, **(params or {}))) \
-                        != (d.version, url)
+                    moved = (new.version, _with_query(new.url_for(endpoint, vehicle_id=self.vehicle_id,
+                                                                  **(params or {})), query)) != (d.version, url)
                 except CloudError:
                     moved = True
                 if forgot:
@@ -239,11 +239,15 @@ class CloudClient:
         resp = await self.call("link_code", "POST", body={}, key=key)
         return parse_link_code(self._json(resp, "link code answer"))
 
-    async def entitlements(self, etag: str) -> tuple[str | None, str]:
-        """(compact JWS, ETag), or (None, etag) when not modified."""
-        resp = await self.call("entitlements", "GET", etag=etag or None, accept=_entitlements_accept)
+    async def entitlements(self, etag: str, rejected_etag: str = "") -> tuple[str | None, str]:
+        """(compact JWS, ETag), or (None, ETag) when not modified: the ETag of the 304 tells which
+        of the documents named in If-None-Match (the held one, the one we rejected) is current."""
+        tags = [t for t in (etag, rejected_etag) if t]
+        resp = await self.call("entitlements", "GET", etag=", ".join(dict.fromkeys(tags)) or None,
+                               accept=_entitlements_accept)
         if resp.status == 304:
-            return None, etag
+            got = resp.headers.get("etag", "")
+            return None, got if got in tags else etag
         new_etag = resp.headers.get("etag", "")
         if self.version >= 2:
             check_content_type(resp.headers, JOSE, "entitlements")
@@ -257,9 +261,17 @@ class CloudClient:
             raise BadResponse("entitlements answer has no 'entitlements' string")
         return jws, new_etag
 
-    async def destinations(self) -> list[CloudDestination]:
-        resp = await self.call("destinations", "GET")
+    async def destinations(self, cursor: str | None = None) -> DestinationPage:
+        """One page; ``cursor``: the previous page's ``next`` (None: the first page)."""
+        resp = await self.call("destinations", "GET", query={"cursor": cursor} if cursor else None)
         return parse_destinations(self._json(resp, "destinations answer"))
+
+    def has_endpoint(self, name: str) -> bool:
+        """Does the API version in use list this (optional) endpoint?"""
+        return self.discovery is not None and name in self.discovery.endpoints
+
+    async def entitlements_report(self, report: Mapping[str, Any], key: str) -> None:
+        await self.call("entitlements_report", "POST", body=report, key=key)
 
     async def ack(self, destination_id: str, result: str, reason: str, intent_id: str, key: str) -> None:
         entry = {"id": destination_id, "result": result, "reason": reason, "intent_id": intent_id}
@@ -279,6 +291,13 @@ class CloudClient:
 
 def _entitlements_accept(version: int) -> str:
     return "application/jose" if version >= 2 else "application/json"
+
+
+def _with_query(url: str, query: Mapping[str, str] | None) -> str:
+    if not query:
+        return url
+    q = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
+    return url + ("&" if "?" in url else "?") + q
 
 
 def _moved(resp: HttpResponse) -> bool:

@@ -68,6 +68,7 @@ def settings_from_config(cfg: CloudConfig) -> EngineSettings:
         offline_policy=dict(cfg.offline_policy),
         gated_local=tuple(cfg.gated_local_features),
         software_version=version(),
+        confirm_destinations=cfg.confirm_destinations,
     )
 
 
@@ -126,6 +127,11 @@ class CloudComponent:
             else:
                 out[name] = [False, "offline-policy", "the cloud is disabled; offline policy does not list it"]
         return out
+
+    def destination_event(self, source_ref: str, intent_id: str, event: str) -> None:
+        """services.DestinationFeedback (from the navigation relay): acknowledged to the backend."""
+        if self.engine is not None:
+            self.engine.destination_event(source_ref, intent_id, event)
 
     def _navigation(self) -> NavigationSink | None:
         return self.ctx.services.navigation

@@ -20,6 +20,8 @@ Backend state:
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import random
 import sqlite3
@@ -53,6 +55,7 @@ from .protocol import (
     NoDocument,
     Refused,
     RetryLater,
+    loads_bounded,
 )
 from .transport import Transport
 
@@ -71,6 +74,11 @@ NOT_ENTITLED = "not_entitled"
 HANDOFF_TIMEOUT_S = 5.0
 # Destinations handed to navigation per loop turn (the rest follow on the next turn).
 HANDOFF_BATCH = 20
+# Pages of destinations read per sync (following ``next``); what is left comes with the next sync,
+# which is then due at once (after the acknowledgements of these went out).
+MAX_DESTINATION_PAGES = 10
+# What the navigation relay tells us (services.DestinationFeedback) -> the acknowledgement result.
+RELAY_EVENTS = ("shown", "driver_accepted", "driver_declined", "expired")
 # Destinations remembered after acknowledgement (to recognise a re-offer), then pruned.
 DESTINATION_MEMORY_S = 30 * 86400.0
 # Outbox items age out over hours and days; their ages are checked this often.
@@ -101,6 +109,9 @@ class EngineSettings:
     offline_policy: Mapping[str, bool] = field(default_factory=dict)
     gated_local: tuple[str, ...] = ()
     software_version: str = ""
+    # Send-to-car destinations are offered on the dashboard for the driver to accept or decline
+    # (True), or queued straight to its navigation service (False: the driver chose them in the app).
+    confirm_destinations: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,12 +182,17 @@ class CloudEngine:
         rej = db.get("last_rejection", {})
         self.last_rejection: tuple[str, float] = (str(rej.get("reason", "")), _num(rej.get("at"))) \
             if isinstance(rej, dict) else ("", 0.0)
+        # The ETag of the last document we rejected (sent in If-None-Match: unchanged, it is a 304).
+        self.rejected_etag = str(db.get("rejected_etag", "") or "")
+        self.destinations_skipped = int(_num(db.get("destinations_skipped")))
         self.held: EntitlementDoc | None = None
         self.etag = ""
         self.confirmed = False
         self._load_held(anchors=None)
         self.next_sync = 0.0
         self._sync_requested = False
+        self._syncing = False
+        self._resync = False
         self._entitlement_trouble = False
         self._sync_failures = 0
         self._sync_failed = False
@@ -285,6 +301,8 @@ class CloudEngine:
             return f"deferred: the backend asked us to wait until {iso(self._not_before)}"
         self.next_sync = now
         self._manual = True
+        if self._syncing:
+            self._resync = True  # asked during a sync: another one follows it (not lost)
         self._wake.set()
         return "started"
 
@@ -374,7 +392,9 @@ class CloudEngine:
             self.outbox.release(now)
             if self._sync_failed:
                 self.next_sync = min(self.next_sync, now)
-        if not trouble:
+        if not trouble and not self._entitlement_trouble:
+            # (An outbox item delivered while the last sync's document was rejected leaves the
+            # backend degraded with that reason, until a sync brings a usable document.)
             assert self.client is not None
             self._set_backend("online", f"API v{self.client.version}")
 
@@ -426,8 +446,16 @@ class CloudEngine:
                 result = None
             elif item.kind == "destination_ack":
                 p = item.payload
-                await client.ack(str(p.get("id")), str(p.get("result", "delivered")),
+                await client.ack(str(p.get("id")), str(p.get("result", "accepted")),
                                  str(p.get("reason", "")), str(p.get("intent_id", "")), item.key)
+                result = None
+            elif item.kind == "entitlements_report":
+                await client.ensure_discovery()
+                if not client.has_endpoint("entitlements_report"):
+                    # The backend does not take reports (any more): nothing to send.
+                    log.info("cloud: the backend has no entitlements_report endpoint; report not sent")
+                else:
+                    await client.entitlements_report(item.payload, item.key)
                 result = None
             else:  # an item from a newer release, after a downgrade: keep it, do not send it
                 self.outbox.refuse(item, f"unknown kind {item.kind}")
@@ -517,6 +545,16 @@ class CloudEngine:
 
     # -- sync ---------------------------------------------------------------------------------
     async def _sync(self) -> None:
+        self._syncing, self._resync = True, False
+        try:
+            await self._sync_once()
+        finally:
+            self._syncing = False
+        if self._resync:
+            self.next_sync = min(self.next_sync, self.clock.now())
+            self._manual = True
+
+    async def _sync_once(self) -> None:
         assert self.client is not None
         client = self.client
         self._manual = False
@@ -524,7 +562,7 @@ class CloudEngine:
         fetched = False
         try:
             try:
-                jws, etag = await client.entitlements(self.etag)
+                jws, etag = await client.entitlements(self.etag, self.rejected_etag)
             except NoDocument:
                 # The backend has issued no document for this car yet (404 no_document): nothing
                 # to take, nothing wrong with the backend.  What we hold (if anything) is not
@@ -537,8 +575,7 @@ class CloudEngine:
             else:
                 self._take_entitlements(jws, etag)
             fetched = True
-            dests = await client.destinations()
-            self._store_destinations(dests)
+            more = await self._fetch_destinations()
             if self._status_due or self.link.state == "pending":
                 await self._poll_status()
         except CloudError as exc:
@@ -559,6 +596,10 @@ class CloudEngine:
             self.last_sync = self.clock.now()
             j = min(max(self.s.sync_jitter, 0.0), 0.9)
             self.next_sync = self.last_sync + self.s.sync_interval * self.rng.uniform(1.0 - j, 1.0 + j)
+            if more:
+                # Pages were left: the next sync is due now (the outbox, these acknowledgements
+                # included, goes first, so the backend lists what is left).
+                self.next_sync = self.last_sync
             with self.db.transaction() as conn:
                 CloudDb.put(conn, "last_sync", self.last_sync)
             self._success(trouble=self._entitlement_trouble)
@@ -567,9 +608,40 @@ class CloudEngine:
         self._reevaluate(self.clock.now())
         self._changed()
 
+    async def _fetch_destinations(self) -> bool:
+        """Read the destinations, following ``next`` for at most :data:`MAX_DESTINATION_PAGES`
+        pages; each page is stored as it comes.  True when pages were left for the next sync."""
+        assert self.client is not None
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _page in range(MAX_DESTINATION_PAGES):
+            page = await self.client.destinations(cursor)
+            self._store_destinations(page.items)
+            if page.skipped:
+                self.destinations_skipped += page.skipped
+                log.warning("cloud: %d send-to-car item(s) without a usable id skipped (they cannot be "
+                            "acknowledged; %d so far)", page.skipped, self.destinations_skipped)
+                with self.db.transaction() as conn:
+                    CloudDb.put(conn, "destinations_skipped", self.destinations_skipped)
+            if page.next is None:
+                return False
+            if page.next in seen or not page.items:
+                log.warning("cloud: the destinations cursor does not advance; stopping this sync's paging")
+                return False
+            seen.add(page.next)
+            cursor = page.next
+        return True
+
     def _take_entitlements(self, jws: str | None, etag: str) -> None:
         now = self.clock.now()
         self._entitlement_trouble = False
+        if jws is None and self.rejected_etag and etag == self.rejected_etag and etag != self.etag:
+            # 304 for the document we rejected (and reported): still the bad one.  Cheap, and
+            # nothing new to say; what we hold stays unconfirmed.
+            self._entitlement_trouble = True
+            self.confirmed = False
+            self._set_backend("degraded", self.last_rejection[0] or "the backend still serves a rejected document")
+            return
         if jws is None or same_document(self.held, jws):
             if self.held is not None:
                 self.confirmed = True
@@ -589,6 +661,7 @@ class CloudEngine:
             self.last_rejection = (reason, now)
             with self.db.transaction() as conn:
                 CloudDb.put(conn, "last_rejection", {"reason": reason, "at": now})
+                self._report_rejection(conn, jws, etag, exc, now)
             self._set_backend("degraded", reason)
             self._emit("rejected", reason)
             return
@@ -596,8 +669,31 @@ class CloudEngine:
             conn.execute("INSERT INTO cloud_entitlements(slot, jws, version, etag, received_at) VALUES(1, ?, ?, ?, ?) "
                          "ON CONFLICT(slot) DO UPDATE SET jws=excluded.jws, version=excluded.version, "
                          "etag=excluded.etag, received_at=excluded.received_at", (doc.jws, doc.version, etag, now))
+            if self.rejected_etag:
+                CloudDb.delete(conn, "rejected_etag")
         log.info("cloud: entitlements v%d accepted (until %s)", doc.version, iso(doc.not_after))
         self.held, self.etag, self.confirmed = doc, etag, True
+        self.rejected_etag = ""
+
+    def _report_rejection(self, conn: sqlite3.Connection, jws: str, etag: str, exc: EntitlementRejected,
+                          now: float) -> None:
+        """Queue one report of a rejected document (docs/cloud-protocol.md §7) and remember its
+        ETag, so that the unchanged document costs a 304 from now on.  A document rejected as
+        issued in the future may become valid (our clock may be behind): it is fetched again."""
+        if etag and exc.code != "not_yet_valid":
+            self.rejected_etag = etag
+            CloudDb.put(conn, "rejected_etag", etag)
+        assert self.client is not None
+        if not self.client.has_endpoint("entitlements_report"):
+            return  # optional endpoint: a backend without it gets no reports
+        version, kid = _peek_jws(jws)
+        ident = etag or hashlib.sha256(jws.encode("utf-8", "replace")).hexdigest()
+        report = {"version": version, "kid": kid, "reason": exc.code, "detail": exc.detail[:200], "etag": etag}
+        key = _derived_key("entitlements_report", self.s.vehicle_id, ident, exc.code)
+        _item, created = self.outbox.insert(conn, "entitlements_report", report, now, coalesce_key=ident[:256],
+                                            key=key)
+        if created:
+            log.info("cloud: reporting the rejected entitlement document (%s) to the backend", exc.code)
 
     async def _poll_status(self) -> None:
         assert self.client is not None
@@ -641,32 +737,74 @@ class CloudEngine:
         self._changed()
 
     # -- destinations ----------------------------------------------------------------------------
+    def _queue_ack(self, conn: sqlite3.Connection, did: str, result: str, now: float, *, reason: str = "",
+                   intent_id: str = "", again: bool = False) -> bool:
+        """Queue the acknowledgement of one state of one destination, once: the states sent are
+        remembered with the destination, and the idempotency key is derived from (destination,
+        state), so whoever queues it (the hand-off, the relay's feedback, a restart) it is one
+        request.  ``again``: the backend listed an acknowledged destination again (it lost the
+        acknowledgement): a new request (a new key) for the same state."""
+        row = conn.execute("SELECT payload FROM cloud_destinations WHERE id=?", (did,)).fetchone()
+        if row is not None:
+            p = _loads(row[0])
+            sent = [str(r) for r in p.get("_acks", [])] if isinstance(p.get("_acks"), list) else []
+            if result in sent and not again:
+                return False
+            if result not in sent:
+                p["_acks"] = [*sent, result]
+                conn.execute("UPDATE cloud_destinations SET payload=? WHERE id=?", (_dumps(p), did))
+        key = None if again else _derived_key("destination_ack", self.s.vehicle_id, did, result)
+        _item, created = self.outbox.insert(conn, "destination_ack", {"id": did, "result": result,
+                                                                     "reason": reason[:200], "intent_id": intent_id},
+                                            now, coalesce_key=f"{did}|{result}", key=key)
+        return created
+
+    def destination_event(self, source_ref: str, intent_id: str, event: str) -> None:
+        """services.DestinationFeedback: the navigation relay says what became of a send-to-car
+        destination; it is acknowledged to the backend (once per state)."""
+        if event not in RELAY_EVENTS:
+            log.warning("cloud: unknown navigation event %r ignored", event)
+            return
+        now = self.clock.now()
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT state FROM cloud_destinations WHERE id=?", (source_ref,)).fetchone()
+            if row is not None and row[0] == "new":
+                # The relay reports before our hand-off call returned (it offered the destination
+                # on the dashboard at once): the car has it, so "accepted" comes first.
+                conn.execute("UPDATE cloud_destinations SET state='handed_off', intent_id=?, updated_at=? "
+                             "WHERE id=?", (intent_id, now, source_ref))
+                self._queue_ack(conn, source_ref, "accepted", now, intent_id=intent_id)
+            reason = "expired before the driver saw it or acted on it" if event == "expired" else ""
+            self._queue_ack(conn, source_ref, event, now, reason=reason, intent_id=intent_id)
+        self._changed()
+        self._wake.set()
+
     def _store_destinations(self, dests: list[CloudDestination]) -> None:
         now = self.clock.now()
         new = 0
         with self.db.transaction() as conn:
             for d in dests:
-                row = conn.execute("SELECT state, intent_id FROM cloud_destinations WHERE id=?", (d.id,)).fetchone()
+                row = conn.execute("SELECT state, intent_id, payload FROM cloud_destinations WHERE id=?",
+                                   (d.id,)).fetchone()
                 if row is None:
                     payload = {"label": d.label, "lat": d.lat, "lon": d.lon, "address": d.address,
                                "expires_at": d.expires_at}
-                    problem = d.problem or ("expired before it reached the car"
-                                            if d.expires_at is not None and d.expires_at < now else "")
+                    expired = not d.problem and d.expires_at is not None and d.expires_at < now
+                    problem = d.problem or ("expired before it reached the car" if expired else "")
                     state = "rejected" if problem else "new"
                     conn.execute("INSERT INTO cloud_destinations(id, payload, state, received_at, updated_at) "
                                  "VALUES(?, ?, ?, ?, ?)", (d.id, _dumps(payload), state, now, now))
                     if problem:
                         log.warning("cloud: send-to-car destination %s unusable: %s", redact(d.id), problem)
-                        self.outbox.insert(conn, "destination_ack", {"id": d.id, "result": "rejected",
-                                                                     "reason": problem, "intent_id": ""},
-                                           now, coalesce_key=d.id)
+                        self._queue_ack(conn, d.id, "expired" if expired else "rejected", now, reason=problem)
                     else:
                         new += 1
                 elif row[0] == "acked":
-                    # Offered again although acknowledged: the backend lost the ack.  Send it again
-                    # (idempotent there); at most one is queued per destination.
-                    self.outbox.insert(conn, "destination_ack", {"id": d.id, "result": "delivered", "reason": "",
-                                                                 "intent_id": row[1]}, now, coalesce_key=d.id)
+                    # Listed again although acknowledged: the backend lost the acknowledgement.
+                    # Send the first one again (idempotent there); at most one is queued.
+                    sent = _loads(row[2]).get("_acks")
+                    first = str(sent[0]) if isinstance(sent, list) and sent else "accepted"
+                    self._queue_ack(conn, d.id, first, now, intent_id=str(row[1]), again=True)
             conn.execute("DELETE FROM cloud_destinations WHERE state='acked' AND updated_at<?",
                          (now - DESTINATION_MEMORY_S,))
         if new:
@@ -702,24 +840,23 @@ class CloudEngine:
                 why = f"{NOT_ENTITLED}: {REMOTE_NAVIGATION} is off ({st.reason if st else 'not in the entitlements'})"
                 with self.db.transaction() as conn:
                     conn.execute("UPDATE cloud_destinations SET state='rejected', updated_at=? WHERE id=?", (now, did))
-                    self.outbox.insert(conn, "destination_ack", {"id": did, "result": "rejected",
-                                                                 "reason": why[:200], "intent_id": ""},
-                                       now, coalesce_key=did)
+                    self._queue_ack(conn, did, "rejected", now, reason=why)
                 log.info("cloud: a send-to-car destination was not offered: %s is off", REMOTE_NAVIGATION)
                 continue
             exp = p.get("expires_at")
             if isinstance(exp, (int, float)) and exp < now:
                 with self.db.transaction() as conn:
                     conn.execute("UPDATE cloud_destinations SET state='rejected', updated_at=? WHERE id=?", (now, did))
-                    self.outbox.insert(conn, "destination_ack", {"id": did, "result": "rejected",
-                                                                 "reason": "expired before it could be offered",
-                                                                 "intent_id": ""}, now, coalesce_key=did)
+                    self._queue_ack(conn, did, "expired", now, reason="expired before it could be offered")
                 continue
             dest = Destination(label=str(p.get("label", "")), lat=p.get("lat"), lon=p.get("lon"),
                                query=str(p.get("address", "")))
             try:
                 async with asyncio.timeout(HANDOFF_TIMEOUT_S):
-                    intent_id = await nav.accept_external(dest, source="cloud", source_ref=did)
+                    if self.s.confirm_destinations:
+                        intent_id = await nav.offer(dest, source="cloud", source_ref=did)
+                    else:
+                        intent_id = await nav.accept_external(dest, source="cloud", source_ref=did)
             except Exception as exc:
                 self._handoff_failures += 1
                 self._handoff_retry_at = self.clock.now() + self.s.retry.delay(self._handoff_failures, self.rng)
@@ -730,10 +867,9 @@ class CloudEngine:
             self.handoff_note = ""
             at = self.clock.now()
             with self.db.transaction() as conn:
-                conn.execute("UPDATE cloud_destinations SET state='handed_off', intent_id=?, updated_at=? WHERE id=?",
-                             (str(intent_id), at, did))
-                self.outbox.insert(conn, "destination_ack", {"id": did, "result": "delivered", "reason": "",
-                                                             "intent_id": str(intent_id)}, at, coalesce_key=did)
+                conn.execute("UPDATE cloud_destinations SET state='handed_off', intent_id=?, updated_at=? "
+                             "WHERE id=? AND state='new'", (str(intent_id), at, did))
+                self._queue_ack(conn, did, "accepted", at, intent_id=str(intent_id))
             log.info("cloud: send-to-car destination handed to navigation")
         self._changed()
 
@@ -837,6 +973,28 @@ class CloudEngine:
 
     def _changed(self) -> None:
         self._emit("changed")
+
+
+def _derived_key(*parts: str) -> str:
+    """An idempotency key that names a fact (the same fact, the same key, whoever queues it)."""
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def _peek_jws(jws: str) -> tuple[int | None, str]:
+    """(version, kid) of a document we rejected, read without trusting it (for the report)."""
+    parts = jws.strip().split(".")
+    out: list[Any] = []
+    for part in parts[:2]:
+        try:
+            value = loads_bounded(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        except (ValueError, TypeError):
+            value = None
+        out.append(value if isinstance(value, dict) else {})
+    while len(out) < 2:
+        out.append({})
+    kid, version = out[0].get("kid"), out[1].get("version")
+    return (version if isinstance(version, int) and not isinstance(version, bool) and version >= 0 else None,
+            kid[:128] if isinstance(kid, str) else "")
 
 
 def _dumps(v: Any) -> str:

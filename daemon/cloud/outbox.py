@@ -113,9 +113,14 @@ POLICIES: dict[str, KindPolicy] = {
     "link_code": KindPolicy(max_items=1, max_age=3600.0, coalesce="keep_first", when_full="refuse"),
     # The newest value per consent name wins (each carries a sequence number the backend orders by).
     "consent": KindPolicy(max_items=64, max_age=None, coalesce="replace", when_full="refuse"),
-    # One per destination; the backend re-offers unacknowledged ones, so these may age out.
-    "destination_ack": KindPolicy(max_items=500, max_age=30 * 86400.0, coalesce="keep_first",
+    # One per (destination, state) (coalesce key "<id>|<result>"); a catch-up of a few thousand
+    # destinations queues two or three each.  The backend re-offers destinations without any
+    # acknowledgement, so these may age out (a lost later state is the price of a weeks-long outage).
+    "destination_ack": KindPolicy(max_items=10_000, max_age=30 * 86400.0, coalesce="keep_first",
                                   when_full="drop_oldest"),
+    # One per rejected entitlement document (coalesce key: its ETag); only worth sending while fresh.
+    "entitlements_report": KindPolicy(max_items=8, max_age=30 * 86400.0, coalesce="keep_first",
+                                      when_full="drop_oldest"),
 }
 
 
@@ -169,10 +174,16 @@ class Outbox:
         return item, created
 
     def insert(self, conn: sqlite3.Connection, kind: str, payload: dict[str, Any], now: float,
-               coalesce_key: str = "") -> tuple[OutboxItem, bool]:
-        """As :meth:`enqueue`, inside the caller's transaction."""
+               coalesce_key: str = "", key: str | None = None) -> tuple[OutboxItem, bool]:
+        """As :meth:`enqueue`, inside the caller's transaction.  ``key``: an idempotency key derived
+        from what the item is (one request per fact, whoever queues it); random otherwise.  An item
+        already holding that key (queued or refused) is returned instead of a second one."""
         self.generation += 1
         policy = POLICIES[kind]
+        if key is not None:
+            row = conn.execute(f"SELECT {_COLS} FROM outbox WHERE idempotency_key=?", (key,)).fetchone()
+            if row is not None:
+                return _item(row), False
         if policy.coalesce != "none":
             row = conn.execute(f"SELECT {_COLS} FROM outbox WHERE state='queued' AND kind=? AND coalesce_key=? "
                                "ORDER BY id LIMIT 1", (kind, coalesce_key)).fetchone()
@@ -188,7 +199,7 @@ class Outbox:
                                     "LIMIT ?", (kind, count - policy.max_items + 1)).fetchall():
                 conn.execute("DELETE FROM outbox WHERE id=?", (row[0],))
                 self._dropped(conn, _item(row), "outbox full")
-        key = uuid.uuid4().hex
+        key = key or uuid.uuid4().hex
         cur = conn.execute(
             "INSERT INTO outbox(kind, idempotency_key, coalesce_key, payload, created_at, next_attempt_at) "
             "VALUES(?, ?, ?, ?, ?, ?)", (kind, key, coalesce_key, json.dumps(payload, sort_keys=True), now, now))

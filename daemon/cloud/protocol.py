@@ -23,7 +23,7 @@ WELL_KNOWN_PATH = "/.well-known/dashbridge"
 REQUIRED_ENDPOINTS = ("registration", "status", "entitlements", "destinations")
 ENDPOINT_NAMES = (
     "registration", "status", "account_link", "link_code", "entitlements", "destinations",
-    "destination_ack", "consent",
+    "destination_ack", "consent", "entitlements_report",
 )
 DEFAULT_DISCOVERY_REFRESH_S = 86400.0
 # The largest answer body the car reads (declared by Content-Length or streamed): 1 MiB.  A larger
@@ -38,6 +38,16 @@ USER_CODE_RE = re.compile(r"^[A-Z0-9]{4,16}$")
 CONSENT_RE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 MAX_LABEL = 200
 MAX_ID = 128
+MAX_CURSOR = 2048
+# Acknowledgement results (docs/cloud-protocol.md §8): ``accepted`` (the car took it), ``shown``
+# (offered on the dashboard, or handed to its navigation), ``driver_accepted``/``driver_declined``
+# (the driver's decision), ``expired`` (never shown, or not acted on before it expired),
+# ``rejected`` (unusable, or not entitled).  ``delivered`` is what cars before these states sent
+# (it meant ``accepted``); backends keep accepting it.
+ACK_RESULTS = ("accepted", "shown", "driver_accepted", "driver_declined", "expired", "rejected")
+# Why the car rejected an entitlement document (``entitlements_report``'s ``reason``).
+REPORT_REASONS = ("malformed", "unsupported_algorithm", "unknown_key", "bad_signature", "wrong_vehicle",
+                  "not_yet_valid", "expired", "rollback", "replay")
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -329,21 +339,36 @@ class CloudDestination:
     problem: str = ""  # non-empty: unusable, acknowledge as rejected with this reason
 
 
-def parse_destinations(doc: Mapping[str, Any]) -> list[CloudDestination]:
+@dataclass(frozen=True)
+class DestinationPage:
+    items: list[CloudDestination]
+    next: str | None  # the cursor of the next page; None: this was the last one
+    skipped: int = 0  # items without a usable id (cannot be acknowledged): logged and counted
+
+
+def parse_destinations(doc: Mapping[str, Any]) -> DestinationPage:
+    """One page of ``GET destinations``.  Every item is taken (a backend that sends more than the
+    page size it should is not punished by losing them; the 1 MiB answer cap bounds the page).
+    Items without a usable ``id`` cannot be acknowledged: they are skipped and counted."""
     items = doc.get("destinations")
     if not isinstance(items, list):
         raise BadResponse("destinations answer has no 'destinations' list")
+    nxt = doc.get("next")
+    if nxt is not None and (not isinstance(nxt, str) or not 1 <= len(nxt) <= MAX_CURSOR):
+        raise BadResponse("destinations answer has an unusable 'next' cursor")
     out: list[CloudDestination] = []
     seen: set[str] = set()
-    for raw in items[:500]:
-        if not isinstance(raw, dict):
+    skipped = 0
+    for raw in items:
+        did = raw.get("id") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or not isinstance(did, str) or not 1 <= len(did) <= MAX_ID:
+            skipped += 1  # cannot even acknowledge it (the caller logs and counts it)
             continue
-        did = raw.get("id")
-        if not isinstance(did, str) or not 1 <= len(did) <= MAX_ID or did in seen:
-            continue  # cannot even acknowledge it: drop (the log line is the caller's)
+        if did in seen:
+            continue
         seen.add(did)
         out.append(_destination(did, raw))
-    return out
+    return DestinationPage(out, nxt, skipped)
 
 
 def _destination(did: str, raw: Mapping[str, Any]) -> CloudDestination:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -108,6 +108,14 @@ def check_request(entry: Logged) -> list[str]:
     for name, raw in zip(path_names, m.groups(), strict=True):
         [param] = [p for p in op.path_params if p["in"] == "path" and p["name"] == name]
         problems += [f"{where}: path {name}: {e}" for e in schema_errors(param["schema"], unquote(raw))]
+    query = parse_qs(entry.query, keep_blank_values=True)
+    specified = {p["name"]: p for p in op.path_params if p["in"] == "query"}
+    for name, values in query.items():
+        if name not in specified:
+            problems.append(f"{where}: query parameter {name} is not in the contract")
+            continue
+        for value in values:
+            problems += [f"{where}: query {name}: {e}" for e in schema_errors(specified[name]["schema"], value)]
     for p in op.path_params:
         if p["in"] != "header":
             continue

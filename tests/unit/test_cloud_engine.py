@@ -4,6 +4,7 @@ answers, bad documents, TLS, deadlines, migration, the lease, send-to-car and li
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -252,10 +253,78 @@ async def test_send_to_car_is_handed_to_navigation_then_acknowledged(env: Env) -
     [(dest, source, ref)] = env.nav.accepted
     assert (dest.label, dest.lat, source, ref) == ("Office", 48.1, "cloud", did)
     acks = {e.detail["id"]: e.detail["result"] for e in env.cloud.effects_of("ack")}
-    assert acks == {did: "delivered", bad: "rejected"}
+    assert acks == {did: "accepted", bad: "rejected"}
     eng.sync_now()
     await env.settle()
     assert len(env.nav.accepted) == 1 and len(env.cloud.effects_of("ack")) == 2
+
+
+async def test_each_state_the_relay_reports_is_acknowledged_once(env: Env) -> None:
+    """accepted (the car took it) -> shown -> driver_accepted, one request each, with an
+    idempotency key derived from (destination, state): reported twice, sent once."""
+    env.nav = FakeNav()
+    did = env.cloud.send_to_car(env.vin, "Office", lat=48.1, lon=11.5)
+    other = env.cloud.send_to_car(env.vin, "Gym", address="1 High Street")
+    eng = await env.start()
+    for event in ("shown", "driver_accepted", "shown", "driver_accepted"):
+        eng.destination_event(did, "intent-1", event)
+    eng.destination_event(other, "intent-2", "expired")
+    eng.destination_event(other, "intent-2", "expired")
+    await env.advance(5.0)
+    got = [(e.detail["id"], e.detail["result"]) for e in env.cloud.acks()]
+    assert [r for i, r in got if i == did] == ["accepted", "shown", "driver_accepted"]
+    assert [r for i, r in got if i == other] == ["accepted", "expired"]
+    sent = [json.loads(r.request_body) for r in env.cloud.requests("ack")]
+    assert len(sent) == 5, "one request per (destination, state)"
+    keys = [r.key for r in env.cloud.requests("ack")]
+    assert len(set(keys)) == 5
+    eng.sync_now()
+    await env.settle()
+    assert len(env.cloud.acks()) == 5 and len(env.nav.accepted) == 2
+
+
+async def test_a_rejected_document_is_reported_once_then_costs_a_304_until_it_changes(env: Env) -> None:
+    eng = await env.start()
+    assert eng.held is not None and eng.held.version == 1
+    env.cloud.set_fault("bad_signature", op="entitlements")  # every answer: the same bad document
+    for _ in range(3):
+        eng.sync_now()
+        await env.settle()
+    [report] = env.cloud.reports(env.vin)
+    assert report["reason"] == "bad_signature" and report["version"] == 2 and report["kid"] == "sim-1"
+    assert report["etag"].startswith('"') and "signature" in report["detail"]
+    statuses = [r.status for r in env.cloud.requests("entitlements")]
+    assert statuses == [200, 200, 304, 304], "the bad document is downloaded in full once"
+    bad_etag = report["etag"]
+    assert bad_etag in env.cloud.requests("entitlements")[-1].request_headers["If-None-Match"]
+    assert eng.held.version == 1 and eng.backend_state == "degraded" and "bad_signature" in eng.backend_reason
+    assert len(env.cloud.requests("entitlements_report")) == 1
+    # The backend fixes it: a new document (another ETag) is downloaded and taken.
+    env.cloud.clear_faults()
+    env.cloud.issue_entitlements(env.vin)
+    eng.sync_now()
+    await env.settle()
+    assert env.cloud.requests("entitlements")[-1].status == 200
+    assert eng.held.version == 2 and eng.backend_state == "online" and eng.rejected_etag == ""
+    assert len(env.cloud.reports(env.vin)) == 1
+
+
+async def test_a_backend_without_the_report_endpoint_gets_no_report(tmp_path: Path) -> None:
+    env = Env(tmp_path, reports=False)
+    await env.cloud.start()
+    try:
+        eng = await env.start()
+        env.cloud.set_fault("bad_signature", op="entitlements")
+        for _ in range(2):
+            eng.sync_now()
+            await env.settle()
+        assert env.cloud.reports() == [] and env.cloud.requests("entitlements_report") == []
+        assert [r.status for r in env.cloud.requests("entitlements")] == [200, 200, 304]
+        assert eng.outbox.depth() == 0
+    finally:
+        await env.stop()
+        await env.cloud.close()
+    assert_contract(env.cloud)
 
 
 async def test_without_navigation_destinations_wait_unacknowledged(env: Env) -> None:

@@ -33,8 +33,9 @@ def _engine_alive(env: Env) -> bool:
 
 def _destinations_body(env: Env) -> int:
     v = env.cloud.vehicles[env.vin]
-    return len(encode_json({"destinations": [{k: x for k, x in d.items() if k != "acked"}
-                                              for d in v.destinations.values()], "cursor": "ignored"}))
+    return len(encode_json({"destinations": [{k: x for k, x in d.items() if k not in ("acked", "states")}
+                                              for d in v.destinations.values()],
+                            "x-page": "unknown fields are ignored", "next": None}))
 
 
 async def test_an_answer_in_two_writes_is_read_whole(env: Env) -> None:
@@ -70,6 +71,76 @@ async def test_a_catch_up_of_100_destinations_in_small_pieces_is_delivered_once(
     await env.settle()
     assert len(env.nav.accepted) == 100 and len(env.cloud.effects_of("ack")) == 100
     assert eng.backend_state == "online"
+
+
+def _long_destinations(env: Env, n: int) -> list[str]:
+    """``n`` destinations with label and address at their longest (about 840 bytes each)."""
+    return [env.cloud.send_to_car(env.vin, f"Stop {i:04d} " + "l" * 190, lat=48.0 + i / 10000, lon=11.5,
+                                  address=f"{i:04d} Long Road, " + "x" * 484, expires_at=env.clock.now() + 86400)
+            for i in range(n)]
+
+
+async def test_a_catch_up_of_500_destinations_in_one_page_in_small_pieces(env: Env) -> None:
+    """Issue 14: the largest page the contract allows (about 420 KB), cut into 1,500-byte writes:
+    every destination handed to navigation once and acknowledged ``accepted`` once."""
+    env.nav = FakeNav()
+    ids = _long_destinations(env, 500)
+    env.cloud.set_fault("pieces", piece=1500, op="destinations", count=1)
+    eng = await env.start()
+    await env.advance(10.0)
+    first = env.cloud.requests("destinations")[0]
+    assert len(first.answer_body) > 400_000 and first.pieces > 250 and json.loads(first.answer_body)["next"] is None
+    assert sorted(ref for _, _, ref in env.nav.accepted) == sorted(ids)
+    assert sorted(e.detail["id"] for e in env.cloud.acks(result="accepted")) == sorted(ids)
+    eng.sync_now()
+    await env.settle()
+    assert len(env.nav.accepted) == 500 and len(env.cloud.acks()) == 500
+    assert eng.backend_state == "online"
+
+
+async def test_a_catch_up_of_1200_destinations_follows_next_over_three_pages(env: Env) -> None:
+    """1,200 waiting, 500 a page: one sync reads three pages (following ``next``), nothing is
+    dropped, each destination is handed over and acknowledged exactly once."""
+    env.nav = FakeNav()
+    env.clock.settle_timeout = 120.0  # 1,200 acknowledgements over real HTTPS before it is idle
+    ids = _long_destinations(env, 1200)
+    env.cloud.set_fault("pieces", piece=4096, op="destinations", count=3)
+    eng = await env.start()
+    await env.advance(30.0)
+    pages = env.cloud.requests("destinations")[:3]
+    assert [len(json.loads(p.answer_body)["destinations"]) for p in pages] == [500, 500, 200]
+    assert [bool(p.query) for p in pages] == [False, True, True]  # the 2nd and 3rd carry ?cursor=
+    assert json.loads(pages[2].answer_body)["next"] is None
+    assert sorted(ref for _, _, ref in env.nav.accepted) == sorted(ids)
+    acks = [e.detail["id"] for e in env.cloud.acks(result="accepted")]
+    assert len(acks) == 1200 and sorted(acks) == sorted(ids)
+    eng.sync_now()
+    await env.settle()
+    assert len(env.nav.accepted) == 1200 and len(env.cloud.acks()) == 1200
+    assert json.loads(env.cloud.requests("destinations")[-1].answer_body)["destinations"] == []
+
+
+async def test_a_backend_without_paging_still_works(tmp_path: Path) -> None:
+    """v1 compatibility: a backend that never sends ``next`` (and lists at most its page size):
+    the car takes each answer as the last page; what is left comes once the first are acked."""
+    env = Env(tmp_path, paging=False, page_size=40)
+    await env.cloud.start()
+    try:
+        env.nav = FakeNav()
+        ids = [env.cloud.send_to_car(env.vin, f"Stop {i}", address=f"{i} Road") for i in range(100)]
+        eng = await env.start()
+        await env.advance(10.0)
+        assert len(env.nav.accepted) == 40
+        for _ in range(3):
+            eng.sync_now()
+            await env.settle()
+        assert sorted(ref for _, _, ref in env.nav.accepted) == sorted(ids)
+        assert len(env.cloud.acks(result="accepted")) == 100
+        assert all("next" not in json.loads(r.answer_body) for r in env.cloud.requests("destinations"))
+    finally:
+        await env.stop()
+        await env.cloud.close()
+    assert_contract(env.cloud)
 
 
 @pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
@@ -204,7 +275,8 @@ def test_the_openapi_document_is_valid_and_covers_every_endpoint() -> None:
     ids = {op.op_id for op in operations()}
     per_endpoint = {"registration": "register", "status": "getStatus", "account_link": "linkAccount",
                     "link_code": "requestLinkCode", "entitlements": "getEntitlements",
-                    "destinations": "getDestinations", "destination_ack": "ackDestination", "consent": "setConsent"}
+                    "destinations": "getDestinations", "destination_ack": "ackDestination", "consent": "setConsent",
+                    "entitlements_report": "reportEntitlements"}
     assert set(per_endpoint) == set(ENDPOINT_NAMES)
     for name, stem in per_endpoint.items():
         assert any(i.startswith(stem) and i.endswith("V1") for i in ids), name

@@ -88,9 +88,21 @@ def test_destinations_keep_unusable_ones_for_a_rejection_ack() -> None:
         {"id": "a", "label": "duplicate"},
         "junk",
     ]})
-    assert [(d.id, bool(d.problem)) for d in out] == [("a", False), ("b", False), ("c", True), ("d", True),
-                                                       ("e", True)]
-    assert out[1].label == "10 Downing St"
+    assert [(d.id, bool(d.problem)) for d in out.items] == [("a", False), ("b", False), ("c", True), ("d", True),
+                                                             ("e", True)]
+    assert out.items[1].label == "10 Downing St"
+    # Without a usable id nothing can be acknowledged: skipped and counted (the caller logs it).
+    assert out.skipped == 2 and out.next is None
+
+
+def test_destination_pages_take_every_item_and_the_next_cursor() -> None:
+    many = {"destinations": [{"id": f"d{i}", "address": "x"} for i in range(700)], "next": "c2"}
+    page = parse_destinations(many)
+    assert len(page.items) == 700 and page.next == "c2", "items beyond 500 are taken, not dropped"
+    assert parse_destinations({"destinations": [], "next": None}).next is None
+    for bad in (5, "", "x" * 2049):
+        with pytest.raises(BadResponse):
+            parse_destinations({"destinations": [], "next": bad})
 
 
 def test_retry_after_seconds_and_dates() -> None:
