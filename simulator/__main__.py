@@ -108,21 +108,30 @@ def _run(args: argparse.Namespace) -> int:
     if not files:
         print("dashbridge-sim run: no scenario files", file=sys.stderr)
         return 2
-    # Check every file before running any: a typo should not cost a whole run.
-    bad = []
-    for f in files:
-        try:
-            scenario.load_file(f)
-        except scenario.ScenarioError as exc:
-            bad.append(str(exc))
-    if bad and not args.keep_going:
-        for b in bad:
-            print(f"dashbridge-sim: {b}", file=sys.stderr)
+    # Check every file before running any: a typo should not cost a whole run.  --tag/--shard
+    # choose among them (scenario/cli.py: sorted by file name, the same split on every machine).
+    try:
+        sel = scenario.select(files, tags=args.tag or (), shard=scenario.parse_shard(args.shard) if args.shard
+                              else None)
+    except ValueError as exc:
+        print(f"dashbridge-sim run: {exc}", file=sys.stderr)
+        return 2
+    if sel.skipped or sel.other_shards:
+        print(f"dashbridge-sim: {len(sel.files) + len(sel.bad)} scenario(s) chosen ({sel.skipped} left out by "
+              f"--tag, {sel.other_shards} in other shards)", file=sys.stderr)
+    files = sorted(sel.files + ([f for f, _ in sel.bad] if args.keep_going else []))
+    if sel.bad and not args.keep_going:
+        for _f, bad in sel.bad:
+            for e in bad.errors:
+                print(f"dashbridge-sim: {e.where_what}", file=sys.stderr)
         if args.junit:
             results = [scenario.ScenarioResult(f, Path(f).stem, False, 0.0, error=str(e), load_error=True)
-                       for f, e in zip(files, bad, strict=False)]
+                       for f, e in sel.bad]
             Path(args.junit).write_text(scenario.junit_xml(results, 0.0))
         return 2
+    if not files:
+        print("dashbridge-sim run: no scenario chosen", file=sys.stderr)
+        return 0 if sel.other_shards else 2
     jobs = args.jobs or min(len(files), os.cpu_count() or 1)
     t0 = time.monotonic()
 
@@ -137,7 +146,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         results = asyncio.run(scenario.run_many(files, jobs, show_and_keep,
-                                                in_process=jobs == 1 and len(files) == 1))
+                                                in_process=jobs == 1 and len(files) == 1,
+                                                on_failure=scenario.hold_world if args.keep_on_failure else None))
     except KeyboardInterrupt:
         print(f"interrupted: {scenario.summary(done, time.monotonic() - t0)}; "
               "the running scenarios' worlds were stopped", file=sys.stderr)
@@ -196,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-v", "--verbose", action="store_true", help="list every step of passing scenarios too")
     run.add_argument("--keep-going", action="store_true", help="run the good files even if some are bad")
     run.add_argument("--list-steps", action="store_true", help="print every step kind and its parameters")
+    run.add_argument("--tag", action="append", metavar="TAG[,TAG]",
+                     help="only scenarios with one of these tags; !TAG leaves those out (repeatable)")
+    run.add_argument("--shard", metavar="I/N", help="run the I-th of N shares of the files, sorted by name (CI)")
+    run.add_argument("--keep-on-failure", action="store_true",
+                     help="when a scenario fails keep its world up (prints the export lines) until Enter/Ctrl-C; "
+                          "runs one at a time")
     run.add_argument("--worker", metavar="OUT", help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="play the headline story with a readable timeline")

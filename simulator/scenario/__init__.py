@@ -39,7 +39,9 @@ The package, in the order its modules import one another (none imports one furth
 * ``builtin_steps.py`` (time, expectations, the dashboard API, the daemon) and ``steps.py``
   (phones, the fakes' faults, dashboard shortcuts) — the steps, registered on import (below);
 * ``workers.py`` — many files, each in a worker process (``-j``);
-* ``report.py`` — the text report, JUnit XML, ``--list-steps``.
+* ``report.py`` — the text report, JUnit XML, ``--list-steps``;
+* ``cli.py`` — choosing files (``--tag``, ``--shard``), ``--keep-on-failure``;
+* ``recorder.py`` — :class:`Recorder`: what was done, written as a scenario that replays.
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ from __future__ import annotations
 from . import builtin_steps as builtin_steps
 from . import steps as steps  # ... and the capability steps, before anything is loaded
 from .builtin_steps import dashboard_call
+from .cli import Selection, hold_world, parse_shard, select, tag_filter
 from .matchers import OPERATORS, check_matcher, match
+from .recorder import Recorder, phone_dict, world_dict
 from .registry import ACTIONS, COMMON_STEP_KEYS, KINDS, VALUE_KINDS, Action, Param, Step, StepFailed, action, value_kind
 from .report import format_result, junit_xml, summary, vocabulary
-from .runner import Narrator, Run, ScenarioResult, StepResult, run_file, run_scenario
+from .runner import Narrator, OnFailure, Run, ScenarioResult, StepResult, run_file, run_scenario
 from .schema import (
     BACKEND_OPTIONS,
     CONTACT_KEYS,
@@ -75,10 +79,63 @@ from .schema import (
 from .values import ADDRESS_RE, SUBST_RE, fmt_duration
 from .workers import run_many
 
-__all__ = ["ACTIONS", "ADDRESS_RE", "BACKEND_OPTIONS", "COMMON_STEP_KEYS", "CONTACT_KEYS", "DEFAULT_TIMEOUT_S",
-           "DEFAULT_WITHIN_S", "KINDS", "MESSAGE_KEYS", "NAVIGATION_OPTIONS", "OPERATORS", "PHONE_SUGAR",
-           "SCHEMA_VERSIONS", "SUBST_RE", "TOP_KEYS", "VALUE_KINDS", "WORLD_KEYS", "Action", "Narrator", "Param",
-           "PhoneSpec", "Run", "Scenario", "ScenarioError", "ScenarioResult", "Step", "StepFailed", "StepResult",
-           "_add_contacts", "action", "builtin_steps", "check_matcher", "dashboard_call", "expand", "fmt_duration",
-           "format_result", "junit_xml", "library", "load_file", "load_world", "loads", "match", "run_file",
-           "run_many", "run_scenario", "steps", "summary", "value_kind", "vocabulary"]
+__all__ = [
+    "ACTIONS",
+    "ADDRESS_RE",
+    "BACKEND_OPTIONS",
+    "COMMON_STEP_KEYS",
+    "CONTACT_KEYS",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_WITHIN_S",
+    "KINDS",
+    "MESSAGE_KEYS",
+    "NAVIGATION_OPTIONS",
+    "OPERATORS",
+    "PHONE_SUGAR",
+    "SCHEMA_VERSIONS",
+    "SUBST_RE",
+    "TOP_KEYS",
+    "VALUE_KINDS",
+    "WORLD_KEYS",
+    "Action",
+    "Narrator",
+    "OnFailure",
+    "Param",
+    "PhoneSpec",
+    "Recorder",
+    "Run",
+    "Scenario",
+    "ScenarioError",
+    "ScenarioResult",
+    "Selection",
+    "Step",
+    "StepFailed",
+    "StepResult",
+    "_add_contacts",
+    "action",
+    "builtin_steps",
+    "check_matcher",
+    "dashboard_call",
+    "expand",
+    "fmt_duration",
+    "format_result",
+    "hold_world",
+    "junit_xml",
+    "library",
+    "load_file",
+    "load_world",
+    "loads",
+    "match",
+    "parse_shard",
+    "phone_dict",
+    "run_file",
+    "run_many",
+    "run_scenario",
+    "select",
+    "steps",
+    "summary",
+    "tag_filter",
+    "value_kind",
+    "vocabulary",
+    "world_dict",
+]

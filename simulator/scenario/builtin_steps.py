@@ -87,6 +87,7 @@ async def _expect_signal(run: Run, step: Step) -> None:
         got = f" (saw {len(found)} of {p['count']})" if p["count"] > 1 else ""
         raise StepFailed(f"not seen within {fmt_duration(within)}{got}\n"
                          + _explain_signal(run, p["expect_signal"], p["args"], since)) from None
+    run.satisfied_at = found[-1].at  # the report's timing: when the signal came
     if p["save"]:
         run.saved[p["save"]] = found[-1].named
         run.saved_seq[p["save"]] = found[-1].seq

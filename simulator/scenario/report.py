@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .registry import ACTIONS
-from .runner import ScenarioResult
+from .runner import ScenarioResult, StepResult
 from .values import show
 
 
@@ -17,13 +17,20 @@ def format_result(r: ScenarioResult, *, verbose: bool = False) -> str:
     if verbose or not r.ok:
         for s in r.steps:
             mark = "ok " if s.ok else "XX "
-            lines.append(f"      {mark} {s.index:>2}. line {s.line:<4} {s.text}  [{s.seconds:.2f}s]")
+            lines.append(f"      {mark} {s.index:>2}. line {s.line:<4} {s.text}  [{_timing(s)}]")
     if not r.ok:
         where = f"{r.file}:{r.line}" if r.line else r.file
         lines.append(f"      {where}: {r.error}")
         if r.details:
             lines.extend("    " + ln for ln in r.details.splitlines())
     return "\n".join(lines)
+
+
+def _timing(s: StepResult) -> str:
+    """Since the previous step (an expect_signal: until its signal came; "before" when it had come
+    before the previous step was done), and when, since the steps began."""
+    since = f"+{s.seconds:.2f}s" if s.seconds >= 0 else "before"
+    return f"{since} at {s.at:.2f}s"
 
 
 def summary(results: Sequence[ScenarioResult], seconds: float) -> str:
@@ -51,7 +58,7 @@ def junit_xml(results: Sequence[ScenarioResult], seconds: float) -> str:
             el.text = format_result(r, verbose=True)
         else:
             out = ET.SubElement(case, "system-out")
-            out.text = "\n".join(f"{s.index}. line {s.line} {s.text} [{s.seconds:.2f}s]" for s in r.steps)
+            out.text = "\n".join(f"{s.index}. line {s.line} {s.text} [{_timing(s)}]" for s in r.steps)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 

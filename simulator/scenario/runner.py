@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ class StepResult:
     line: int
     text: str
     ok: bool
-    seconds: float
+    seconds: float  # since the previous step: from when it was done to when this one was (see at)
     detail: str = ""
     say: str | None = None
+    at: float = 0.0  # when it was done, since the steps began: an expect_signal when its signal came
 
 
 @dataclass
@@ -72,8 +73,13 @@ class Narrator:
 class Run:
     """One scenario in its own world."""
 
-    def __init__(self, sc: Scenario, narrator: Narrator | None = None) -> None:
+    def __init__(self, sc: Scenario, narrator: Narrator | None = None, *,
+                 on_failure: Callable[[Run, ScenarioResult], Awaitable[None]] | None = None) -> None:
         self.sc = sc
+        self.on_failure = on_failure  # called with the world still up (--keep-on-failure)
+        self.steps_t0 = 0.0  # when the steps began (the world was up)
+        self.prev_done = 0.0  # when the previous step was done (monotonic)
+        self.satisfied_at: float | None = None  # an expectation: when what it waited for happened
         self.narrator = narrator or Narrator()
         self.world: World | None = None
         self.saved: dict[str, Any] = {}
@@ -153,6 +159,7 @@ class Run:
                 await self.world.start()
                 assert self.world.dashboard is not None
                 self.world.dashboard.on_event(lambda ev: self.narrator.event(self, ev))
+                self.steps_t0 = self.prev_done = time.monotonic()
                 for step in sc.steps:
                     failing = step
                     await self._step(step, result)
@@ -169,6 +176,13 @@ class Run:
             result.error = f"runner error: {type(exc).__name__}: {exc}"
             result.details = traceback.format_exc()
         finally:
+            if not result.ok and self.on_failure is not None and self.world is not None:
+                if failing is not None:
+                    result.line = failing.line
+                try:
+                    await self.on_failure(self, result)
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    pass  # Ctrl-C while the world is kept up: stop it (below)
             for task in self._background:
                 task.cancel()
             if self._background:
@@ -181,8 +195,10 @@ class Run:
             result.line = failing.line
             done = {s.index for s in result.steps}
             if failing.index not in done:
+                now = time.monotonic()
                 result.steps.append(StepResult(failing.index, failing.line, failing.describe(), False,
-                                               time.monotonic() - self.step_t0, result.error, failing.say))
+                                               now - self.prev_done, result.error, failing.say,
+                                               at=now - self.steps_t0 if self.steps_t0 else 0.0))
         if not result.ok and self.world is not None:
             if self.world.unsettled:
                 result.details += ("\n" if result.details else "") + \
@@ -199,6 +215,7 @@ class Run:
 
     async def _step(self, step: Step, result: ScenarioResult) -> None:
         self.step_t0 = time.monotonic()
+        self.satisfied_at = None
         self.step_mark = self.dash.mark
         if not step.kind.startswith("expect") and step.kind != "say":
             self.mark = self.dash.mark
@@ -224,17 +241,24 @@ class Run:
                 why = exc.args[0] if exc.args else type(exc).__name__
                 raise StepFailed(f"step {step.index} (line {step.line}): {step.describe()}: "
                                  f"the simulator refused: {why}") from None
-        sr = StepResult(step.index, step.line, step.describe(), True, time.monotonic() - self.step_t0,
-                        say=step.say)
+        done = self.satisfied_at if self.satisfied_at is not None else time.monotonic()
+        sr = StepResult(step.index, step.line, step.describe(), True, done - self.prev_done, say=step.say,
+                        at=done - self.steps_t0)
+        self.prev_done = max(self.prev_done, done)
         result.steps.append(sr)
         self.narrator.done(self, step, sr)
 
 
-async def run_scenario(sc: Scenario, narrator: Narrator | None = None) -> ScenarioResult:
-    return await Run(sc, narrator).execute()
+OnFailure = Callable[[Run, ScenarioResult], Awaitable[None]]
 
 
-async def run_file(path: str | Path, narrator: Narrator | None = None) -> ScenarioResult:
+async def run_scenario(sc: Scenario, narrator: Narrator | None = None, *,
+                       on_failure: OnFailure | None = None) -> ScenarioResult:
+    return await Run(sc, narrator, on_failure=on_failure).execute()
+
+
+async def run_file(path: str | Path, narrator: Narrator | None = None, *,
+                   on_failure: OnFailure | None = None) -> ScenarioResult:
     try:
         sc = load_file(path)
     except ScenarioError as exc:
@@ -243,4 +267,4 @@ async def run_file(path: str | Path, narrator: Narrator | None = None) -> Scenar
             more.insert(0, f"    ... and {len(more)} more error(s) in the file:")
         return ScenarioResult(str(path), Path(path).stem, False, 0.0, error=exc.message, line=exc.line,
                               load_error=True, details="\n".join(more))
-    return await run_scenario(sc, narrator)
+    return await run_scenario(sc, narrator, on_failure=on_failure)

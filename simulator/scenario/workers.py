@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .runner import ScenarioResult, run_file
+from .runner import OnFailure, ScenarioResult, run_file
 
 WORKER_STOP_S = 30.0  # an interrupted worker's time to stop its world
 
@@ -56,13 +56,17 @@ async def _run_in_worker(path: str) -> ScenarioResult:
 
 
 async def run_many(paths: Sequence[str], jobs: int, on_result: Callable[[ScenarioResult], None] | None = None,
-                   *, in_process: bool = False) -> list[ScenarioResult]:
+                   *, in_process: bool = False, on_failure: OnFailure | None = None) -> list[ScenarioResult]:
+    """Each file in a worker process (``jobs`` at a time); ``in_process`` runs them here, one
+    after the other when ``on_failure`` is given (``--keep-on-failure`` waits on this terminal)."""
+    if on_failure is not None:
+        in_process, jobs = True, 1
     sem = asyncio.Semaphore(max(1, jobs))
     results: list[ScenarioResult | None] = [None] * len(paths)
 
     async def one(i: int, path: str) -> None:
         async with sem:
-            r = await (run_file(path) if in_process else _run_in_worker(path))
+            r = await (run_file(path, on_failure=on_failure) if in_process else _run_in_worker(path))
         results[i] = r
         if on_result:
             on_result(r)
