@@ -8,6 +8,11 @@ then replaces the phone's previous snapshot of that book in ONE transaction.  Un
 snapshot is what everyone sees; a failure part-way (:meth:`abort_snapshot`, or a crash: staging is
 cleared at start-up) leaves it intact, and nothing can be duplicated because the swap deletes
 before it inserts, atomically.
+
+A resync only writes what changed: each contact keeps a fingerprint of the card it came from
+(``fp``, migration 0008); :meth:`begin_snapshot` loads the live book's fingerprints, and a staged
+card whose fingerprint a live contact has is not derived, normalised or written at all -- that
+contact is kept as it is (same row, same id) and only its position is updated at the swap.
 """
 
 from __future__ import annotations
@@ -115,9 +120,9 @@ class ContactStore:
         self.store = store
         self.normalizer = normalizer
         # Per (phone, book) being staged: the live snapshot's contents (begin_snapshot) and the
-        # live contacts a staged page matched exactly, [(id, new pos), ...] (kept at the swap).
-        self._live: dict[tuple[str, str], dict[bytes, list[tuple[int, int]]]] = {}
-        self._kept: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        # live contacts a staged card matched, [(id, old pos, ident, new pos), ...] (kept at the swap).
+        self._live: dict[tuple[str, str], dict[bytes | None, list[tuple[int, int, str]]]] = {}
+        self._kept: dict[tuple[str, str], list[tuple[int, int, str, int]]] = {}
 
     # -- snapshots --------------------------------------------------------------------------------
     def phone_known(self, phone: str) -> bool:
@@ -134,7 +139,7 @@ class ContactStore:
 
     def begin_snapshot(self, phone: str, book: str) -> None:
         """Start staging ``book``: clear any old staging, and remember what the live snapshot holds
-        (each contact's fingerprint: a digest of its row, numbers and photo) so :meth:`stage` can skip the cards the
+        (each contact's fingerprint: a digest of the card it came from) so :meth:`stage` can skip the cards the
         phone sent unchanged: a resync only writes what changed (see :meth:`_swap`)."""
         self.abort_snapshot(phone, book)
         self._live[(phone, book)] = self._load_live(phone, book)
@@ -145,12 +150,13 @@ class ContactStore:
         with self.store.transaction() as db:
             db.execute("DELETE FROM contacts WHERE phone=? AND book=?", (phone, book + STAGING))
 
-    def _load_live(self, phone: str, book: str) -> dict[bytes, list[tuple[int, int]]]:
-        """fingerprint -> [(id, pos), ...] (phone order) of the live snapshot of ``book``."""
-        live: dict[bytes, list[tuple[int, int]]] = {}
-        for fp, cid, pos in self.store.execute("SELECT fp, id, pos FROM contacts WHERE phone=? AND book=?"
-                                               " AND fp IS NOT NULL ORDER BY pos", (phone, book)):
-            live.setdefault(fp, []).append((cid, pos))
+    def _load_live(self, phone: str, book: str) -> dict[bytes | None, list[tuple[int, int, str]]]:
+        """fingerprint -> [(id, pos, ident), ...] (phone order) of the live snapshot of ``book``
+        (every live contact: those without a fingerprint under None, never matched)."""
+        live: dict[bytes | None, list[tuple[int, int, str]]] = {}
+        for fp, cid, pos, ident in self.store.execute("SELECT fp, id, pos, ident FROM contacts WHERE phone=? AND"
+                                                      " book=? ORDER BY pos", (phone, book)):
+            live.setdefault(fp, []).append((cid, pos, ident))
         return live
 
     def stage(self, phone: str, book: str, start_pos: int, cards: Iterable[VCard]) -> int:
@@ -171,9 +177,19 @@ class ContactStore:
         pos = start_pos
         live = self._live.get((phone, book))
         kept = self._kept.setdefault((phone, book), []) if live is not None else []
+        region = self.normalizer.region
         n = 0
         for card in cards:
             n += 1
+            fp = _fingerprint(card, region)
+            if live is not None:
+                same = live.get(fp)
+                if same:
+                    # The live snapshot holds this very card: its contact stays as it is (same
+                    # row, same id, nothing derived or written), only its position may change.
+                    kept.append((*same.pop(0), pos))
+                    pos += 1
+                    continue
             name = clip(card.display_name, MAX_NAME)
             tels = card.tels
             digits: list[str] = []
@@ -204,15 +220,6 @@ class ContactStore:
                           " ".join(x for x in (name, card.nickname, card.org) if x))
             content = (card.uid, name, search, data, identity(card.uid, name, digits), sort_key(name))
             photo = (_mime(card.photo_type), card.photo) if card.photo else None
-            fp = _fingerprint(content, card_nums, photo)
-            if live is not None:
-                same = live.get(fp)
-                if same:
-                    # The live snapshot holds this very contact: it stays as it is (same id, no
-                    # write), only its position may change.
-                    kept.append((same.pop(0)[0], pos))
-                    pos += 1
-                    continue
             rows.append((cid, phone, staging, pos, *content, fp))
             for num in card_nums:
                 nums.append((cid, *num))
@@ -258,23 +265,26 @@ class ContactStore:
         written); the other live ones go, and the staged rows are renamed into the book.  A staged
         contact with the identity of a live one that goes takes over its row id (in the phone's
         order when a card is there twice), so ids stay stable across re-syncs of the same cards."""
-        self._live.pop((phone, book), None)
+        live = self._live.pop((phone, book), None)
         kept = self._kept.pop((phone, book), [])
-        keep = json.dumps([cid for cid, _ in kept])
-        if kept:
-            (present,) = db.execute("SELECT COUNT(*) FROM contacts WHERE phone=? AND book=? AND id IN"
-                                    " (SELECT value FROM json_each(?))", (phone, book, keep)).fetchone()
-            if present != len(kept):  # the live snapshot changed since begin_snapshot: not ours to guess
-                raise RuntimeError(f"{book}: the live snapshot changed during the sync")
-        gone = "phone=? AND book=? AND id NOT IN (SELECT value FROM json_each(?))"
+        gone: list[tuple[int, str]]
+        if live is None:  # not begun on this store object: every live contact goes
+            gone = [(int(c), str(i)) for c, i in db.execute(
+                "SELECT id, ident FROM contacts WHERE phone=? AND book=? ORDER BY pos", (phone, book))]
+        else:  # what no staged card matched, in the phone's order
+            gone = [(c, i) for _, c, i in sorted((p, c, i) for rows in live.values() for c, p, i in rows)]
+        (present,) = db.execute("SELECT COUNT(*) FROM contacts WHERE phone=? AND book=?", (phone, book)).fetchone()
+        if present != len(kept) + len(gone):  # the live snapshot changed since begin_snapshot: not ours to guess
+            raise RuntimeError(f"{book}: the live snapshot changed during the sync")
         pool: dict[str, list[int]] = {}
-        for ident, cid in db.execute(f"SELECT ident, id FROM contacts WHERE {gone} ORDER BY pos",
-                                     (phone, book, keep)):
+        for cid, ident in gone:
             if ident:
-                pool.setdefault(ident, []).append(int(cid))
-        db.execute(f"DELETE FROM contacts WHERE {gone}", (phone, book, keep))
-        if kept:
-            db.executemany("UPDATE contacts SET pos=? WHERE id=? AND pos!=?", [(p, c, p) for c, p in kept])
+                pool.setdefault(ident, []).append(cid)
+        if gone:
+            db.executemany("DELETE FROM contacts WHERE id=?", [(c,) for c, _ in gone])
+        moved = [(new, cid) for cid, old, _, new in kept if new != old]
+        if moved:
+            db.executemany("UPDATE contacts SET pos=? WHERE id=?", moved)
         moves: list[tuple[int, int]] = []
         if pool:
             for sid, ident in db.execute("SELECT id, ident FROM contacts WHERE phone=? AND book=? ORDER BY pos",
@@ -448,16 +458,31 @@ class ContactStore:
         return [{"kind": r[0], "name": r[1], "number": r[2], "e164": r[3], "at": r[4], "book": r[5]} for r in rows]
 
 
-def _fingerprint(content: tuple[str, ...], nums: list[tuple[str, ...]], photo: tuple[str, bytes] | None) -> bytes:
-    """A digest of everything stored for one contact: its fields joined by US (``repr`` when a
-    field holds a US itself, so fields can't run into each other), then the photo."""
-    text = "\x1f".join([*content, *[x for num in nums for x in num]])
-    if text.count("\x1f") != len(content) + 5 * len(nums) - 1:
-        text = repr((content, nums))
+# Bump when what the store derives from a card changes (name fallback, fold, sort key, identity,
+# number normalisation, JSON): a card fingerprinted by an older derivation is then rewritten.
+_FP_VERSION = "1"
+
+
+def _fingerprint(card: VCard, region: str) -> bytes:
+    """A digest of everything the store derives a contact from: the card's fields as parsed (the
+    numbers as sent: their E.164 forms follow from them and ``region``), its photo, and
+    :data:`_FP_VERSION`.  Fields are joined by US (``repr`` when a field holds a US itself, so
+    fields can't run into each other)."""
+    parts = [_FP_VERSION, region, card.uid, card.display_name, card.org, card.title, card.nickname, card.bday,
+             card.photo_type, str(len(card.tels)), str(len(card.emails)), str(len(card.addresses))]
+    for t in card.tels:
+        parts += (t.number, t.label, ",".join(t.types))
+    for e in card.emails:
+        parts += (e.address, ",".join(e.types))
+    for a in card.addresses:
+        parts += (a.formatted(), ",".join(a.types))
+    text = "\x1f".join(parts)
+    if text.count("\x1f") != len(parts) - 1:
+        text = repr(parts)
     h = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
-    if photo:
-        h.update(b"\x00" + photo[0].encode("utf-8", "surrogatepass") + b"\x00")
-        h.update(photo[1])
+    if card.photo:
+        h.update(b"\x00")
+        h.update(card.photo)
     return h.digest()
 
 
