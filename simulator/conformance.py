@@ -420,21 +420,46 @@ class Kit:
         return f"JWS v{claims['version']} verifies with kid {header.get('kid')!r}"
 
     async def check_destinations(self) -> str:
+        """One page after another, following ``next`` (as the car does, at most 10 pages): each
+        an object with a list of at most 500, every item with a usable id, ``next`` a non-empty
+        string or null (or absent: no paging), and no id listed on two pages."""
         assert self.client is not None
-        ans = await self.client.request("GET", self.url("destinations"))
-        if ans.status != 200:
-            raise Failed(f"destinations answered {ans.status}")
-        doc = ans.json()
-        items = doc.get("destinations") if isinstance(doc, dict) else None
-        if not isinstance(items, list):
-            raise Failed("no 'destinations' list")
-        if len(items) > 500:
-            raise Failed(f"{len(items)} destinations in one answer (at most 500)")
-        for d in items:
-            ident = d.get("id") if isinstance(d, dict) else None
-            if not isinstance(ident, str) or not 1 <= len(ident) <= 128:
-                raise Failed("a destination without a usable id (1-128 characters)")
-        return f"{len(items)} waiting"
+        seen: set[str] = set()
+        cursor: str | None = None
+        pages = 0
+        while True:
+            url = self.url("destinations")
+            if cursor is not None:
+                url += ("&" if "?" in url else "?") + "cursor=" + quote(cursor, safe="")
+            ans = await self.client.request("GET", url)
+            pages += 1
+            if ans.status != 200:
+                raise Failed(f"destinations (page {pages}) answered {ans.status}")
+            doc = ans.json()
+            items = doc.get("destinations") if isinstance(doc, dict) else None
+            if not isinstance(items, list):
+                raise Failed(f"no 'destinations' list (page {pages})")
+            if len(items) > 500:
+                raise Failed(f"{len(items)} destinations in one answer (at most 500; page the rest with 'next')")
+            for d in items:
+                ident = d.get("id") if isinstance(d, dict) else None
+                if not isinstance(ident, str) or not 1 <= len(ident) <= 128:
+                    raise Failed("a destination without a usable id (1-128 characters): the car cannot "
+                                 "acknowledge it, so never list one")
+                if ident in seen:
+                    raise Failed(f"destination {ident!r} listed on two pages of one listing")
+                seen.add(ident)
+            nxt = doc.get("next")
+            if nxt is None:
+                break
+            if not isinstance(nxt, str) or not 1 <= len(nxt) <= 2048:
+                raise Failed(f"'next' is not a cursor (1-2048 characters) or null (page {pages})")
+            if not items:
+                raise Failed(f"an empty page with a 'next' cursor (page {pages})")
+            if pages >= 10:
+                return f"{len(seen)} waiting in the first 10 pages (the car reads the rest at its next sync)"
+            cursor = nxt
+        return f"{len(seen)} waiting in {pages} page(s)"
 
     async def check_retired(self) -> str:
         assert self.client is not None

@@ -44,6 +44,17 @@ async def test_the_fake_backend_passes(cloud: FakeCloud) -> None:
     assert "verifies" in cases["entitlements and ETag"].detail
 
 
+async def test_destinations_are_read_page_by_page_following_next(cloud: FakeCloud) -> None:
+    cloud.page_size = 4
+    vin = next(iter(cloud.vehicles))
+    for i in range(10):
+        cloud.send_to_car(vin, f"Stop {i}", address=f"{i} Road")
+    cases = await _run(cloud)
+    assert cases["destinations"].outcome == "passed", cases["destinations"].detail
+    assert cases["destinations"].detail == "10 waiting in 3 page(s)"
+    assert [bool(r.query) for r in cloud.requests("destinations")] == [False, True, True]
+
+
 async def test_a_migrating_backend_redirects_and_a_migrated_one_answers_410(cloud: FakeCloud) -> None:
     await cloud.migrate("migrating")
     cases = await _run(cloud)

@@ -71,6 +71,18 @@ async def test_idempotency_store_replays_and_refuses_reuse(cloud: FakeCloud) -> 
     assert (await _req(cloud, "PUT", url, body={"granted": True, "seq": 3}))[0] == 400  # no key
 
 
+async def test_an_old_cars_delivered_ack_counts_as_accepted_and_each_state_once(cloud: FakeCloud) -> None:
+    did = cloud.send_to_car(VIN, "Office", lat=48.1, lon=11.5)
+    url = f"{cloud.url}/v1/vehicles/{VIN}/destinations/{did}/ack"
+    for key, result in (("a1", "delivered"), ("a2", "accepted"), ("a3", "shown"), ("a4", "shown")):
+        status, _, _ = await _req(cloud, "POST", url, body={"id": did, "result": result, "reason": "",
+                                                           "intent_id": "i"}, headers={"Idempotency-Key": key})
+        assert status == 200
+    assert [e.detail["result"] for e in cloud.acks(VIN)] == ["accepted", "shown"]
+    listing = json.loads((await _req(cloud, "GET", f"{cloud.url}/v1/vehicles/{VIN}/destinations"))[2])
+    assert listing["destinations"] == [] and listing["next"] is None
+
+
 async def test_migration_redirects_then_gone(cloud: FakeCloud) -> None:
     await cloud.migrate("migrating")
     status, headers, _ = await _req(cloud, "GET", f"{cloud.url}/.well-known/dashbridge")
