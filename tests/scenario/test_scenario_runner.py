@@ -10,7 +10,9 @@ import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from dashbridge.simulator.scenario import loads, run_scenario
+import pytest
+
+from dashbridge.simulator.scenario import ScenarioError, loads, run_scenario
 
 PASSING = """\
 version: 1
@@ -127,14 +129,22 @@ async def test_saved_values_are_substituted_in_later_steps() -> None:
 
 
 async def test_an_unsaved_reference_fails_the_step_clearly() -> None:
-    sc = loads(textwrap.dedent("""\
+    text = textwrap.dedent("""\
         version: 1
         name: unsaved
         steps:
           - dashboard: call
             method: Daemon1.Ping
             result: "${nothing.here}"
-        """), "unsaved.yaml")
+        """)
+    # Caught when the file is loaded (issue 15 item 11), with the line of the reference ...
+    with pytest.raises(ScenarioError) as info:
+        loads(text, "unsaved.yaml")
+    assert info.value.line == 6
+    assert "${nothing.here} is not saved by an earlier step" in info.value.message
+    # ... and still a clear step failure if a run meets one (a scenario built in code).
+    sc = loads(text.replace("${nothing.here}", "pong"), "unsaved.yaml")
+    sc.steps[0].params["result"] = "${nothing.here}"
     result = await run_scenario(sc)
     assert not result.ok
     assert result.line == 4
