@@ -237,6 +237,10 @@ class ControlServer:
 # -- the client: a shell joined to up's world ---------------------------------------------------------
 
 
+class _WorldGone(Exception):
+    """Raised in the prompt thread when up's world went away while it waited for input."""
+
+
 class _Pending:
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -374,12 +378,19 @@ def join(info: WorldInfo) -> int:
                         print_above_prompt(sys.stdout, f"the world of dashbridge-sim up (pid {info.pid}) stopped",
                                            None)
                     if state["at_prompt"]:
-                        os.kill(os.getpid(), signal.SIGINT)  # out of input(): the prompt has nothing to drive
+                        # out of input(): the prompt has nothing left to drive (the main thread's
+                        # select must see the signal, so it is sent to that thread)
+                        signal.pthread_kill(main_thread, signal.SIGUSR1)
 
     if readline is not None:
         readline.set_completer_delims(" \t\n")
         with contextlib.suppress(OSError):
             readline.read_history_file(HISTORY)
+    def world_gone(signum: int, frame: Any) -> None:
+        raise _WorldGone
+
+    main_thread = threading.main_thread().ident or 0
+    signal.signal(signal.SIGUSR1, world_gone)  # the reader's way to end input() when up stops
     shell = Remote()
     print(f"joined the world of dashbridge-sim up (pid {info.pid}); quit leaves it running "
           "(dashbridge-sim shell --new: a world of its own)")
@@ -391,6 +402,8 @@ def join(info: WorldInfo) -> int:
             try:
                 state["at_prompt"] = True
                 shell.cmdloop()
+                break
+            except _WorldGone:
                 break
             except KeyboardInterrupt:
                 if closed.is_set():

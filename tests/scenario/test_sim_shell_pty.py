@@ -268,3 +268,20 @@ async def test_shell_joins_the_world_of_up(tmp_path: Path) -> None:
         _, rest = await asyncio.wait_for(up.communicate(), 40)
     assert up.returncode == 0, rest
     assert not info.exists()
+
+
+@pytest.mark.timeout(90)
+async def test_a_joined_shell_leaves_when_up_stops(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    up, _, _ = await _up(env, "--no-daemon")
+    sh = Pty([*SIM, "shell"], env)
+    try:
+        await asyncio.to_thread(sh.expect, "joined the world of dashbridge-sim up", 30)
+        out = await asyncio.to_thread(sh.run, "phones")
+        assert "no phones; add one with" in out
+        up.send_signal(signal.SIGINT)
+        await asyncio.wait_for(up.communicate(), 40)
+        await asyncio.to_thread(sh.expect, f"the world of dashbridge-sim up (pid {up.pid}) stopped", 20)
+    finally:
+        rc = await asyncio.to_thread(sh.close)
+    assert rc == 1  # the shell did not leave by itself: the world went away under it
