@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024  # a logical non-photo property
 DEFAULT_MAX_CARD_BYTES = 1024 * 1024  # excluding photo data
 DEFAULT_MAX_PROPERTIES = 2000
 _LINE_HEAD_KEEP = 256  # what we keep of an over-long physical line (enough for name + params)
+# Bump when what the parser makes of the same bytes changes (VCard.digest must change with it).
+PARSER_VERSION = 1
 
 
 class VCardError(Exception):
@@ -128,6 +131,9 @@ class VCard:
     call_type: str = ""  # call history: "missed" | "received" | "dialed" | ""
     call_datetime: str = ""  # ISO 8601 "YYYY-MM-DDTHH:MM:SS[Z]" (local time unless Z) or raw
     warnings: list[str] = field(default_factory=list)  # recoverable oddities (for DEBUG logs)
+    # A digest of the card's bytes as sent and of the parser's settings and version (the fast
+    # path's cards; b"" otherwise): the same digest means the same card.  Not part of equality.
+    digest: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def display_name(self) -> str:
@@ -398,10 +404,16 @@ class VCardParser:
         # the longest physical line we buffer: an unfolded photo up to the cap must fit
         self._phys_max = max(self.max_line_bytes, self._photo_max_b64 + _LINE_HEAD_KEEP)
         self._head_cache: dict[bytes, tuple[str, str, _Params, _Handler | None]] = {}
+        # the cached heads whose values go straight to their handler (no encoding, no charset,
+        # not a photo): head -> (handler, group, params), for the fast path's inner loop
+        self._simple: dict[bytes, tuple[_Handler, str, _Params]] = {}
         self.max_card_bytes = max(4096, max_card_bytes)
         self._carry_max = self.max_card_bytes + self._photo_max_b64 + 64 * 1024
         self.max_properties = max(16, max_properties)
         self.keep_photos = keep_photos
+        self._salt = hashlib.blake2b(repr((PARSER_VERSION, self.photo_max_bytes, self.max_line_bytes,
+                                           self.max_card_bytes, self.max_properties, keep_photos)).encode(),
+                                     digest_size=32).digest()
         self.errors: list[CardError] = []
         self.cards_seen = 0
         self._closed = False
@@ -558,25 +570,49 @@ class VCardParser:
             self._lineno += 1
             self.cards_seen += 1
             st = self._state = _CardState(self._lineno)
+            st.card.digest = hashlib.blake2b(blob, digest_size=16, key=self._salt).digest()
             if b"\n " in blob or b"\n\t" in blob:
                 blob = blob.replace(b"\r\n ", b"").replace(b"\r\n\t", b"")
                 if b"\n " in blob or b"\n\t" in blob:
                     blob = blob.replace(b"\n ", b"").replace(b"\n\t", b"")
-            prop = self._property
             try:
-                for line in blob.split(b"\n")[1:]:
-                    if line.endswith(b"\r"):
-                        line = line[:-1]
-                    if line:
-                        prop(line, False, out)
-                        if self._state is not st:
-                            break
+                self._card_lines(st, blob.split(b"\n")[1:], out)
             except Exception as exc:  # defensive: one card, not the file
                 self._abort_card(f"internal error: {type(exc).__name__}")
             if self._state is st:
                 self._abort_card("truncated: no END:VCARD")
             self._lineno += buf.count(b"\n", b, eol + 1) - 1
             pos = eol + 1
+
+    def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard]) -> None:
+        """The properties of one card of the fast path: what :meth:`_property` does, inlined for
+        the heads seen before whose value goes straight to a handler; the rest through it."""
+        prop = self._property
+        simple = self._simple
+        max_props, max_bytes = self.max_properties, self.max_card_bytes
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if not line:
+                continue
+            colon = line.find(b":")
+            hit = simple.get(line[:colon]) if colon > 0 else None
+            if hit is None:
+                prop(line, False, out)
+                if self._state is not st:
+                    return
+                continue
+            st.props += 1
+            st.bytes += len(line)
+            if st.props > max_props or st.bytes > max_bytes:
+                self._abort_card("card over the size limit")
+                return
+            value = line[colon + 1:]
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                text = _decode(value, None, st.card)
+            hit[0](self, st, hit[1], hit[2], text)
 
     def _slow(self, buf: bytes, pos: int, out: list[VCard]) -> tuple[int, bool]:
         """Line by line until a card has ended (True) or no complete line is left (False)."""
@@ -784,9 +820,13 @@ class VCardParser:
         params = _parse_params(_split_quoted(head[semi + 1:], 0x3B)) if semi >= 0 else _Params([])
         if len(self._head_cache) >= 4096:
             self._head_cache.clear()  # bounded: garbage with ever-new heads can't grow it
+            self._simple.clear()
         result = (name, group, params, _HANDLERS.get(name))
         if len(head) <= 200 and head.count(b'"') % 2 == 0:  # balanced: this really is a whole head
             self._head_cache[head] = result
+            handler = result[3]
+            if handler is not None and not params.encoding and not params.charset:
+                self._simple[head] = (handler, group, params)
         return result
 
     def _photo(self, card: VCard, params: _Params, value: bytes, cut: bool) -> None:

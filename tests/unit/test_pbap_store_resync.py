@@ -83,3 +83,18 @@ def test_an_unfinished_resync_leaves_the_old_book_whole(tmp_path: Path) -> None:
     _sync(cs, first)
     assert _book(st) == before
     st.close()
+
+
+def test_the_same_cards_under_another_region_are_derived_again(tmp_path: Path) -> None:
+    st = Store(tmp_path / "db.sqlite3")
+    with st.transaction() as t:
+        t.execute("INSERT INTO phones(address, name, paired_at) VALUES (?, 'p', 0)", (PHONE,))
+    text = _card("a", "Ann", "07700 900001") + _card("b", "Bob", "07700 900002")
+    _sync(ContactStore(st, Normalizer("GB")), text)
+    ids = [r[0] for r in _book(st)]
+    e164 = st.execute("SELECT e164 FROM contact_numbers ORDER BY rowid").fetchall()
+    assert e164 == [("+447700900001",), ("+447700900002",)]
+    _sync(ContactStore(st, Normalizer("DE")), text)
+    assert [r[0] for r in _book(st)] == ids  # same cards: ids carried over by identity
+    assert st.execute("SELECT e164 FROM contact_numbers ORDER BY rowid").fetchall() != e164
+    st.close()
