@@ -197,9 +197,16 @@ steps:
   - expect_navigation: received
     value: {$contains: {label: "Pat's office", source: cloud}}
   - expect_backend: effects
-    where: {op: ack}
-    value: [{detail: {result: delivered}}]
+    where: {op: ack, detail: {result: accepted}}
+    value: {$len: 1}
     within: 20s
+  - expect_backend: effects
+    where: {op: ack, detail: {result: shown}}
+    value: {$len: 1}
+    within: 20s
+  - expect_backend: effects
+    where: {op: ack}
+    value: {$len: 2}
   - expect_property: Cloud1.SendToCar
     value: [0, ""]
   - expect_backend: state
