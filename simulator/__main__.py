@@ -26,7 +26,8 @@ from .worldargs import world_spec
 
 async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
     from .world import World, WorldError
-    from .worldshare import ControlServer, developer_env, export_line, publish, unpublish
+    from .worldargs import developer_env, export_line
+    from .worldshare import ControlServer, publish, unpublish
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -160,7 +161,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _shell(args: argparse.Namespace) -> int:
+    from . import worldshare
     from .shell import main as shell_main
+
+    if not args.new:
+        info = worldshare.find()
+        if info is not None:
+            if args.world or args.phone or args.no_daemon:
+                print(f"dashbridge-sim shell: a world is running (dashbridge-sim up, pid {info.pid}); "
+                      "--world/--phone/--no-daemon describe a new one: add --new to start it beside, "
+                      "or leave them out to join the running world", file=sys.stderr)
+                return 2
+            return worldshare.join(info)
 
     rc: int = shell_main(args)
     return rc

@@ -433,8 +433,9 @@ class SimShell(cmd.Cmd):
     # =============================================================================================
 
     def do_status(self, arg: str) -> None:
-        """status — what is running in this world, the daemon's log, and the environment to reach it."""
-        from .worldshare import developer_env
+        """status — what is running in this world, the daemon's log, and the environment to reach it
+        (export lines, ready to paste into another terminal)."""
+        from .worldargs import developer_env, export_line
 
         def look() -> list[str]:
             w = self.world
@@ -444,7 +445,7 @@ class SimShell(cmd.Cmd):
                 lines.append(f"  {'daemon':<11} running (pid {w.daemon.pid}, log {w.daemon.log_path})")
             else:
                 lines.append(f"  {'daemon':<11} not running")
-            lines += [f"  {k}={v}" for k, v in developer_env(w).items()]
+            lines += [f"  {export_line(k, v)}" for k, v in developer_env(w).items()]
             return lines
 
         for line in self.call(look):
@@ -454,7 +455,7 @@ class SimShell(cmd.Cmd):
 
     def do_env(self, arg: str) -> None:
         """env — shell lines to point dashbridgectl (or your own daemon) at this world."""
-        from .worldshare import developer_env, export_line
+        from .worldargs import developer_env, export_line
 
         for k, v in self.call(developer_env, self.world).items():
             self.out(export_line(k, v))
@@ -866,20 +867,11 @@ class SimShell(cmd.Cmd):
 
 
 def main(args: argparse.Namespace | None = None) -> int:
-    from . import worldshare
+    """A shell with a world of its own (``dashbridge-sim shell`` when no ``up`` runs, or ``--new``;
+    joining ``up``'s world is ``worldshare.join``, chosen in ``__main__``)."""
     from .world import WorldSpec
     from .worldargs import world_spec
 
-    builds = bool(args is not None and (getattr(args, "world", None) or getattr(args, "phone", None)))
-    if args is not None and not getattr(args, "new", False):
-        info = worldshare.find()
-        if info is not None:
-            if builds or getattr(args, "no_daemon", False):
-                print(f"dashbridge-sim shell: a world is running (dashbridge-sim up, pid {info.pid}); "
-                      "--world/--phone/--no-daemon describe a new one: add --new to start it beside, "
-                      "or leave them out to join the running world", file=sys.stderr)
-                return 2
-            return worldshare.join(info)
     spec = WorldSpec(daemon=not getattr(args, "no_daemon", False))
     if args is not None:
         got = world_spec(args)

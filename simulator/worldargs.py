@@ -1,15 +1,16 @@
 """The world ``dashbridge-sim up`` and ``shell`` build from their command line: ``--world``
-(a scenario file's world), ``--phone`` and ``--config``."""
+(a scenario file's world), ``--phone`` and ``--config``; and the environment they print for it."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from .phone import VirtualPhone
-from .world import WorldSpec
+from .world import World, WorldSpec
 
 
 def world_spec(args: argparse.Namespace) -> WorldSpec | None:
@@ -71,3 +72,16 @@ def parse_phone(text: str) -> VirtualPhone:
     if "address" not in fields:
         raise ValueError("address= is required")
     return VirtualPhone(**fields)
+
+
+def developer_env(world: World) -> dict[str, str]:
+    """What a developer exports to reach the world (dashbridgectl, a hand-started daemon): the
+    world's env plus the daemon's state directory (so a hand-started daemon never uses
+    /var/lib/dashbridge)."""
+    env = dict(world.env())
+    env["STATE_DIRECTORY"] = str(world._state_dir())
+    return env
+
+
+def export_line(key: str, value: str) -> str:
+    return f"export {key}={shlex.quote(value)}"

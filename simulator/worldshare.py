@@ -22,7 +22,6 @@ import contextlib
 import itertools
 import json
 import os
-import shlex
 import signal
 import socket
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .world import World
+from .worldargs import developer_env
 
 INFO_NAME = "world.json"
 CONTROL_NAME = "control.sock"
@@ -39,19 +39,6 @@ REPLY_S = 5.0  # a completion or the hello from up
 
 
 # -- where a world is ----------------------------------------------------------------------------
-
-
-def developer_env(world: World) -> dict[str, str]:
-    """What a developer exports to reach the world (dashbridgectl, a hand-started daemon): the
-    world's env plus the daemon's state directory (so a hand-started daemon never uses
-    /var/lib/dashbridge)."""
-    env = dict(world.env())
-    env["STATE_DIRECTORY"] = str(world._state_dir())
-    return env
-
-
-def export_line(key: str, value: str) -> str:
-    return f"export {key}={shlex.quote(value)}"
 
 
 def runtime_dir() -> Path:
