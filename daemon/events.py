@@ -5,7 +5,8 @@ Core and pure (no imports of ours): a component emits them, its API adapter cons
 not exist (before, ``_emit("phone_chanegd", ...)`` was silently dropped by an if/elif chain).
 
 Bluetooth (``daemon/bluetooth/manager.py`` -> ``daemon/api/phones.py``, signals of
-``org.dashbridge.Phones1``).
+``org.dashbridge.Phones1``) and the cloud (``daemon/cloud/engine.py`` -> ``daemon/api/cloud.py``,
+signals of ``org.dashbridge.Cloud1``).
 """
 
 from __future__ import annotations
@@ -76,3 +77,55 @@ class BluetoothStateChanged:
 BluetoothEvent = (PairingFinished | PhoneConnected | PhoneDisconnected | PhoneChanged | PhoneForgotten
                   | RepairNeeded | DeviceFound | PairingWindowChanged | BluetoothStateChanged)
 BluetoothListener = Callable[[BluetoothEvent], None]
+
+
+# ----------------------------------------------------------------------------------------- cloud
+# The cloud engine (``daemon/cloud/engine.py``) -> ``daemon/api/cloud.py`` (signals and
+# PropertiesChanged of ``org.dashbridge.Cloud1``) and the cloud component's health.
+
+
+@dataclass(frozen=True, slots=True)
+class CloudFeatureChanged:
+    name: str
+    enabled: bool
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudBackendChanged:
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudRegistrationChanged:
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudLinkChanged:
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudDocumentRejected:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudSyncFinished:
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudStateChanged:
+    """Something shown in Cloud1's properties changed (outbox depth, next sync ...)."""
+
+
+CloudEvent = (CloudFeatureChanged | CloudBackendChanged | CloudRegistrationChanged | CloudLinkChanged
+              | CloudDocumentRejected | CloudSyncFinished | CloudStateChanged)
+CloudListener = Callable[[CloudEvent], None]

@@ -10,7 +10,7 @@ signals (docs/api/Cloud1.md).
 
 # No "from __future__ import annotations": dbus-fast reads these annotations at run time, and a
 # postponed "None" return annotation is not understood by it.
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, assert_never
 
 from dbus_fast.annotations import (
     DBusBool,
@@ -26,6 +26,16 @@ from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus
 
 from ..dbus import names
 from ..errors import InvalidInput, NotReadyError
+from ..events import (
+    CloudBackendChanged,
+    CloudDocumentRejected,
+    CloudEvent,
+    CloudFeatureChanged,
+    CloudLinkChanged,
+    CloudRegistrationChanged,
+    CloudStateChanged,
+    CloudSyncFinished,
+)
 from .base import api_call_sync
 
 if TYPE_CHECKING:
@@ -54,20 +64,24 @@ class Cloud1(ServiceInterface):
             self._last = self._snapshot()
 
     # -- engine events -> signals ---------------------------------------------------------------
-    def _event(self, kind: str, args: tuple[Any, ...]) -> None:
-        if kind == "feature":
-            name, st = args
-            self.FeatureChanged(name, st.enabled, st.source, st.reason)
-        elif kind == "backend":
-            self.BackendStateChanged(args[0], args[1])
-        elif kind == "registration":
-            self.RegistrationChanged(args[0], args[1])
-        elif kind == "link":
-            self.AccountLinkChanged(args[0], args[1])
-        elif kind == "rejected":
-            self.EntitlementsRejected(args[0])
-        elif kind == "sync":
-            self.SyncFinished(args[0], args[1])
+    def _event(self, ev: CloudEvent) -> None:
+        match ev:
+            case CloudFeatureChanged(name, enabled, source, reason):
+                self.FeatureChanged(name, enabled, source, reason)
+            case CloudBackendChanged(state, reason):
+                self.BackendStateChanged(state, reason)
+            case CloudRegistrationChanged(state, reason):
+                self.RegistrationChanged(state, reason)
+            case CloudLinkChanged(state, reason):
+                self.AccountLinkChanged(state, reason)
+            case CloudDocumentRejected(reason):
+                self.EntitlementsRejected(reason)
+            case CloudSyncFinished(ok, reason):
+                self.SyncFinished(ok, reason)
+            case CloudStateChanged():
+                pass
+            case _:
+                assert_never(ev)
         snap = self._snapshot()
         changed = {k: v for k, v in snap.items() if self._last.get(k) != v}
         self._last = snap

@@ -26,6 +26,7 @@ from ..backoff import Backoff
 from ..clock import Clock, OffsetClock, RealClock
 from ..config import CloudConfig
 from ..context import AppContext
+from ..events import CloudBackendChanged, CloudEvent
 from ..supervisor import RestartPolicy
 from .features import LOCAL_FEATURES
 
@@ -140,10 +141,10 @@ class CloudComponent:
         assert isinstance(self.clock, OffsetClock)
         return self.clock.advance(seconds)
 
-    def _health_from_engine(self, kind: str, args: tuple[Any, ...]) -> None:
-        if kind != "backend":
+    def _health_from_engine(self, ev: CloudEvent) -> None:
+        if not isinstance(ev, CloudBackendChanged):
             return
-        state, reason = args
+        state, reason = ev.state, ev.reason
         if state in ("online", "unknown"):
             self.ctx.health.set(self.name, "ok", f"backend {state}")
         else:

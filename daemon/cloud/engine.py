@@ -33,6 +33,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..backoff import Backoff
 from ..clock import Clock, Wake
 from ..errors import InvalidInput
+from ..events import (
+    CloudBackendChanged,
+    CloudDocumentRejected,
+    CloudEvent,
+    CloudFeatureChanged,
+    CloudLinkChanged,
+    CloudListener,
+    CloudRegistrationChanged,
+    CloudStateChanged,
+    CloudSyncFinished,
+)
 from ..logs import redact
 from .client import CloudClient
 from .entitlements import (
@@ -139,7 +150,7 @@ class LinkInfo:
             return LinkInfo()
 
 
-Listener = Callable[[str, tuple[Any, ...]], None]
+Listener = CloudListener
 
 
 def _num(value: Any) -> float:
@@ -213,10 +224,10 @@ class CloudEngine:
     def subscribe(self, cb: Listener) -> None:
         self._listeners.append(cb)
 
-    def _emit(self, kind: str, *args: Any) -> None:
+    def _emit(self, event: CloudEvent) -> None:
         for cb in list(self._listeners):
             try:
-                cb(kind, args)
+                cb(event)
             except Exception:
                 log.exception("cloud listener failed")
 
@@ -511,13 +522,13 @@ class CloudEngine:
                 self._status_due = True
         elif item.kind == "link":
             self.link = LinkInfo.from_json(self.db.get("link"))
-            self._emit("link", self.link.state, self.link.reason)
+            self._emit(CloudLinkChanged(self.link.state, self.link.reason))
             if not result:
                 self._status_due = True
         elif item.kind == "link_code":
             self.link = LinkInfo.from_json(self.db.get("link"))
             self._link_poll_at = now + self.link.interval
-            self._emit("link", self.link.state, self.link.reason)
+            self._emit(CloudLinkChanged(self.link.state, self.link.reason))
 
     def _refused_effect(self, conn: sqlite3.Connection, item: OutboxItem, exc: Refused) -> None:
         now = self.clock.now()
@@ -589,7 +600,7 @@ class CloudEngine:
             log.log(logging.INFO if n <= 3 or n & (n - 1) == 0 else logging.DEBUG,
                     "cloud: sync failed (%s); %d in a row", exc.reason, n)
             self._failure(exc)
-            self._emit("sync", False, exc.reason)
+            self._emit(CloudSyncFinished(False, exc.reason))
         else:
             self._sync_failures = 0
             self._sync_failed = False
@@ -603,8 +614,8 @@ class CloudEngine:
             with self.db.transaction() as conn:
                 CloudDb.put(conn, "last_sync", self.last_sync)
             self._success(trouble=self._entitlement_trouble)
-            self._emit("sync", not self._entitlement_trouble,
-                       self.backend_reason if self._entitlement_trouble else "")
+            self._emit(CloudSyncFinished(not self._entitlement_trouble,
+                                         self.backend_reason if self._entitlement_trouble else ""))
         self._reevaluate(self.clock.now())
         self._changed()
 
@@ -663,7 +674,7 @@ class CloudEngine:
                 CloudDb.put(conn, "last_rejection", {"reason": reason, "at": now})
                 self._report_rejection(conn, jws, etag, exc, now)
             self._set_backend("degraded", reason)
-            self._emit("rejected", reason)
+            self._emit(CloudDocumentRejected(reason))
             return
         with self.db.transaction() as conn:
             conn.execute("INSERT INTO cloud_entitlements(slot, jws, version, etag, received_at) VALUES(1, ?, ?, ?, ?) "
@@ -912,11 +923,11 @@ class CloudEngine:
                 changed = True
                 if prev is None or prev.enabled != st.enabled or prev.source != st.source:
                     log.info("cloud: feature %s %s (%s)", name, "on" if st.enabled else "off", st.source)
-                self._emit("feature", name, st)
+                self._emit(CloudFeatureChanged(name, st.enabled, st.source, st.reason))
         for name in [n for n in self._features if n not in lease.features]:
             del self._features[name]
             changed = True
-            self._emit("feature", name, FeatureState(False, "offline-policy", "no longer known"))
+            self._emit(CloudFeatureChanged(name, False, "offline-policy", "no longer known"))
         if changed or old_source != lease.source:
             self._changed()
 
@@ -947,7 +958,7 @@ class CloudEngine:
         if state != self.backend_state:
             log.info("cloud: backend %s (%s)", state, reason)
         self.backend_state, self.backend_reason = state, reason
-        self._emit("backend", state, reason)
+        self._emit(CloudBackendChanged(state, reason))
         self._reevaluate(self.clock.now())
         self._changed()
 
@@ -958,7 +969,7 @@ class CloudEngine:
         if (state, reason) == (self.registration, self.registration_reason):
             return
         self.registration, self.registration_reason = state, reason
-        self._emit("registration", state, reason)
+        self._emit(CloudRegistrationChanged(state, reason))
         self._changed()
 
     def _set_link(self, info: LinkInfo, *, persist: bool) -> None:
@@ -968,11 +979,11 @@ class CloudEngine:
         if info == self.link:
             return
         self.link = info
-        self._emit("link", info.state, info.reason)
+        self._emit(CloudLinkChanged(info.state, info.reason))
         self._changed()
 
     def _changed(self) -> None:
-        self._emit("changed")
+        self._emit(CloudStateChanged())
 
 
 def _derived_key(*parts: str) -> str:

@@ -69,7 +69,7 @@ class Env:
         self._store = Store(self.tmp / "state" / DB_NAME)
         eng = CloudEngine(self.settings(**kw), CloudDb(self._store.conn), self.clock, random.Random(seed),
                           navigation=lambda: self.nav)
-        eng.subscribe(lambda kind, args: self.events.append((kind, args)) if kind != "changed" else None)
+        eng.subscribe(self._record)
         tls = cfg["tls"]
         self._transport = AiohttpTransport(make_ssl_context(tls["ca_file"], tls["cert_file"], tls["key_file"]),
                                            "dashbridge-test")
@@ -100,6 +100,20 @@ class Env:
 
     async def settle(self) -> None:
         await self.clock.settle()
+
+    def _record(self, ev: Any) -> None:
+        """Typed engine events, kept as (kind, fields) for the assertions."""
+        from dataclasses import astuple
+
+        kind = {"CloudFeatureChanged": "feature", "CloudBackendChanged": "backend",
+                "CloudRegistrationChanged": "registration", "CloudLinkChanged": "link",
+                "CloudDocumentRejected": "rejected", "CloudSyncFinished": "sync"}.get(type(ev).__name__)
+        if kind == "feature":
+            from dashbridge.daemon.cloud.entitlements import FeatureState
+
+            self.events.append((kind, (ev.name, FeatureState(ev.enabled, ev.source, ev.reason))))
+        elif kind is not None:
+            self.events.append((kind, astuple(ev)))
 
     def kinds(self, kind: str) -> list[tuple[Any, ...]]:
         return [a for k, a in self.events if k == kind]
