@@ -30,8 +30,6 @@ Control (Python: :func:`deliver`, :func:`move_on_phone`, :func:`set_notification
 from __future__ import annotations
 
 import asyncio
-import email.message
-import email.utils
 import logging
 import os
 import time
@@ -54,7 +52,7 @@ from .obex import (
     register_control_method,
     register_profile,
 )
-from .phone import MAP_MAS, PhoneMessage, VirtualPhone
+from .phone import MAP_MAS, PhoneMessage, VirtualPhone, make_email  # make_email: re-exported
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +111,6 @@ def build_bmessage(msg: PhoneMessage) -> bytes:
                            folder=f"TELECOM/MSG/{msg.folder.upper()}", originators=(sender,),
                            envelopes=((recip,),), parts=(msg.body,))
     return bmessage.serialize(bm)
-
-
-def make_email(sender: str, sender_name: str, subject: str, text: str, *, html: bool = False,
-               to: str = "driver@example.com") -> str:
-    """An RFC 5322 message as a phone's mail app would hand it to MAP."""
-    m = email.message.EmailMessage()
-    m["From"] = email.utils.formataddr((sender_name, sender)) if sender_name else sender
-    m["To"] = to
-    m["Subject"] = subject
-    m["Date"] = email.utils.formatdate(localtime=True)
-    m["Message-ID"] = email.utils.make_msgid(domain="sim.invalid")
-    if html:
-        m.set_content(text, subtype="html")
-    else:
-        m.set_content(text)
-    return m.as_string()
 
 
 def _size(msg: PhoneMessage) -> int:

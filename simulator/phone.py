@@ -6,6 +6,8 @@ them.  Keep fields plain data so a scenario file can describe a phone.
 
 from __future__ import annotations
 
+import email.message
+import email.utils
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,22 @@ class VirtualPhone:
         return profile in self.profiles
 
 
+def make_email(sender: str, sender_name: str, subject: str, text: str, *, html: bool = False,
+               to: str = "driver@example.com") -> str:
+    """An RFC 5322 message as a phone's mail app would hand it to MAP."""
+    m = email.message.EmailMessage()
+    m["From"] = email.utils.formataddr((sender_name, sender)) if sender_name else sender
+    m["To"] = to
+    m["Subject"] = subject
+    m["Date"] = email.utils.formatdate(localtime=True)
+    m["Message-ID"] = email.utils.make_msgid(domain="sim.invalid")
+    if html:
+        m.set_content(text, subtype="html")
+    else:
+        m.set_content(text)
+    return m.as_string()
+
+
 # -- messages from files ---------------------------------------------------------------------------
 
 MESSAGE_KEYS = {"type": "sms (default), mms or email", "folder": "inbox (default), outbox, sent, deleted, draft",
@@ -147,8 +165,6 @@ def message_from_dict(m: dict[str, Any], handle: int) -> PhoneMessage:
         raise ValueError(f"folder: expected {', '.join(MESSAGE_FOLDERS)}, got {folder!r}")
     body = str(m.get("text", ""))
     if mtype == "EMAIL":
-        from .obex_map import make_email
-
         body = make_email(str(m.get("sender", "")), str(m.get("sender_name", "")), str(m.get("subject", "")), body)
     return PhoneMessage(handle=handle, folder=folder, type=mtype, sender=str(m.get("sender", "")),
                         sender_name=str(m.get("sender_name", "")), recipient=str(m.get("recipient", "")),
