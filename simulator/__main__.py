@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .world import WorldSpec
 from .worldargs import world_spec
@@ -36,6 +37,7 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
     world = World(spec)
     published: Path | None = None
     control: ControlServer | None = None
+    hmi: Any = None
     try:
         try:
             await world.start()
@@ -48,6 +50,15 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
         if cfg_path is not None:
             world.write_config(cfg_path)
         control = await ControlServer(world, world.tmpdir / "control.sock").start()
+        if args.hmi:
+            from dashbridge.daemon.hmi.bridge import HmiServer
+
+            hmi = HmiServer(world.env()["DBUS_SYSTEM_BUS_ADDRESS"], args.hmi_host, args.hmi_port)
+            try:
+                await hmi.start()
+            except OSError as exc:
+                print(f"dashbridge-sim: cannot serve the virtual head unit on {hmi.url}: {exc}", file=sys.stderr)
+                return 1
         try:
             published, other = publish(world, control.path)
         except OSError as exc:
@@ -66,6 +77,8 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
         elif other is not None:
             print(f"  shell: another dashbridge-sim up (pid {other.pid}) is running; dashbridge-sim shell joins "
                   "that one, not this", file=sys.stderr)
+        if hmi is not None:
+            print(f"  virtual head unit (dashbridge-hmi): {hmi.url}", file=sys.stderr)
         if world.daemon is not None:
             print(f"  dashbridged: ready (pid {world.daemon.pid}, log {world.daemon.log_path})", file=sys.stderr)
             print("Ctrl-C stops everything.", file=sys.stderr, flush=True)
@@ -80,6 +93,8 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
         return 0
     finally:
         unpublish(published)
+        if hmi is not None:
+            await hmi.close()
         if control is not None:
             await control.close()
         await world.stop()
@@ -203,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
                          "(bonded=true: paired before); repeatable")
     up.add_argument("--write-config", metavar="PATH",
                     help="write the daemon config the world would use (backend URL, TLS files ...) here")
+    up.add_argument("--hmi", action="store_true",
+                    help="also serve the virtual head unit (a web page on 127.0.0.1) and print its URL")
+    up.add_argument("--hmi-host", default="127.0.0.1", help=argparse.SUPPRESS)
+    up.add_argument("--hmi-port", type=int, default=8765, metavar="PORT",
+                    help="port of the virtual head unit (default 8765; 0: any free port)")
     up.set_defaults(func=_up_main)
     sh = sub.add_parser("shell", help="an interactive prompt to act as the world (joins a running up's world)")
     sh.add_argument("--new", action="store_true",
