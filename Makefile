@@ -7,9 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs: a real dbus-daemon for every test, busctl for debugging,
-# systemd-analyze for the unit checks, ofonod for the real-oFono tier.
-DEB_PACKAGES := dbus-daemon dbus-bin systemd ofono
-DEB_COMMANDS := dbus-daemon busctl systemd-analyze ofonod
+# systemd-analyze for the unit checks, ofonod for the real-oFono tier, chromium for the virtual
+# head unit's tests (tests/hmi: headless, driven over the DevTools protocol).
+DEB_PACKAGES := dbus-daemon dbus-bin systemd ofono chromium
+DEB_COMMANDS := dbus-daemon busctl systemd-analyze ofonod chromium
 
 .PHONY: all deps venv sysdeps demo test lint bench clean
 
