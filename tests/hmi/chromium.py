@@ -106,7 +106,7 @@ class Page:
             raise CdpError(f"{expression}: {r['exceptionDetails']}")
         return r.get("result", {}).get("value")
 
-    async def wait(self, expression: str, timeout: float = 15.0, what: str = "") -> Any:
+    async def wait(self, expression: str, timeout: float = 15.0, what: str = "", interval: float = 0.05) -> Any:
         """Poll ``expression`` until it is truthy; returns its value."""
         deadline = time.monotonic() + timeout
         while True:
@@ -115,7 +115,7 @@ class Page:
                 return v
             if time.monotonic() > deadline:
                 raise TimeoutError(f"not within {timeout:g}s: {what or expression}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(interval)
 
     async def visible(self, selector: str) -> bool:
         return bool(await self.eval(

@@ -129,23 +129,27 @@ async def test_incoming_call_card_named_from_contacts_answer_and_hang_up(browser
         ofono = rig.world.fake("ofono")
         # Time from the phone ringing to the card on the page, through the real browser.
         latencies: list[float] = []
-        for i in range(5):
+        rings = 20
+        for i in range(rings):
             t0 = time.monotonic()
             idx = ofono.incoming_call(ADDR, SAM)
-            await page.wait("!document.querySelector('#incoming').hidden", DEADLINE_S, "the incoming-call card")
+            await page.wait("!document.querySelector('#incoming').hidden", DEADLINE_S, "the incoming-call card",
+                            interval=0.002)
             latencies.append(time.monotonic() - t0)
             assert await page.text("#incoming-name") == "Sam Smith"
             assert await page.text("#incoming-number") == SAM
             assert "Alice's Pixel" in await page.text("#incoming-phone")
-            if i < 4:
+            if i < rings - 1:
                 await page.click("#reject")
                 await page.wait("document.querySelector('#incoming').hidden", DEADLINE_S, "the card gone")
                 async with asyncio.timeout(DEADLINE_S):
                     while idx in ofono.side(ADDR).calls:
                         await asyncio.sleep(0.05)
         lat = sorted(latencies)
-        print(f"\nincoming call -> card on the page: p50 {statistics.median(lat) * 1000:.0f} ms, "
-              f"max {lat[-1] * 1000:.0f} ms ({len(lat)} calls)")
+        p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
+        print(f"\nincoming call in the fake phone -> card on the page: p50 {statistics.median(lat) * 1000:.0f} ms, "
+              f"p99 {p99 * 1000:.0f} ms ({len(lat)} calls)")
+        assert p99 < 2.0
         await rig.shot("incoming-call")
         await page.click("#answer")
         async with asyncio.timeout(DEADLINE_S):
@@ -161,6 +165,23 @@ async def test_incoming_call_card_named_from_contacts_answer_and_hang_up(browser
         await page.click("#hangup")
         await page.wait("document.querySelector('#incall').hidden", DEADLINE_S, "the in-call screen gone")
         assert await rig.dash.call("Calls1.GetCalls") == []
+        # Contacts A-Z: tap a letter, tap the contact, it dials on the phone.
+        await page.click("[data-tab=contacts]")
+        await page.click("#az button")
+        await page.wait("document.querySelector('#contacts-list').textContent.includes('Sam Smith')", DEADLINE_S,
+                        "the contact listed")
+        await rig.shot("contacts")
+        await page.click("#contacts-list .contact")
+        await page.wait("!document.querySelector('#incall').hidden", DEADLINE_S, "the outgoing call")
+        assert ofono.side(ADDR).last_dialed == SAM
+        await page.click("#hangup")
+        await page.wait("document.querySelector('#incall').hidden", DEADLINE_S, "the call ended")
+        # the dialer: digits by tapping, no keyboard
+        await page.click("[data-tab=dialer]")
+        for key in "0123":
+            await page.click(f"#dial-pad button[data-key='{key}']")
+        await page.click("#dial-del")
+        assert await page.text("#dial-number") == "012"
 
 
 async def test_text_with_maps_link_offers_a_destination_accept_reaches_navigation_once(
@@ -211,6 +232,13 @@ async def test_cloud_page_explains_every_feature_also_with_the_backend_offline(
         await page.click("[data-tab=health]")
         await page.wait("document.querySelectorAll('#health .component').length >= 3", DEADLINE_S, "health")
         await rig.shot("system")
-        await page.eval("document.documentElement.dataset.theme = 'dark'")
+        await page.click("#theme")
         await page.click("[data-tab=cloud]")
+        assert await page.eval("getComputedStyle(document.body).backgroundColor") != "rgb(244, 245, 247)"
         await rig.shot("cloud-dark")
+        # The daemon restarts: the page says so, then redraws from the new daemon's snapshot (no reload).
+        await page.eval("window.__marker = 1")
+        await rig.world.restart_daemon()
+        await page.wait("document.querySelector('#banner').hidden && "
+                        "document.querySelectorAll('#features .feature').length >= 4", DEADLINE_S, "redrawn")
+        assert await page.eval("window.__marker") == 1, "no reload"
