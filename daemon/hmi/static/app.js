@@ -193,7 +193,8 @@ function renderPhones() {
   const status = S().Calls1.Phones;
   $("#pair-button").textContent = p.PairingWindow ? "Stop pairing" : "Add a phone";
   $("#pairing-status").textContent = p.State && p.State !== "ready" ? `Bluetooth: ${p.State}` :
-    (p.PairingWindow ? "The car is visible as a new device: choose it in the phone's Bluetooth settings." : "");
+    (p.PairingWindow ? "The car is visible as a new device: choose it in the phone's Bluetooth settings." :
+      (p.Phones.length ? "" : "No phone paired yet: tap \u201cAdd a phone\u201d."));
   $("#phones-list").replaceChildren(...p.Phones.map((ph) => {
     const s = status.find((x) => x.Address === ph.Address);
     const sub = [ph.State + (ph.Role ? ` (${ph.Role})` : ""), s ? `battery ${pct(s.Battery)}` : null,
