@@ -182,9 +182,9 @@ def _shell(args: argparse.Namespace) -> int:
     if not args.new:
         info = worldshare.find()
         if info is not None:
-            if args.world or args.phone or args.no_daemon:
+            if args.world or args.phone or args.no_daemon or args.record:
                 print(f"dashbridge-sim shell: a world is running (dashbridge-sim up, pid {info.pid}); "
-                      "--world/--phone/--no-daemon describe a new one: add --new to start it beside, "
+                      "--world/--phone/--no-daemon/--record describe a new one: add --new to start it beside, "
                       "or leave them out to join the running world", file=sys.stderr)
                 return 2
             return worldshare.join(info)
@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--no-daemon", action="store_true", help="do not start the daemon (a world of its own)")
     sh.add_argument("--world", metavar="SCENARIO", help="start with the world of this scenario file")
     sh.add_argument("--phone", action="append", metavar="KEY=VALUE,...", help="add a phone (as for up)")
+    sh.add_argument("--record", metavar="FILE.yaml",
+                    help="write what was done as a scenario that replays (dashbridge-sim run FILE.yaml); "
+                         "a shell with a world of its own")
     sh.set_defaults(func=_shell)
     run = sub.add_parser("run", help="run YAML scenarios (default: the library in simulator/scenarios/)")
     run.add_argument("files", nargs="*", metavar="FILE", help="scenario files or directories")

@@ -308,6 +308,7 @@ class SimShell(cmd.Cmd):
         self._action_mark = 0  # where the dashboard's event log was when the last action began
         self._matches: list[str] = []  # Tab's candidates
         self._wait_mark: dict[str, int] = {}  # signal -> just after where the last `wait` for it matched
+        self.recorder: Any = None  # a scenario.Recorder with --record: what was done, as a scenario
 
     # -- attaching to the world's signals (on the loop) -------------------------------------------
 
@@ -357,7 +358,10 @@ class SimShell(cmd.Cmd):
             if name not in LOOKING and hasattr(self, "do_" + name) and self.world.dashboard is not None:
                 dash = self.world.dashboard
                 self._action_mark = self.call(lambda: dash.mark)
-            return super().onecmd(line)
+            stop = super().onecmd(line)
+            if self.recorder is not None and name and name not in LOOKING:
+                self._record(name, self.parseline(line)[1] or "")
+            return stop
         except ShellError as exc:
             self.out(f"error: {exc}")
         except WorldError as exc:
@@ -379,6 +383,81 @@ class SimShell(cmd.Cmd):
     def get_names(self) -> list[str]:
         # do_EOF is how Ctrl-D arrives, not a command to list in help
         return [n for n in super().get_names() if n != "do_EOF"]
+
+    # -- recording (--record FILE.yaml) -------------------------------------------------------------
+
+    def _phone_id(self, ref: str) -> str:
+        from .scenario.recorder import phone_id
+
+        return phone_id(self.call(self.world.phone, ref))
+
+    def _steps_for(self, name: str, arg: str) -> list[dict[str, Any]]:
+        """The scenario steps a shell command that succeeded stands for (none: nothing to replay)."""
+        a = self._args(arg)
+        pos, kw = _kv(a)
+        if name == "add":
+            from .scenario.recorder import phone_dict
+
+            phone = self.call(self.world.phone, str(pos[1]))
+            self.recorder.add_phone(phone_dict(phone))
+            return []
+        if name == "window":
+            return [{"dashboard": "close_pairing_window"}] if a == ["close"] else \
+                [{"dashboard": "open_pairing_window", **({"seconds": int(a[0])} if a else {})}]
+        if name == "prompt":
+            # The driver answers a prompt they saw: the replay waits for it first.
+            return [{"expect_signal": "Phones1.PromptRequested"},
+                    {"dashboard": "answer_prompt", "accept": a[0] == "yes",
+                     **({"value": str(a[1])} if len(a) > 1 else {})}]
+        if name == "advance":
+            return [{"advance": arg.strip()}]
+        if name == "wait":
+            return [{"expect_signal": str(a[0]), **({"within": f"{float(a[1]):g}s"} if len(a) > 1 else {})}]
+        if name == "restart":
+            fake = {"bluetoothd": "bluez", "obexd": "obexd", "ofono": "ofono", "daemon": "daemon"}[str(a[0])]
+            return [{fake: "restart"}]
+        if name == "backend":
+            if a[0] in ("offline", "online", "blackhole"):
+                return [{"backend": str(a[0]), **({"address": str(a[1])} if len(a) > 1 else {})}]
+            if a[0] == "migrate":
+                return [{"backend": "migrate", "phase": str(a[1])}]
+            if a[0] == "approve":
+                return [{"backend": "approve"}]
+            return []
+        if name == "call":
+            args = {"args": [_value(x) for x in a[1:]]} if a[1:] else {}
+            return [{"dashboard": "call", "method": str(a[0]), **args}]
+        phone_steps = {"pair": "pair", "connect": "connect", "disconnect": "disconnect", "forget_car": "forget_car"}
+        if name in phone_steps:
+            return [{"phone": self._phone_id(a[0]), "do": phone_steps[name]}]
+        if name == "range":
+            return [{"phone": self._phone_id(a[0]), "do": "in_range" if a[1] == "in" else "out_of_range"}]
+        if name == "sms":
+            return [{"phone": self._phone_id(pos[0]), "do": "receive_sms", "sender": str(pos[1]),
+                     "text": " ".join(pos[2:]), **({"name": kw["name"]} if "name" in kw else {})}]
+        if name == "email":
+            named = {"name": kw["name"]} if "name" in kw else {}
+            return [{"phone": self._phone_id(pos[0]), "do": "receive_email", "sender": str(pos[1]),
+                     "subject": str(pos[2]), "text": " ".join(pos[3:]), **named}]
+        if name == "ring":
+            return [{"phone": self._phone_id(a[0]), "do": "ring", "number": str(a[1]),
+                     **({"name": str(a[2])} if len(a) > 2 else {})}]
+        if name == "remote":
+            return [{"phone": self._phone_id(a[0]), "do": f"remote_{a[1]}"}]
+        return []
+
+    def _record(self, name: str, arg: str) -> None:
+        from .scenario.schema import ScenarioError
+
+        try:
+            steps = self._steps_for(name, arg)
+        except (IndexError, KeyError, ValueError):
+            return  # the command failed its own checks: nothing happened, nothing to record
+        for step in steps:
+            try:
+                self.recorder.record(step)
+            except ScenarioError as exc:
+                self.out(f"  (not recorded: {exc})")
 
     # -- completion helpers -----------------------------------------------------------------------
 
@@ -504,8 +583,10 @@ class SimShell(cmd.Cmd):
             self.out(line)
 
     def do_add(self, arg: str) -> None:
-        """add NAME ADDRESS [profiles=hfp,pbap,map] [contacts=N|FILE.vcf] [pairing=numeric|legacy_pin|just_works]
-        [passkey=123456] [pin=0000] [auto_reconnect=true] — put a phone in the world (in range, not paired)."""
+        """add NAME ADDRESS [profiles=hfp,pbap,map] [contacts=N|FILE.vcf] [history=FILE|DIR] [messages=FILE|DIR]
+        [pairing=numeric|legacy_pin|just_works] [passkey=123456] [pin=0000] [auto_reconnect=true] — put a
+        phone in the world (in range, not paired); history: call-history vCards (ich/och/mch/cch),
+        messages: a YAML/JSON list or a directory of bMessages (a real phone's dump)."""
         pos, kw = _kv(self._args(arg))
         if len(pos) != 2:
             raise ShellError("usage: add NAME ADDRESS [key=value ...]  (see help add)")
@@ -524,6 +605,10 @@ class SimShell(cmd.Cmd):
                     fields["contacts_vcf"] = str(Path(v).resolve())
                 else:
                     raise ShellError(f"contacts={v}: expected a number or an existing .vcf file")
+            elif k in ("history", "messages"):
+                if not Path(v).exists():
+                    raise ShellError(f"{k}={v}: no such file or directory")
+                fields[f"{k}_from"] = str(Path(v).resolve())
             elif k in ("pairing", "pin", "name", "operator"):
                 fields[k] = v
             elif k in ("passkey", "battery", "signal", "rssi"):
@@ -540,8 +625,8 @@ class SimShell(cmd.Cmd):
         self.out(f"  {phone.name} ({phone.address}) is in the world, in range")
 
     def complete_add(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
-        return self._complete_from(["profiles=", "contacts=", "pairing=", "passkey=", "pin=", "auto_reconnect="],
-                                   text)
+        return self._complete_from(["profiles=", "contacts=", "history=", "messages=", "pairing=", "passkey=", "pin=",
+                                    "auto_reconnect="], text)
 
     def do_range(self, arg: str) -> None:
         """range PHONE in|out — the phone comes into / leaves radio range."""
@@ -880,6 +965,8 @@ def main(args: argparse.Namespace | None = None) -> int:
         spec = got
     lt = LoopThread()
     world = World(spec)
+    shell: SimShell | None = None
+    record: str | None = None
     try:
         try:
             lt.run(world.start(), timeout=None)
@@ -893,6 +980,11 @@ def main(args: argparse.Namespace | None = None) -> int:
             except OSError:
                 pass
         shell = SimShell(lt, world)
+        record = getattr(args, "record", None)
+        if record:
+            from .scenario.recorder import Recorder
+
+            shell.recorder = Recorder.for_world(spec, name=f"Recorded in dashbridge-sim shell ({Path(record).name})")
         lt.call(shell.attach)
         print("a world of its own (no dashbridge-sim up is running, or --new): quit stops it")
         shell.do_status("")
@@ -905,6 +997,9 @@ def main(args: argparse.Namespace | None = None) -> int:
                 shell.intro = ""
         return 0
     finally:
+        if record and shell is not None and shell.recorder is not None:
+            path = shell.recorder.save(record)
+            print(f"recorded {len(shell.recorder.steps)} steps to {path} (replay: dashbridge-sim run {path})")
         if readline is not None:
             try:
                 readline.write_history_file(HISTORY)

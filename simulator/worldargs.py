@@ -49,7 +49,9 @@ def world_spec(args: argparse.Namespace) -> WorldSpec | None:
 
 
 def parse_phone(text: str) -> VirtualPhone:
-    """``name=Alice's Pixel,address=AA:BB:CC:DD:EE:01[,bonded=true][,contacts=50][,passkey=123456]``."""
+    """``name=Alice's Pixel,address=AA:BB:CC:DD:EE:01[,bonded=true][,contacts=50|FILE.vcf][,passkey=123456]
+    [,history=FILE|DIR][,messages=FILE|DIR]`` — history: call-history vCards (ich/och/mch/cch, with
+    X-IRMC-CALL-DATETIME); messages: a YAML/JSON list or a directory of bMessages."""
     fields: dict[str, Any] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
@@ -60,15 +62,24 @@ def parse_phone(text: str) -> VirtualPhone:
             fields[key] = value
         elif key in ("passkey", "battery", "signal"):
             fields[key] = int(value)
-        elif key == "contacts":
-            fields["generated_contacts"] = int(value)
+        elif key == "contacts":  # a number of generated contacts, or a .vcf dump of a real phone
+            if value.isdigit():
+                fields["generated_contacts"] = int(value)
+            elif Path(value).is_file():
+                fields["contacts_vcf"] = str(Path(value).resolve())
+            else:
+                raise ValueError(f"contacts={value}: expected a number or an existing .vcf file")
+        elif key in ("history", "messages"):  # call history vCards / messages from files (a phone's dump)
+            if not Path(value).exists():
+                raise ValueError(f"{key}={value}: no such file or directory")
+            fields[f"{key}_from"] = str(Path(value).resolve())
         elif key == "profiles":
             fields["profiles"] = tuple(x for x in value.split("+") if x)
         elif key in ("bonded", "auto_reconnect", "discoverable", "in_range"):
             fields[key] = value.lower() in ("1", "true", "yes", "on")
         else:
-            raise ValueError(f"unknown key {key} (name, address, pairing, passkey, pin, contacts, "
-                             "profiles=hfp+pbap+map, bonded, auto_reconnect)")
+            raise ValueError(f"unknown key {key} (name, address, pairing, passkey, pin, contacts=N|FILE.vcf, "
+                             "history=FILE|DIR, messages=FILE|DIR, profiles=hfp+pbap+map, bonded, auto_reconnect)")
     if "address" not in fields:
         raise ValueError("address= is required")
     return VirtualPhone(**fields)

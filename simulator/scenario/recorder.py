@@ -46,10 +46,15 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
+def phone_id(phone: VirtualPhone) -> str:
+    """The id a recorded scenario gives a phone (from its name)."""
+    return re.sub(r"\W+", "_", phone.name).strip("_").lower() or "phone"
+
+
 def phone_dict(phone: VirtualPhone, pid: str | None = None) -> dict[str, Any]:
     """A phone as a scenario's ``world.phones`` entry: the keys that differ from a new phone's."""
     fresh = VirtualPhone(phone.address)
-    out: dict[str, Any] = {"id": pid or re.sub(r"\W+", "_", phone.name).strip("_").lower() or "phone"}
+    out: dict[str, Any] = {"id": pid or phone_id(phone)}
     for key in _PLAIN:
         value = getattr(phone, key)
         if key in ("name", "address") or value != getattr(fresh, key):
@@ -110,6 +115,13 @@ class Recorder:
                   **kw: Any) -> Recorder:
         return cls(name, world=world_dict(spec, ids), **kw)
 
+    def add_phone(self, phone: dict[str, Any]) -> None:
+        """A phone that joined the world during the session (the shell's ``add``): in the replay it
+        is in the world from the start (a scenario has no step that adds one)."""
+        phones = self.world.setdefault("phones", [])
+        if not any(p.get("address") == phone.get("address") for p in phones):
+            phones.append(copy.deepcopy(phone))
+
     def record(self, step: dict[str, Any]) -> None:
         """Add one step (a scenario step as a mapping, e.g. ``{"phone": "alice", "do": "pair"}``).
         ScenarioError, and nothing recorded, if it would not load."""
@@ -148,4 +160,4 @@ class Recorder:
         return p
 
 
-__all__ = ["Recorder", "phone_dict", "world_dict"]
+__all__ = ["Recorder", "phone_dict", "phone_id", "world_dict"]

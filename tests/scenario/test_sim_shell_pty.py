@@ -287,3 +287,34 @@ async def test_a_joined_shell_leaves_when_up_stops(tmp_path: Path) -> None:
     finally:
         rc = await asyncio.to_thread(sh.close)
     assert rc == 1  # the shell did not leave by itself: the world went away under it
+
+
+@pytest.mark.timeout(150)
+def test_a_recorded_shell_session_replays_and_a_phone_takes_its_history_from_files(tmp_path: Path) -> None:
+    """``shell --record FILE``: what was done is written as a scenario that ``dashbridge-sim run``
+    replays green; ``add ... history=DIR messages=FILE`` gives a phone a real phone's dump."""
+    dump = Path(__file__).parents[1] / "data" / "phone_dump"
+    rec = tmp_path / "session.yaml"
+    sh = Pty([*SIM, "shell", "--new", "--record", str(rec)], _env(tmp_path))
+    try:
+        sh.expect("sim> ", 90)
+        hist = next(p for p in dump.iterdir() if "hist" in p.name or p.suffix == ".vcf" or p.is_dir())
+        sh.run(f"add Bob BB:BB:CC:DD:EE:02 history={hist}")
+        sh.run("window 60")
+        sh.command("pair Bob", "asks the car to pair")
+        sh.expect("PromptRequested", 30)
+        sh.run("prompt yes")
+        sh.command("wait Phones1.PhoneConnected 20", "got Phones1.PhoneConnected", 40)
+        sh.command("wait Messages1.SyncFinished 30", "got Messages1.SyncFinished", 50)  # the car reads the phone
+        sh.run("sms Bob +447700900456 on my way")
+        sh.command("wait Messages1.MessageReceived 20", "got Messages1.MessageReceived", 40)
+        sh.command("quit", "everything stopped", 60)
+    finally:
+        rc = sh.close()
+    assert rc == 0, sh.seen[-3000:]
+    text = rec.read_text()
+    assert "receive_sms" in text and "answer_prompt" in text and "history:" in text, text
+    assert "CallHistory" not in text  # steps, not observations; the history itself replays from the files
+    replay = subprocess.run([*SIM, "run", str(rec), "-j", "1"], capture_output=True, text=True, timeout=120,
+                            env=_env(tmp_path))
+    assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-2000:]
