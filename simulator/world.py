@@ -431,6 +431,8 @@ class WorldSpec:
     daemon: bool = True
     fakes: tuple[str, ...] | None = None  # None: every fake that is available
     bluez: dict[str, float] = field(default_factory=dict)  # BluezTimings overrides (seconds)
+    # The BlueZ release the fake emulates ("5.66", "current"); None: $DASHBRIDGE_SIM_BLUEZ_VERSION or current
+    bluez_version: str | None = None
     backend: dict[str, Any] = field(default_factory=dict)  # fake backend's initial state
     navigation: dict[str, Any] = field(default_factory=dict)  # fake navigation service options
     log_path: Path | None = None  # keep the daemon's log here (default: its temp dir)
@@ -680,7 +682,8 @@ class World:
         # Fast radio timings; the agent timeout stays bluetoothd's 60 s unless a scenario sets it
         # (the daemon's prompt_timeout must be what ends an unanswered prompt).
         timings = mod.BluezTimings.fast(**{"agent_timeout": 60.0, **self.spec.bluez})
-        return await mod.FakeBluez.start(self.system.address, self._phones(), timings=timings)
+        return await mod.FakeBluez.start(self.system.address, self._phones(), timings=timings,
+                                         version=self.spec.bluez_version)
 
     async def _start_ofono(self) -> Any | None:
         mod = _optional_module(f"{__package__}.ofono")

@@ -85,6 +85,24 @@ FIRST_CONNECT_PAUSE_S = 1.0
 SETUP_RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Longest pairing window a caller may ask for.
 MAX_WINDOW_S = 3600
+# A phone the car is already bonded with pairs again (the user removed the car on the phone only):
+# bluetoothd replaces the link key and sends no Paired/Bonded change (all versions, src/device.c
+# only emits on a change), so after the driver accepted, the pairing counts as done once the link is
+# still up this long (a phone that refuses the new key drops the link at once: failed).
+REPAIR_SETTLE_S = 1.0
+# How long what we know about a phone's last failure or our own Disconnect() explains its next
+# disconnection (BlueZ < 5.83 has no Device1.Disconnected signal with the reason).
+DISCONNECT_HINT_S = 10.0
+# Connect failure -> the reason a disconnection following it gets (BlueZ < 5.83).
+_HINT_OF_FAILURE = {"out_of_range": "link_loss", "key_missing": "authentication", "refused": "remote",
+                    "aborted": "remote", "canceled": "local", "adapter_off": "adapter_off"}
+
+
+def _bonded(props: dict[str, Any] | None) -> bool:
+    """The car holds a bond with this phone.  BlueZ 5.66 sets ``Bonded`` when the keys are stored but
+    ``Paired`` (with ``ServicesResolved``) only after service discovery — never when SDP fails; newer
+    versions set both together.  Either one is a finished pairing."""
+    return bool(props and (props.get("Paired") or props.get("Bonded")))
 
 @dataclass
 class _Attempt:
@@ -93,6 +111,8 @@ class _Attempt:
     accepted: bool = False
     done: bool = False
     watchdog: asyncio.TimerHandle | None = None
+    rebond: bool = False  # the phone was bonded already when the agent was asked (a re-pairing)
+    settle: asyncio.TimerHandle | None = None
 
 
 class BluetoothManager:
@@ -137,7 +157,8 @@ class BluetoothManager:
         # address -> why the phone is in its state when that is not obvious (Phones1 key Reason)
         self._notes: dict[str, str] = {}
         self._evicting: set[str] = set()
-        self._disc_reason: dict[str, str] = {}
+        self._disc_reason: dict[str, str] = {}  # from Device1.Disconnected (BlueZ >= 5.83)
+        self._disc_hint: dict[str, tuple[float, str]] = {}  # inferred reason, when (BlueZ < 5.83)
         self._states: dict[str, str] = {}
         self._edges: dict[str, int] = {}  # connections seen per phone (to notice "it connected by itself")
         self._class_warned = False
@@ -359,14 +380,14 @@ class BluetoothManager:
             if rec is None:
                 self._adopt(addr, props)
                 continue
-            if props.get("Paired") and not props.get("Trusted"):
+            if _bonded(props) and not props.get("Trusted"):
                 self._spawn(self._trust(addr), name="trust")
             self._sync_record(addr, props)
 
     def _adopt(self, addr: str, props: dict[str, Any]) -> bool:
         """A phone bluetoothd has paired that we did not pair (bluetoothctl, a lost state database,
         a pairing that finished while we were away): take it into the registry, last in priority."""
-        if not props.get("Paired") or not looks_like_phone(props) or addr in self.registry:
+        if not _bonded(props) or not looks_like_phone(props) or addr in self.registry:
             return False
         if addr in self.registry.removals():
             return False  # forgotten: its bond is about to be removed
@@ -467,10 +488,12 @@ class BluetoothManager:
                     self._publish()
                     self._trigger_autoconnect("phone announced")
         elif kind == "changed":
-            if props.get("Paired") is True:
+            # Paired (all versions) or Bonded (5.66: at once; Paired only after SDP, maybe never).
+            if props.get("Paired") is True or props.get("Bonded") is True:
                 att = self._attempts.get(addr)
                 if att is not None and not att.done:
-                    self._on_paired(addr)
+                    if att.initiator == "remote":  # a local Pair() ends with its reply (_local_pair)
+                        self._on_paired(addr)
                 elif self._adopt(addr, self._device(addr) or props):
                     self._publish()
             if "Connected" in props:
@@ -526,7 +549,7 @@ class BluetoothManager:
         if not self.window_open or addr in self._found or addr in self.registry:
             return
         full = self._device(addr) or props
-        if full.get("Paired") or full.get("RSSI") is None:
+        if _bonded(full) or full.get("RSSI") is None:
             return
         self._found.add(addr)
         rssi = full.get("RSSI")
@@ -537,7 +560,8 @@ class BluetoothManager:
         att = self._attempts.get(addr)
         if att is not None and not att.done and att.initiator == "remote" and att.accepted:
             props = self._device(addr) or {}
-            if not props.get("Paired"):
+            if att.rebond or not _bonded(props):
+                # A re-pairing shows nothing but the link: dropped before it settled = refused.
                 self._finish_attempt(addr, False, "failed")
 
     # ================================================================================================
@@ -608,13 +632,24 @@ class BluetoothManager:
         self._bump()
 
     def _disconnect_reason(self, addr: str) -> str:
+        hint = self._disc_hint.pop(addr, None)
         if self.watcher.owner is None or not self._loaded:
             return "bluetooth_gone"
         if not self._powered():
             return "adapter_off"
         if addr in self._evicting:
             return "too_many_phones"
-        return self._disc_reason.pop(addr, "disconnected")
+        signalled = self._disc_reason.pop(addr, None)
+        if signalled is not None:
+            return signalled  # BlueZ >= 5.83: Device1.Disconnected said why
+        # BlueZ < 5.83 sends only Connected=false (with ServicesResolved): infer the reason from what we
+        # did or saw just before — our own Disconnect(), a failed Connect(), a refused pairing.
+        if hint is not None and asyncio.get_running_loop().time() - hint[0] <= DISCONNECT_HINT_S:
+            return hint[1]
+        return "disconnected"
+
+    def _hint(self, addr: str, reason: str) -> None:
+        self._disc_hint[addr] = (asyncio.get_running_loop().time(), reason)
 
     def _state_of(self, rec: PhoneRecord, roles: dict[str, str]) -> str:
         if rec.address in roles:
@@ -638,6 +673,7 @@ class BluetoothManager:
             self._evicting.discard(addr)
 
     async def _disconnect_device(self, addr: str) -> None:
+        self._hint(addr, "local")
         try:
             await call(self.bus, names.BLUEZ_NAME, names.device_path(self.adapter_path, addr), names.BLUEZ_DEVICE_IFACE,
                        "Disconnect", timeout=self.cfg.bluez_call_timeout)
@@ -704,6 +740,11 @@ class BluetoothManager:
         except BusError as exc:
             pending = False
             failure = classify_connect_error(exc.name, exc.text)
+            if failure.reason == "already_connected":
+                return None
+            log.info("Connect %s: %s %s -> %s", redact_address(addr), exc.name, exc.text[:80], failure.reason)
+            if failure.reason in _HINT_OF_FAILURE:
+                self._hint(addr, _HINT_OF_FAILURE[failure.reason])
             if failure.reason == "key_missing":
                 self._needs_repair(addr)
             return failure
@@ -826,7 +867,7 @@ class BluetoothManager:
         out = []
         for path, props in sorted(self._devices().items()):
             addr = names.address_from_device_path(path)
-            if addr is None or addr in self.registry or props.get("Paired"):
+            if addr is None or addr in self.registry or _bonded(props):
                 continue
             rssi = props.get("RSSI")
             out.append({"Address": addr, "Name": clean_name(props.get("Alias") or props.get("Name"), addr),
@@ -851,6 +892,8 @@ class BluetoothManager:
         att.done = True
         if att.watchdog:
             att.watchdog.cancel()
+        if att.settle:
+            att.settle.cancel()
         for p in self.prompts.open:
             if p.address == addr and not p.answerable:
                 self.prompts.end(p.id, Outcome(False, "", "pairing_done"))
@@ -917,7 +960,7 @@ class BluetoothManager:
         props = self._device(addr)
         if props is None:
             raise NotFound("no such phone nearby: open the pairing window and make the phone visible")
-        if props.get("Paired") and addr in self.registry:
+        if _bonded(props) and addr in self.registry:
             raise InvalidInput("this phone is already paired")
         if any(not a.done for a in self._attempts.values()):
             raise Busy("a pairing is already in progress")
@@ -941,8 +984,14 @@ class BluetoothManager:
             self._finish_attempt(addr, False, "bluetooth_restarted")
             return
         except BusError as exc:
-            self._finish_attempt(addr, False, classify_pair_error(exc.name, exc.text))
-            return
+            if _bonded(self._device(addr)):
+                # The keys are stored but service discovery failed: Pair() answers Failed
+                # "br-connection-sdp-search" (src/device.c browse_cb, 5.66..current); the phone is paired.
+                log.info("Pair %s: %s %s, but the phone is bonded: paired", redact_address(addr), exc.name,
+                         exc.text[:80])
+            else:
+                self._finish_attempt(addr, False, classify_pair_error(exc.name, exc.text))
+                return
         await self._after_pairing(addr)
 
     # -- the agent (AgentHandler) ---------------------------------------------------------------------
@@ -964,6 +1013,9 @@ class BluetoothManager:
             log.info("%s from unknown phone %s outside the pairing window: rejected", member, redact_address(addr))
             raise AgentRejected("the pairing window is closed")
         att = self._attempt(addr, "remote")
+        # Bonded already (the phone lost the car's key and pairs again): BlueZ will send no Paired or
+        # Bonded change for it (none of 5.66..current does), so success comes from the link settling.
+        att.rebond = att.initiator == "remote" and _bonded(props)
         name = clean_name(props.get("Alias") or props.get("Name"), addr)
         prompt = self.prompts.create(kind, addr, name, code, self.cfg.prompt_timeout)
         outcome = await self.prompts.wait(prompt)
@@ -971,10 +1023,26 @@ class BluetoothManager:
             if outcome.reason != "superseded":
                 reason = {"answered": "rejected", "timeout": "timeout", "bluetooth_gone": "bluetooth_restarted"}.get(
                     outcome.reason, "cancelled")
+                self._hint(addr, "authentication")
                 self._finish_attempt(addr, False, reason)
             raise AgentRejected(outcome.reason)
         att.accepted = True
+        if att.rebond:
+            if att.settle:
+                att.settle.cancel()
+            att.settle = asyncio.get_running_loop().call_later(REPAIR_SETTLE_S, self._rebond_settled, addr)
         return outcome
+
+    def _rebond_settled(self, addr: str) -> None:
+        att = self._attempts.get(addr)
+        if att is None or att.done:
+            return
+        if self._connected_in_bluez(addr):
+            log.info("re-pairing of bonded phone %s: link up %.1fs after the driver accepted: done",
+                     redact_address(addr), REPAIR_SETTLE_S)
+            self._on_paired(addr)
+        else:
+            self._finish_attempt(addr, False, "failed")
 
     async def request_confirmation(self, device: str, passkey: int) -> None:
         code = format_passkey(passkey)
@@ -1097,17 +1165,9 @@ class BluetoothManager:
         if failure is None:
             return
         self._explicit.discard(rec.address)
-        messages = {
-            "out_of_range": "the phone did not answer (out of range or Bluetooth off)",
-            "key_missing": "the phone has forgotten the car: forget it here and pair again",
-            "adapter_off": "the Bluetooth adapter is switched off",
-            "busy": "bluetoothd is busy with this phone",
-            "no_profiles": "the phone offers no profile the car can connect",
-            "canceled": "the connection was cancelled",
-        }
         if failure.reason == "timeout":
             raise DeadlineExceeded(f"the phone did not connect within {self.cfg.connect_budget:g}s")
-        raise OperationFailed(messages.get(failure.reason, "the connection failed"))
+        raise OperationFailed(failure.message)
 
     async def disconnect(self, address: str) -> None:
         rec = self._record(address)
@@ -1116,6 +1176,7 @@ class BluetoothManager:
         self._explicit.discard(rec.address)
         if not self._connected_in_bluez(rec.address):
             return
+        self._hint(rec.address, "local")
         await call(self.bus, names.BLUEZ_NAME, names.device_path(self.adapter_path, rec.address),
                    names.BLUEZ_DEVICE_IFACE, "Disconnect", timeout=self.cfg.bluez_call_timeout)
 

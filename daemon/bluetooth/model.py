@@ -146,26 +146,103 @@ def parse_passkey(value: str) -> int | None:
 
 @dataclass(frozen=True)
 class ConnectFailure:
-    reason: str  # out_of_range | key_missing | adapter_off | busy | no_profiles | canceled | timeout | failed
+    reason: str  # see CONNECT_REASONS; timeout (our budget) | failed (anything else)
     retry: bool  # worth another attempt in a retry ladder
+    detail: str = ""  # the BlueZ reason string, short ("page timeout"), for the caller's message
+
+    @property
+    def message(self) -> str:
+        """What ``dashbridgectl connect`` (Phones1.Connect's error) says."""
+        text = CONNECT_MESSAGES.get(self.reason, "the connection failed")
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+# What each failure means to the driver.
+CONNECT_MESSAGES: dict[str, str] = {
+    "out_of_range": "the phone is out of range",
+    "key_missing": "the phone has forgotten the car: forget it here and pair again",
+    "adapter_off": "the Bluetooth adapter is switched off",
+    "busy": "bluetoothd is busy with this phone",
+    "no_profiles": "the phone offers no profile the car can connect",
+    "sdp_failed": "the phone did not list its services",
+    "refused": "the phone refused the connection",
+    "not_supported": "the phone does not support this connection",
+    "too_many": "the adapter has too many connections",
+    "aborted": "the phone dropped the connection",
+    "canceled": "the connection was cancelled",
+    "already_connected": "the phone is already connected",
+    "failed": "the connection failed",
+}
+
+# The reason strings BlueZ puts in an error's message (src/error.h, identical in 5.66 and current
+# except where noted), after the "br-connection-"/"le-connection-" prefix, by their first word(s):
+# (our reason, worth retrying).  5.66 to 5.83 send them with org.bluez.Error.Failed (profile
+# unavailable: org.bluez.Error.NotAvailable from Connect() when no service is left to connect, Failed
+# when connecting the next profile failed); 5.84 turned ENOPROTOOPT into the error *name*
+# org.bluez.Error.BREDR.ProfileUnavailable ("No more profiles to connect to") and dropped the string.
+_REASON_STRINGS: tuple[tuple[str, str, bool], ...] = (
+    ("already-connected", "already_connected", False),
+    ("page-timeout", "out_of_range", True),
+    ("profile-unavailable", "no_profiles", False),  # br- only, 5.66-5.83
+    ("sdp-search", "sdp_failed", True),
+    ("gatt-browsing", "sdp_failed", True),  # le-: the LE counterpart of the service search
+    ("create-socket", "failed", True),
+    ("invalid-arguments", "failed", False),
+    ("adapter-not-powered", "adapter_off", False),
+    ("not-supported", "not_supported", False),
+    ("not-suuported", "not_supported", False),  # the spelling of some releases' error.h
+    ("bad-socket", "failed", True),
+    ("memory-allocation", "failed", True),
+    ("busy", "busy", True),
+    ("concurrent-connection-limit", "too_many", False),
+    ("timeout", "out_of_range", True),  # ETIMEDOUT: the link could not be set up in time
+    ("refused", "refused", False),
+    ("aborted-by-remote", "aborted", True),
+    ("abort-by-remote", "aborted", True),  # le-
+    ("aborted-by-local", "canceled", False),
+    ("abort-by-local", "canceled", False),  # le-
+    ("lmp-protocol-error", "failed", True),
+    ("link-layer-protocol-error", "failed", True),  # le-
+    ("canceled", "canceled", False),
+    ("key-missing", "key_missing", False),
+    ("unknown", "failed", True),
+)
+
+
+def bluez_reason_string(text: str) -> tuple[str, str] | None:
+    """``("br", "page-timeout")`` for a BlueZ connection reason string anywhere in ``text``."""
+    m = re.search(r"\b(br|le)-connection-([a-z-]+)", text.lower())
+    return (m.group(1), m.group(2)) if m else None
 
 
 def classify_connect_error(error_name: str, text: str) -> ConnectFailure:
-    """Map a ``Device1.Connect`` error (reference §1.5, §1.10, doc/errors.txt) onto what we do next."""
-    t = text.lower()
-    if "key-missing" in t:
-        return ConnectFailure("key_missing", False)
-    if error_name.endswith(".NotReady") or "adapter-not-powered" in t:
+    """Map a ``Device1.Connect``/``ConnectProfile`` error onto what we do next — by the error *name*
+    (which changed between versions, see ``_REASON_STRINGS``) and by the reason *string* in its
+    message, so 5.66's ``Failed: br-connection-profile-unavailable`` and 5.84's
+    ``BREDR.ProfileUnavailable`` mean the same.  The one place BlueZ connect errors are interpreted."""
+    short = error_name.rsplit(".", 1)[-1]
+    found = bluez_reason_string(text)
+    if found is not None:
+        _, stem = found
+        for key, reason, retry in _REASON_STRINGS:
+            if stem.startswith(key):
+                return ConnectFailure(reason, retry, key.replace("-", " "))
+    if error_name == names.BLUEZ_ERR_PROFILE_UNAVAILABLE or short == "ProfileUnavailable":
+        return ConnectFailure("no_profiles", False, "profile unavailable")  # 5.84+
+    if short == "NotAvailable":
+        return ConnectFailure("no_profiles", False, "profile unavailable")  # 5.66-5.83 without a string
+    if short == "NotReady":
         return ConnectFailure("adapter_off", False)
-    if error_name.endswith(".InProgress") or "busy" in t:
+    if short == "InProgress":
         return ConnectFailure("busy", True)
-    if error_name == names.BLUEZ_ERR_PROFILE_UNAVAILABLE:
-        return ConnectFailure("no_profiles", False)
+    if short == "AlreadyConnected":
+        return ConnectFailure("already_connected", False)
+    t = text.lower()
     if "canceled" in t or "cancelled" in t:
         return ConnectFailure("canceled", False)
-    if "page-timeout" in t or "timeout" in t:
-        return ConnectFailure("out_of_range", True)
-    if error_name.endswith(".AuthenticationFailed") or error_name.endswith(".AuthenticationRejected"):
+    if "page timeout" in t or "timeout" in t or "timed out" in t:
+        return ConnectFailure("out_of_range", True, "page timeout")
+    if short in ("AuthenticationFailed", "AuthenticationRejected"):
         # A bonded device whose key the phone no longer has fails authentication.
         return ConnectFailure("key_missing", False)
     return ConnectFailure("failed", True)
@@ -185,6 +262,8 @@ def classify_pair_error(error_name: str, text: str) -> str:
     }.get(short, "failed")
 
 
+# Device1.Disconnected(reason, message) exists from BlueZ 5.83 (src/device.c); before it the daemon
+# infers the reason (manager.py ``_disconnect_reason``).
 DISCONNECT_REASONS = {
     "org.bluez.Reason.Timeout": "link_loss",
     "org.bluez.Reason.Local": "local",

@@ -108,7 +108,8 @@ class AdapterPart(BluezCore):
             self._set_adapter(Alias=value or self._adapter_state["Name"])
         elif name == "Discoverable":
             if not self._adapter_state["Powered"]:
-                raise BluezError("NotReady", "Resource Not Ready")
+                # src/adapter.c property_set_discoverable (5.66..current)
+                raise BluezError("Failed", "Not Powered")
             self._set_adapter(Discoverable=bool(value))
             self._arm_timer("Discoverable", "DiscoverableTimeout")
         elif name == "DiscoverableTimeout":
@@ -121,6 +122,7 @@ class AdapterPart(BluezCore):
             self._set_adapter(PairableTimeout=int(value))
             self._arm_timer("Pairable", "PairableTimeout")
         elif name == "Connectable":
+            self._connectable_state = bool(value)
             if not value:
                 self._set_adapter(Connectable=False, Discoverable=False)
             else:

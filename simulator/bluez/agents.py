@@ -145,14 +145,31 @@ class AgentsPart(BluezCore):
         return ""
 
     async def _finish_pairing(self, dev: Device) -> None:
-        """Bond stored; SDP; then Paired/Bonded/UUIDs/ServicesResolved in one batch (§1.5, §8.9)."""
+        """Bond stored, then service discovery.  A phone already bonded with the car (it pairs again
+        after losing the car's key) gets a new link key and *no* property change (every release).
+
+        * current (checked back to 5.7x): SDP first, then Paired/Bonded/UUIDs/ServicesResolved in one
+          batch (§1.5, §8.9); when SDP fails, Paired/Bonded still come, without UUIDs or
+          ServicesResolved.
+        * 5.66: ``Bonded=true`` at once when the keys are stored; ``Paired`` with ``UUIDs`` and
+          ``ServicesResolved`` only after SDP finished — never when it fails."""
+        rebond = dev.paired
         dev.phone.bonded = True
-        await asyncio.sleep(self.t.sdp_delay)
         dev.paired = True
-        dev.services_known = True
         if dev.temp_timer:
             dev.temp_timer.cancel()
             dev.temp_timer = None
+        if rebond:
+            self._bump()
+            return
+        if not self.at_least(5, 67):
+            self._set(dev, Bonded=True)
+        await asyncio.sleep(self.t.sdp_delay)
+        if self._sdp_fail(dev):
+            if self.at_least(5, 67):
+                self._set(dev, Paired=True, Bonded=True)
+            return
+        dev.services_known = True
         self._export_gatt(dev)
         self._set(dev, Paired=True, Bonded=True, UUIDs=list(dev.phone.uuids), ServicesResolved=True)
 
@@ -177,6 +194,10 @@ class AgentsPart(BluezCore):
                 raise BluezError("AuthenticationRejected", "Authentication Rejected")
             raise BluezError("AuthenticationFailed", "Authentication Failed")
         await self._finish_pairing(dev)
+        if not dev.services_known and self._sdp_fail(dev):
+            # Pair() replies when the service search ends (src/device.c device_browse_sdp with the
+            # bonding message): its failure is the reply although the bond is stored.
+            raise BluezError("Failed", "br-connection-sdp-search")
 
     async def _remote_pair(self, dev: Device) -> PhoneOutcome:
         phone = dev.phone
@@ -185,7 +206,7 @@ class AgentsPart(BluezCore):
         known = self._exported(dev)
         if not known and not self._adapter_state["Discoverable"]:
             return "not_found"  # the phone cannot find a car that is not discoverable
-        if not (self._adapter_state["Powered"] and self._adapter_state["Connectable"]):
+        if not (self._adapter_state["Powered"] and self._connectable()):
             return "not_found"
         self._export_device(dev)
         dev.pairing_initiator = "remote"
@@ -206,7 +227,14 @@ class AgentsPart(BluezCore):
             await self._drop_link(dev, "Authentication", "Authentication failure")
             self._arm_temporary(dev)
             return failure
-        await self._finish_pairing(dev)
+        try:
+            await self._finish_pairing(dev)
+        except asyncio.CancelledError:
+            if not dev.paired or dev.abort == "restart":
+                raise
+            # The link went (e.g. the car disconnected it) during service discovery: the bond is
+            # stored already, so the phone is paired; SDP just did not finish.
+            return "paired"
         dev.op = None
         self._spawn(self._incoming_profiles(dev))
         return "paired"

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,19 +17,24 @@ from ..fakebus import Call, DictInterface, FakeInterface, ObjectServer
 from ..phone import VirtualPhone
 from .model import (
     ADAPTER,
+    ADAPTER_PROPS_SINCE,
     AGENT,
     AGENT_MANAGER,
     BLUEZ,
     BUILTIN_PROFILES,
     DEVICE,
+    DEVICE_PROPS_SINCE,
+    DISCONNECTED_SIGNAL_SINCE,
     ERR,
     GATT_CHAR,
     METHODS,
     PROFILE,
     PROFILE_MANAGER,
+    PROPS_IFACE,
     ROOT,
     SIGNALS,
     SIGS,
+    VERSION_ENV,
     WRITABLE,
     Agent,
     AgentRequest,
@@ -38,6 +44,7 @@ from .model import (
     GattObj,
     PhoneOutcome,
     Profile,
+    parse_version,
     uuid16,
 )
 
@@ -56,7 +63,10 @@ class BluezIface(DictInterface):
         short = name.rsplit(".", 1)[-1]
         for member, (in_sig, out_sig) in METHODS.get(name, {}).items():
             self.method(member, in_sig, out_sig, self._bind(getattr(fake, f"_m_{short}_{member}")))
-        self.signals.update(SIGNALS.get(name, {}))
+        sigs = dict(SIGNALS.get(name, {}))
+        if name == DEVICE and fake.version < DISCONNECTED_SIGNAL_SINCE:
+            sigs.pop("Disconnected", None)
+        self.signals.update(sigs)
 
     def _bind(self, handler: Callable[[Message, "BluezIface"], Any]) -> Callable[..., Any]:
         def serve(call: Call, *args: Any) -> Any:
@@ -75,8 +85,13 @@ class BluezCore:
 
     def __init__(self, bus_address: str, *, timings: BluezTimings | None = None, adapter: str = "hci0",
                  adapter_address: str = "00:1A:7D:DA:71:13", adapter_name: str = "dashbridge-sim",
-                 adapter_class: int = 0x200420, powered: bool = True, control: bool = True) -> None:
+                 adapter_class: int = 0x200420, powered: bool = True, control: bool = True,
+                 version: str | None = None) -> None:
         self.address = bus_address
+        # The BlueZ release to behave like ("5.66", "current"; default: $DASHBRIDGE_SIM_BLUEZ_VERSION).
+        self.version_name = version if version is not None else os.environ.get(VERSION_ENV, "current")
+        self.version = parse_version(self.version_name)
+        self._sdp_fails: set[str] = set()  # phones whose service discovery fails (addresses)
         self.t = timings or BluezTimings()
         self.adapter_path = f"{ROOT}/{adapter}"
         self.adapter_address = adapter_address.upper()
@@ -114,6 +129,53 @@ class BluezCore:
             "Discovering": False, "UUIDs": sorted({*BUILTIN_PROFILES, uuid16(0x111E), uuid16(0x1200)}),
             "Modalias": "usb:v1D6Bp0246d0550", "Roles": ["central", "peripheral"], "Manufacturer": 2, "Version": 9,
         }
+        # Connectable is kept even where Adapter1 does not publish it (the controller still has it).
+        self._connectable_state = True
+        for prop, since in ADAPTER_PROPS_SINCE.items():
+            if self.version < since:
+                self._adapter_state[prop] = None  # absent from Adapter1 on this release
+
+    def at_least(self, major: int, minor: int) -> bool:
+        """The emulated BlueZ is this release or newer."""
+        return self.version >= (major, minor)
+
+    def _connectable(self) -> bool:
+        v = self._adapter_state.get("Connectable")
+        return self._connectable_state if v is None else bool(v)
+
+    def _sdp_fail(self, dev: Device) -> bool:
+        return dev.phone.address in self._sdp_fails or bool(getattr(dev.phone, "sdp_fails", False))
+
+    def set_sdp_fails(self, address: str, fails: bool = True) -> None:
+        """Phone option: its SDP server does not answer (service discovery fails after bonding)."""
+        addr = self._dev(address).phone.address
+        if fails:
+            self._sdp_fails.add(addr)
+        else:
+            self._sdp_fails.discard(addr)
+
+    def _props_guard(self, msg: Message) -> Message | None:
+        """Properties.Set as bluetoothd's gdbus (gdbus/object.c, every version) checks it before the
+        property's own setter: unknown (or absent) property -> UnknownProperty, read-only ->
+        PropertyReadOnly, wrong type -> InvalidSignature."""
+        if msg.interface != PROPS_IFACE or msg.member != "Set" or msg.signature != "ssv":
+            return None
+        iface, prop, value = msg.body
+        obj = self._objects.get(msg.path or "", {})
+        target = obj.get(iface)
+        if not isinstance(target, DictInterface):
+            return None
+        absent = target.values.get(prop) is None and (
+            (iface == ADAPTER and prop in ADAPTER_PROPS_SINCE) or (iface == DEVICE and prop in DEVICE_PROPS_SINCE))
+        if prop not in target.sigs or absent:  # absent: not in this release's property table
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownProperty", f"No such property '{prop}'")
+        if prop not in target.writable():
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly",
+                                     f"Property '{prop}' is not writable")
+        if value.signature != target.sigs[prop]:
+            return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidSignature",
+                                     f"Invalid signature for '{prop}'")
+        return None
 
     # ================================================================================================
     # life cycle
@@ -154,7 +216,8 @@ class BluezCore:
         self._bus = bus
         self._generation += 1
         server = ObjectServer(bus, owner=self, error_prefix=ERR,
-                              bad_args_error=(ERR + "InvalidArguments", "Invalid arguments in method call"))
+                              bad_args_error=(ERR + "InvalidArguments", "Invalid arguments in method call"),
+                              before_call=self._props_guard)
         server.on_name_lost = self._client_gone
         self._server = server
         await server.watch_clients()
@@ -179,6 +242,8 @@ class BluezCore:
                                                         setter=self._set_adapter_prop))
         for dev in self._devices.values():
             if dev.paired:
+                # Loaded from storage with its link key: Paired and Bonded (5.66 too, whatever SDP did).
+                self._device_state(dev).update({"Paired": True, "Bonded": True})
                 self._export_device(dev)
                 if dev.services_known:
                     self._export_gatt(dev)  # [GATT] Cache = always: the tree is back with the device
@@ -484,6 +549,9 @@ class BluezCore:
             "UUIDs": None, "Modalias": None, "Adapter": self.adapter_path, "ServicesResolved": False,
             "WakeAllowed": False, "AdvertisingFlags": b"",
         }
+        for prop, since in DEVICE_PROPS_SINCE.items():
+            if self.version < since:
+                st[prop] = None  # not on Device1 of this release (AdvertisingFlags: no LE advertising seen)
         dev.state = st
         return st
 

@@ -10,8 +10,11 @@ from dbus_fast import Message
 from .core import BluezCore, BluezIface
 from .model import (
     DEVICE,
+    DISCONNECTED_SIGNAL_SINCE,
+    ERR,
     GATT_CHAR,
     LOCAL_TO_REMOTE,
+    PROFILE_UNAVAILABLE_SINCE,
     REASON_PREFIX,
     BluezError,
     Device,
@@ -82,7 +85,7 @@ class DevicesPart(BluezCore):
         if uuid in dev.profiles:
             return Message.new_method_return(msg)
         if uuid not in self._connectable_local_profiles(dev):
-            raise BluezError("BREDR.ProfileUnavailable", "Exhausted the list of BR/EDR profiles to connect to")
+            raise self._profile_unavailable(from_connect=True)
         if dev.op is not None:
             raise BluezError("InProgress", "br-connection-busy")
         return self._run_op(dev, "connect", self._do_connect(dev, only=uuid))
@@ -165,6 +168,9 @@ class DevicesPart(BluezCore):
             self._set(dev, Connected=True)
         if not dev.services_known:
             await asyncio.sleep(self.t.sdp_delay)
+            if self._sdp_fail(dev):
+                # src/device.c browse_cb: the search failed -> ERR_BREDR_CONN_SDP_SEARCH (all releases)
+                raise BluezError("Failed", "br-connection-sdp-search")
             dev.services_known = True
             self._set(dev, UUIDs=list(dev.phone.uuids))
         self._export_gatt(dev)
@@ -180,8 +186,19 @@ class DevicesPart(BluezCore):
                 dev.profiles.add(uuid)
         if not dev.profiles:
             await self._drop_link(dev, "Local", "Connection terminated by local host")
-            raise BluezError("BREDR.ProfileUnavailable", "Exhausted the list of BR/EDR profiles to connect to")
+            raise self._profile_unavailable(from_connect=not wanted)
         self._arm_temporary(dev)
+
+    def _profile_unavailable(self, *, from_connect: bool) -> BluezError:
+        """No profile to connect, by release (src/device.c connect_profiles, src/error.c):
+        5.84+: ``BREDR.ProfileUnavailable "No more profiles to connect to"``; before: ``NotAvailable
+        br-connection-profile-unavailable`` when nothing was left to try, ``Failed`` with the same
+        string when connecting the next profile failed."""
+        if self.version >= PROFILE_UNAVAILABLE_SINCE:  # the name has a dot: give it whole
+            return BluezError(ERR + "BREDR.ProfileUnavailable", "No more profiles to connect to")
+        if from_connect:
+            return BluezError("NotAvailable", "br-connection-profile-unavailable")
+        return BluezError("Failed", "br-connection-profile-unavailable")
 
 
     async def _drop_link(self, dev: Device, reason: str, message: str) -> None:
@@ -196,17 +213,20 @@ class DevicesPart(BluezCore):
             if g is not None and g.sessions:
                 g.sessions.clear()
                 self._set_obj(path, GATT_CHAR, Notifying=False)
-        # ServicesResolved goes false before Connected (reference §1.5).
-        self._set(dev, ServicesResolved=False)
+        # The ACL goes after the grace; bluetoothd (device_remove_connection, every release) then clears
+        # ServicesResolved and Connected in one main-loop turn: ONE PropertiesChanged with both.
         await asyncio.sleep(self.t.disconnect_grace)
-        self._set(dev, Connected=False)
-        if self._exported(dev):
+        if not st.get("Connected"):
+            return
+        if self._exported(dev) and self.version >= DISCONNECTED_SIGNAL_SINCE:
+            # Device1.Disconnected(reason, message) exists from 5.83, sent before the property change.
             self._send_signal(dev.path, DEVICE, "Disconnected", "ss", [REASON_PREFIX + reason, message])
+        self._set(dev, ServicesResolved=False, Connected=False)
         self._arm_temporary(dev)
 
     async def _remote_connect(self, dev: Device) -> bool:
         """The phone connects to the car: ACL, then each profile (AuthorizeService when untrusted)."""
-        if not (self.running and self._adapter_state["Powered"] and self._adapter_state["Connectable"]):
+        if not (self.running and self._adapter_state["Powered"] and self._connectable()):
             return False
         if not (dev.phone.in_range and dev.phone.bonded and dev.paired) or dev.op is not None:
             return False

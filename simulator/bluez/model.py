@@ -62,6 +62,33 @@ CAPABILITIES = ("DisplayOnly", "DisplayYesNo", "KeyboardOnly", "NoInputNoOutput"
 
 REASON_PREFIX = names.BLUEZ_REASON
 
+# --- the BlueZ release the fake behaves like ----------------------------------------------------------
+VERSION_ENV = "DASHBRIDGE_SIM_BLUEZ_VERSION"  # read when no version is given (tests run both)
+CURRENT_VERSION = (5, 87)  # "current": the newest release the fake was checked against
+SUPPORTED_VERSIONS = ("5.66", "current")  # what the tests run against
+
+
+def parse_version(text: str | None) -> tuple[int, int]:
+    """``"5.66"`` -> (5, 66); ``"current"``/""/None -> :data:`CURRENT_VERSION`."""
+    t = (text or "").strip().lower()
+    if t in ("", "current", "latest"):
+        return CURRENT_VERSION
+    major, _, minor = t.partition(".")
+    try:
+        v = (int(major), int(minor))
+    except ValueError:
+        raise ValueError(f"not a BlueZ version: {text!r} (expected e.g. 5.66 or current)") from None
+    if v < (5, 66):
+        raise ValueError(f"BlueZ {text} is older than the oldest the fake emulates (5.66)")
+    return v
+
+
+# What changed between releases (checked in bluez.git, src/adapter.c, src/device.c, src/error.c):
+ADAPTER_PROPS_SINCE = {"Manufacturer": (5, 71), "Version": (5, 71), "Connectable": (5, 79)}
+DEVICE_PROPS_SINCE = {"CablePairing": (5, 83), "AdvertisingFlags": (5, 83)}
+DISCONNECTED_SIGNAL_SINCE = (5, 83)  # Device1.Disconnected(reason, message)
+PROFILE_UNAVAILABLE_SINCE = (5, 84)  # org.bluez.Error.BREDR.ProfileUnavailable
+
 
 def parse_uuid(text: str) -> str | None:
     """bt_string2uuid: 128-bit, 16/32-bit hex or a known profile name -> lower-case 128-bit."""

@@ -22,6 +22,7 @@ from .bluez_helpers import (
     dev_path,
     set_prop,
 )
+from .bluez_versions import bluez_version  # noqa: F401  (every test: BlueZ 5.66 and current)
 
 PHONE = "AA:BB:CC:00:00:01"
 
@@ -97,7 +98,8 @@ async def test_default_agent_stack_promotes_next_when_default_leaves(fake: FakeB
 
 
 async def test_remote_pairing_asks_default_agent_and_orders_properties(fake: FakeBluez, system_bus: PrivateBus,
-                                                                      client: MessageBus) -> None:
+                                                                      client: MessageBus,
+                                                                      bluez_version: str) -> None:  # noqa: F811
     log = await SignalLog.attach(client)
     bus, agent = await _agent_client(system_bus)
     try:
@@ -107,10 +109,16 @@ async def test_remote_pairing_asks_default_agent_and_orders_properties(fake: Fak
         assert agent.calls[0] == ("RequestConfirmation", (dev_path(PHONE), 4242))
         await log.wait(lambda m: m.member == "PropertiesChanged" and "Paired" in m.body[1])
         changes = log.props_changed(dev_path(PHONE))
-        # Connected first, on its own; Paired/Bonded/UUIDs/ServicesResolved together after SDP.
+        # Connected first, on its own (the agent is asked after it).
         assert changes[0][0] == {"Connected": True}
         paired_at = next(i for i, (c, _) in enumerate(changes) if "Paired" in c)
-        assert {"Paired", "Bonded", "UUIDs", "ServicesResolved"} <= set(changes[paired_at][0])
+        if bluez_version == "5.66":
+            # Bonded when the keys are stored; Paired/UUIDs/ServicesResolved after SDP.
+            bonded_at = next(i for i, (c, _) in enumerate(changes) if "Bonded" in c)
+            assert bonded_at < paired_at and "Paired" not in changes[bonded_at][0]
+            assert {"Paired", "UUIDs", "ServicesResolved"} <= set(changes[paired_at][0])
+        else:  # Paired/Bonded/UUIDs/ServicesResolved together after SDP.
+            assert {"Paired", "Bonded", "UUIDs", "ServicesResolved"} <= set(changes[paired_at][0])
         added = log.of("InterfacesAdded")
         assert any(m.body[0] == dev_path(PHONE) for m in added)
     finally:

@@ -18,6 +18,7 @@ from dashbridge.simulator.bus import PrivateBus
 from dashbridge.simulator.daemonproc import DaemonProcess
 from dashbridge.simulator.phone import VirtualPhone
 
+from .bluez_versions import bluez_version  # every test: BlueZ 5.66 and current
 from .pairing_helpers import (
     ADA,
     BOB,
@@ -33,7 +34,7 @@ from .pairing_helpers import (
     wait_ready,
 )
 
-__all__ = ["bluez"]
+__all__ = ["bluez", "bluez_version"]
 
 
 async def _up(factory: Callable[..., DaemonProcess], client: MessageBus, signals: Any, **bt: Any) -> DaemonProcess:
@@ -137,12 +138,24 @@ async def test_adapter_off_disconnects_and_power_on_reconnects(
 
 
 async def test_link_loss_is_reported_with_its_reason(bluez: FakeBluez, daemon_factory: Callable[..., DaemonProcess],
-                                                     client: MessageBus, signals: Any) -> None:
+                                                     client: MessageBus, signals: Any, bluez_version: str) -> None:
     _paired(bluez, ADA, connected=True)
     await _up(daemon_factory, client, signals)
     await signals.wait(is_signal("PhoneConnected", ADA))
     await bluez.set_in_range(ADA, False)
-    await signals.wait(is_signal("PhoneDisconnected", ADA, "link_loss"))
+    # Device1.Disconnected (BlueZ >= 5.83) says why; 5.66 sends Connected=false alone and nothing the
+    # daemon did explains it: "disconnected".
+    await signals.wait(is_signal("PhoneDisconnected", ADA, "disconnected" if bluez_version == "5.66" else "link_loss"))
+
+
+async def test_disconnect_reasons_without_the_signal(bluez: FakeBluez, daemon_factory: Callable[..., DaemonProcess],
+                                                     client: MessageBus, signals: Any) -> None:
+    """Our own Disconnect() is "local" on every release (5.66: inferred, no Disconnected signal)."""
+    _paired(bluez, ADA, connected=True)
+    await _up(daemon_factory, client, signals)
+    await signals.wait(is_signal("PhoneConnected", ADA))
+    await phones_call(client, "Disconnect", "s", [ADA])
+    await signals.wait(is_signal("PhoneDisconnected", ADA, "local"))
 
 
 async def test_connect_disconnect_and_the_phone_limit(bluez: FakeBluez, daemon_factory: Callable[..., DaemonProcess],

@@ -20,9 +20,10 @@ from dashbridge.simulator.bus import PrivateBus
 from dashbridge.simulator.daemonproc import DaemonProcess
 from dashbridge.simulator.phone import VirtualPhone
 
+from .bluez_versions import bluez_version  # every test: BlueZ 5.66 and current
 from .pairing_helpers import ADA, BOB, bluez, daemon_config, fresh, is_signal, wait_ready
 
-__all__ = ["bluez"]
+__all__ = ["bluez", "bluez_version"]
 
 
 def _ctl_command() -> list[str]:

@@ -15,6 +15,7 @@ from dashbridge.simulator.bus import PrivateBus
 from dashbridge.simulator.daemonproc import DaemonProcess
 from dashbridge.simulator.phone import VirtualPhone
 
+from .bluez_versions import bluez_version  # every test: BlueZ 5.66 and current
 from .pairing_helpers import (
     ADA,
     BOB,
@@ -30,7 +31,7 @@ from .pairing_helpers import (
     wait_ready,
 )
 
-__all__ = ["bluez"]
+__all__ = ["bluez", "bluez_version"]
 
 
 async def _up(factory: Callable[..., DaemonProcess], client: MessageBus, signals: Any, **bt: Any) -> DaemonProcess:

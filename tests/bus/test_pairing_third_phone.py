@@ -13,9 +13,10 @@ from dashbridge.simulator.bluez import FakeBluez
 from dashbridge.simulator.daemonproc import DaemonProcess
 from dashbridge.simulator.phone import VirtualPhone
 
+from .bluez_versions import bluez_version  # every test: BlueZ 5.66 and current
 from .pairing_helpers import ADA, BOB, CY, bluez, is_signal, list_phones, phones_call, start_daemon, wait_ready
 
-__all__ = ["bluez"]
+__all__ = ["bluez", "bluez_version"]
 
 
 async def test_a_third_phone_is_paired_not_connected_and_the_dashboard_is_told_why(

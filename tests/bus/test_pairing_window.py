@@ -18,6 +18,7 @@ from dashbridge.simulator.daemonproc import DaemonProcess
 from dashbridge.simulator.phone import VirtualPhone
 
 from .bluez_helpers import ADAPTER, ADAPTER_PATH, dev_path
+from .bluez_versions import bluez_version  # every test: BlueZ 5.66 and current
 from .pairing_helpers import (
     ADA,
     BOB,
@@ -33,7 +34,7 @@ from .pairing_helpers import (
     wait_ready,
 )
 
-__all__ = ["bluez"]  # the fixture
+__all__ = ["bluez", "bluez_version"]  # the fixture
 
 
 async def _up(factory: Callable[..., DaemonProcess], client: MessageBus, signals: Any, **bt: Any) -> DaemonProcess:

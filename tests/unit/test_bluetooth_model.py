@@ -97,6 +97,28 @@ def test_connect_errors_are_classified_from_the_bluez_vocabulary() -> None:
     assert classify_connect_error(failed, "something new").reason == "failed"
 
 
+def test_connect_errors_of_every_bluez_release_mean_the_same() -> None:
+    failed = "org.bluez.Error.Failed"
+    # 5.66-5.83: the reason string in Failed/NotAvailable; 5.84+: the BREDR.ProfileUnavailable name.
+    for name, text in (("org.bluez.Error.NotAvailable", "br-connection-profile-unavailable"),
+                       (failed, "br-connection-profile-unavailable"),
+                       ("org.bluez.Error.BREDR.ProfileUnavailable", "No more profiles to connect to")):
+        f = classify_connect_error(name, text)
+        assert (f.reason, f.retry) == ("no_profiles", False), (name, text)
+        assert f.message == "the phone offers no profile the car can connect (profile unavailable)"
+    f = classify_connect_error(failed, "br-connection-page-timeout")
+    assert f.retry and f.message == "the phone is out of range (page timeout)"
+    f = classify_connect_error(failed, "br-connection-sdp-search")
+    assert (f.reason, f.retry) == ("sdp_failed", True)
+    assert classify_connect_error(failed, "le-connection-abort-by-local").reason == "canceled"
+    assert classify_connect_error(failed, "le-connection-gatt-browsing").reason == "sdp_failed"
+    assert classify_connect_error(failed, "br-connection-refused").retry is False
+    assert classify_connect_error(failed, "br-connection-concurrent-connection-limit").reason == "too_many"
+    assert classify_connect_error(failed, "br-connection-already-connected").reason == "already_connected"
+    assert classify_connect_error("org.bluez.Error.NotAvailable", "").reason == "no_profiles"
+    assert classify_connect_error(failed, "br-connection-unknown").message == "the connection failed (unknown)"
+
+
 def test_pair_errors() -> None:
     assert classify_pair_error("org.bluez.Error.AuthenticationFailed", "") == "rejected"
     assert classify_pair_error("org.bluez.Error.AuthenticationCanceled", "") == "cancelled"
