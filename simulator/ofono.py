@@ -56,6 +56,7 @@ SIM_PATH = names.SIM_PATH
 
 _ERR = names.OFONO_ERR
 MAX_VOICE_CALLS = 16  # src/voicecall.c
+RELEARNT_START_TIME = "1970-01-01T00:00:00+0000"  # what oFono 1.31 says for a call re-learnt from AT+CLCC
 DEFAULT_EMERGENCY_NUMBERS = ("112", "911", "08", "000", "110", "118", "119", "999")
 AG_FEATURES = (
     "three-way-calling", "echo-canceling-and-noise-reduction", "voice-recognition",
@@ -159,6 +160,7 @@ class Modem:
     voice_recognition: bool = False
     ecnr: bool = True
     link_generation: int = 0  # bumps on every link loss; stale timers check it
+    relearnt: set[int] = field(default_factory=set)  # call ids learnt from AT+CLCC at link-up (no start time)
 
     @property
     def address(self) -> str:
@@ -189,6 +191,9 @@ class FakeOfono:
         self.server: ObjectServer | None = None
         self.unresponsive = False
         self.swallowed: list[Message] = []
+        # The phone's answer per oFono method (member name): (error short name or "", delay s).
+        self.command_faults: dict[str, tuple[str, float]] = {}
+        self._released: set[int] = set()  # ids of delayed messages being served now
         self.method_calls: list[tuple[str, str, str]] = []  # (path, interface, member) seen, for tests
         self.call_times: list[float] = []  # time.monotonic() of each entry in method_calls
         self._call_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -308,7 +313,31 @@ class FakeOfono:
         if self.unresponsive and iface.startswith("org.ofono."):
             self.swallowed.append(msg)  # an ofonod that hangs: never answers
             return True
+        fault = self.command_faults.get(msg.member or "") if iface.startswith("org.ofono.") else None
+        if fault is not None and id(msg) not in self._released:
+            error, delay = fault
+            if error:
+                # The phone answered the AT command with ERROR/+CME ERROR: oFono replies Failed (1.31
+                # maps every CME error to org.ofono.Error.Failed) and nothing changes.
+                reply = Message.new_error(msg, _ERR + error, _DEFAULT_TEXT.get(error, "Operation failed"))
+                if delay <= 0:
+                    return reply
+                self._later(delay, lambda: self._send(reply))
+                return True
+            self._later(delay, lambda: self._serve_late(msg))  # a slow phone: OK after `delay`
+            return True
         return None
+
+    def _serve_late(self, msg: Message) -> None:
+        if self.server is None:
+            return
+        self._released.add(id(msg))
+        try:
+            reply = self.server._on_message(msg)
+        finally:
+            self._released.discard(id(msg))
+        if isinstance(reply, Message):
+            self._send(reply)
 
     # ---------------------------------------------------------------- the objects on the bus
 
@@ -446,8 +475,10 @@ class FakeOfono:
             # ConnectProfile failed: the modem stays off and the SetProperty caller gets Failed.
             self._send(Message.new_error(msg, _ERR + "Failed", _DEFAULT_TEXT["Failed"]))
             return
-        self._bring_up(m)
+        # oFono replies to SetProperty(Powered) first, then emits PropertyChanged(Powered/Online)
+        # (src/modem.c: the pending reply is sent from the powered callback before the signals).
         self._send(Message.new_method_return(msg))
+        self._bring_up(m)
 
     def _bring_up(self, m: Modem) -> None:
         m.powered = True
@@ -478,6 +509,7 @@ class FakeOfono:
             return
         for c in sorted(m.side.calls.values(), key=lambda c: c.idx):
             if c.idx not in m.published:
+                m.relearnt.add(c.idx)  # oFono 1.31 has no start time for a call learnt from AT+CLCC
                 self._publish(m, c)
 
     def _drop_link(self, m: Modem) -> None:
@@ -491,6 +523,7 @@ class FakeOfono:
         for idx in m.published:
             self._unregister_call(m, idx)
         m.published.clear()
+        m.relearnt.clear()
         if was_powered:
             m.powered = False
             self._changed(m.path, names.OFONO_MODEM, "Powered")
@@ -515,7 +548,11 @@ class FakeOfono:
             "RemoteMultiparty": _v("b", False),
             "Emergency": _v("b", c.number in DEFAULT_EMERGENCY_NUMBERS),
         }
-        if c.start_time is not None and c.state in ("active", "held"):
+        if c.idx in m.relearnt and c.state in ("active", "held"):
+            # drivers/hfpmodem (1.31): a call found by AT+CLCC after ofonod started or the SLC came back
+            # has start_time 0, which voicecall.c formats as the epoch.
+            props["StartTime"] = _v("s", RELEARNT_START_TIME)
+        elif c.start_time is not None and c.state in ("active", "held"):
             props["StartTime"] = _v("s", _time_str(c.start_time))
         return props
 
@@ -964,6 +1001,16 @@ class FakeOfono:
         _side, m = self._modem_for(address)
         if m is not None:
             self._drop_link(m)
+
+    def set_command_fault(self, member: str, error: str = "Failed", delay: float = 0.0) -> None:
+        """The phone answers the AT command behind oFono method ``member`` (Answer, Hangup, Dial,
+        HoldAndAnswer, SwapCalls, HangupAll, SendTones...) with ERROR (``error``: the oFono error short
+        name, "" = OK) after ``delay`` seconds.  E.g. ``set_command_fault("Answer")`` is a phone that
+        refuses ATA with +CME ERROR: 3 (the call keeps ringing); ``("Dial", "", 2.0)`` a slow phone."""
+        self.command_faults[member] = (error, delay)
+
+    def clear_command_faults(self) -> None:
+        self.command_faults.clear()
 
     def set_unresponsive(self, on: bool) -> None:
         """ofonod stops answering method calls (a hung daemon); signals still flow."""

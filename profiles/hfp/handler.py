@@ -69,6 +69,7 @@ from .models import (
     normalize_tones,
     parse_call_props,
     parse_modem_props,
+    parse_start_time,
 )
 
 if TYPE_CHECKING:
@@ -659,7 +660,7 @@ class HfpHandler:
         p = self._phone_of_modem(modem_path)
         if p is None or not isinstance(cpath, str):
             return
-        cp = parse_call_props(props)
+        cp = parse_call_props(_without_placeholder_start(props))
         cid = p.by_path.get(cpath)
         if cid is not None and cid in p.calls:
             old = p.calls[cid]
@@ -708,6 +709,8 @@ class HfpHandler:
         if cid is None or cid not in p.calls:
             return
         old = p.calls[cid]
+        if name == "StartTime" and _placeholder_start(value):
+            return  # oFono 1.31 re-learnt the call from AT+CLCC: keep the start time we know
         new = old.apply(name, value)
         if new is old or new == old:
             return
@@ -917,11 +920,55 @@ class HfpHandler:
             if now is None:
                 raise NotFound(f"call {c.id} has ended") from None
             if member in ("Answer", "HoldAndAnswer"):
-                # oFono refuses Answer when the call is not "incoming" any more; our table may not
-                # have heard yet (the state change is on its way).
+                # oFono answers Failed both when the call stopped ringing (our table may not have heard
+                # yet) and when the phone refused ATA/AT+CHLD (+CME ERROR: 3, the call keeps ringing:
+                # oFono 1.31).  Ask oFono which it is.
+                if await self._still_ringing(p, c):
+                    raise OperationFailed(f"the phone refused to answer call {c.id}") from None
+                now = p.calls.get(c.id)
+                if now is None:
+                    raise NotFound(f"call {c.id} has ended") from None
                 raise InvalidInput(f"call {c.id} is no longer ringing on the phone: it cannot be answered") from None
             raise
+
+    async def _still_ringing(self, p: _Phone, c: Call) -> bool:
+        """oFono's own view (VoiceCallManager.GetCalls): is ``c`` still incoming/waiting?  When oFono
+        cannot tell, our table decides."""
+        m = self._modem_of(p.link.address)
+        try:
+            if m is None:
+                raise ServiceGone(names.ERR_SERVICE_UNKNOWN, "no modem")
+            (calls,) = await self._ofono_call(m.path, names.OFONO_VOICECALL_MANAGER_IFACE, "GetCalls")
+        except BusError:
+            now = p.calls.get(c.id)
+            return now is not None and now.state in ("incoming", "waiting")
+        for entry in calls if isinstance(calls, list) else []:
+            try:
+                cpath, props = entry
+            except (TypeError, ValueError):
+                continue
+            if cpath == c.path and isinstance(props, dict):
+                state = unwrap_props(props).get("State")
+                return state in ("incoming", "waiting")
+        return False
 
 
 def _short(error_name: str) -> str:
     return error_name.rsplit(".", 1)[-1]
+
+
+# oFono 1.31 (drivers/hfpmodem/voicecall.c) re-learns the calls from AT+CLCC after ofonod restarted or
+# the service level connection came back, and has no start time for them: StartTime is the epoch,
+# "1970-01-01T00:00:00+0000".  No call starts before 1971: such a value means "unknown".
+_EPOCH_PLACEHOLDER_S = 365 * 86400
+
+
+def _placeholder_start(value: Any) -> bool:
+    t = parse_start_time(value)
+    return t is not None and t < _EPOCH_PLACEHOLDER_S
+
+
+def _without_placeholder_start(props: dict[str, Any]) -> dict[str, Any]:
+    if _placeholder_start(props.get("StartTime")):
+        return {k: v for k, v in props.items() if k != "StartTime"}
+    return props
