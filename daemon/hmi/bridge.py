@@ -31,6 +31,7 @@ than the snapshot's ``generation`` (docs/dbus-api.md, "Starting up and resynchro
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -153,14 +154,15 @@ def _guess(value: Any) -> str:
 
 
 def plain(value: Any) -> Any:
-    """D-Bus values as JSON: variants unwrapped, tuples as lists, bytes as hex."""
+    """D-Bus values as JSON: variants unwrapped, tuples as lists, bytes (``ay``: a contact's photo)
+    as base64."""
     v = unwrap(value)
     if isinstance(v, dict):
         return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [plain(x) for x in v]
     if isinstance(v, bytes | bytearray):
-        return v.hex()
+        return base64.b64encode(v).decode("ascii")
     return v
 
 

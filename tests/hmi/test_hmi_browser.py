@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import struct
 import time
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -37,9 +39,24 @@ SHOTS = Path(__file__).parents[2] / "build" / "hmi-screenshots"
 pytestmark = pytest.mark.timeout(120)
 
 
+def _png(size: int = 96) -> bytes:
+    """A small PNG (a teal disc on orange): the contact's photo the card shows."""
+    rows = b""
+    for y in range(size):
+        rows += b"\x00" + b"".join(bytes((0, 128, 128)) if (x - size / 2) ** 2 + (y - size / 2) ** 2 < (size / 3) ** 2
+                                   else bytes((240, 140, 40)) for x in range(size))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
 def _phone(bonded: bool) -> VirtualPhone:
     p = VirtualPhone(ADDR, name="Alice's Pixel", bonded=bonded, passkey=271828)
-    book_for(p).contacts.append(SimContact(family="Smith", given="Sam", fn="Sam Smith", numbers=[(SAM, "cell")]))
+    book_for(p).contacts.append(SimContact(family="Smith", given="Sam", fn="Sam Smith", numbers=[(SAM, "cell")],
+                                           photo=_png()))
     return p
 
 
@@ -150,6 +167,8 @@ async def test_incoming_call_card_named_from_contacts_answer_and_hang_up(browser
         print(f"\nincoming call in the fake phone -> card on the page: p50 {statistics.median(lat) * 1000:.0f} ms, "
               f"p99 {p99 * 1000:.0f} ms ({len(lat)} calls)")
         assert p99 < 2.0
+        await page.wait("(document.querySelector('#incoming-photo img') || {}).naturalWidth === 96", DEADLINE_S,
+                        "the contact's photo on the card")
         await rig.shot("incoming-call")
         await page.click("#answer")
         async with asyncio.timeout(DEADLINE_S):
@@ -197,6 +216,12 @@ async def test_text_with_maps_link_offers_a_destination_accept_reaches_navigatio
         await page.wait("document.querySelector('#message-body').textContent.includes('at 1pm?')", DEADLINE_S,
                         "the whole text")
         await rig.shot("message")
+        await page.click("#quick-replies .quick-reply")
+        async with asyncio.timeout(DEADLINE_S):
+            while not rig.world.phone_outbox(ADDR):
+                await asyncio.sleep(0.05)
+        (sent,) = rig.world.phone_outbox(ADDR)
+        assert (sent.recipient, sent.body.strip()) == (SAM, "On my way")
         await page.click("#message-close")
         await page.click("[data-tab=nav]")
         await page.wait("!!document.querySelector('#offers .offer[data-state=offered]')", DEADLINE_S, "the offer")

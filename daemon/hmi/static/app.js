@@ -259,7 +259,7 @@ function renderCalls() {
   if (ringing) {
     shownIncoming = ringing.Id;
     inc.dataset.call = ringing.Id;
-    $("#incoming-photo").textContent = initial(ringing.Name || ringing.Number);
+    drawPhoto($("#incoming-photo"), ringing);
     $("#incoming-name").textContent = ringing.Name || ringing.Number || "Unknown caller";
     $("#incoming-number").textContent = ringing.Number === "withheld" ? "Number withheld" :
       (ringing.Name && ringing.Name !== ringing.Number ? ringing.Number : "");
@@ -272,7 +272,7 @@ function renderCalls() {
   if (!current) { $("#incall-keys").hidden = true; return; }
   ic.dataset.call = current.Id;
   ic.dataset.state = current.State;
-  $("#incall-photo").textContent = initial(current.Name || current.Number);
+  drawPhoto($("#incall-photo"), current);
   $("#incall-name").textContent = current.Name || current.Number;
   $("#incall-number").textContent = current.Name && current.Name !== current.Number ? current.Number : "";
   const others = calls.filter((c) => c.Id !== current.Id && c.State === "held");
@@ -280,6 +280,27 @@ function renderCalls() {
   $("#incall-swap").hidden = !others.length;
   $("#incall-hold").textContent = current.State === "held" ? "Resume" : "Hold";
   tickDuration();
+}
+
+// The caller's photo from the phone's contacts (Contacts1.Lookup + GetContact), else an initial.
+const photos = new Map();  // number -> data: URL, or "" (none)
+function drawPhoto(box, call) {
+  const url = photos.get(call.Number);
+  if (url) {
+    if (box.dataset.src !== url) { box.replaceChildren(el("img", { src: url, alt: "" })); box.dataset.src = url; }
+    return;
+  }
+  box.dataset.src = "";
+  box.textContent = initial(call.Name || call.Number);
+  if (call.NameSource === "contacts" && !photos.has(call.Number)) {
+    photos.set(call.Number, "");
+    send({ type: "call", method: "Contacts1.Lookup", args: [call.Number] })
+      .then(([, id]) => send({ type: "call", method: "Contacts1.GetContact", args: [id] }))
+      .then(([c]) => {
+        if (c.Photo) { photos.set(call.Number, `data:${c.PhotoType || "image/jpeg"};base64,${c.Photo}`); renderCalls(); }
+      })
+      .catch(() => { /* no photo: the initial stays */ });
+  }
 }
 
 function tickDuration() {
@@ -303,6 +324,9 @@ function renderMessages() {
   el("div", { class: "sub", textContent: `${m.type} · ${(m.received || "").slice(11, 16)}` }))));
 }
 
+// Replies a driver can send without a keyboard.
+const QUICK_REPLIES = ["On my way", "Running late", "Can't talk, driving"];
+
 async function readMessage(m) {
   openMessage = m.id;
   $("#message-view").hidden = false;
@@ -310,6 +334,9 @@ async function readMessage(m) {
   $("#message-from").textContent = m.sender_name || m.sender;
   $("#message-meta").textContent = `${m.type} from ${m.sender} · ${m.received}${m.subject ? " · " + m.subject : ""}`;
   $("#message-body").textContent = m.preview;
+  $("#quick-replies").replaceChildren(...(m.direction === "in" ? QUICK_REPLIES : []).map((text) => el("button", {
+    class: "quick-reply", textContent: text,
+    on: { click: () => api("Messages1.Reply", m.id, text).then(() => toast(`Sent: ${text}`)).catch(() => {}) } })));
   try {
     const [full] = await api("Messages1.Get", m.id);
     if (openMessage === m.id) $("#message-body").textContent = full.body || full.preview;
