@@ -64,6 +64,7 @@ class ATPhone:
         self.ccwa = False
         self.sessions = 0
         self.refuse_dial = False
+        self.refuse_answer = False  # ATA -> +CME ERROR: 3 ("operation not allowed"); the call keeps ringing
         self._sock: socket.socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -228,6 +229,9 @@ class ATPhone:
             self._send("OK")
         elif up == "ATA":
             ringing = self._with(INCOMING)
+            if ringing and self.refuse_answer:
+                self._send("+CME ERROR: 3")
+                return
             if not ringing:
                 self._send("ERROR")
                 return

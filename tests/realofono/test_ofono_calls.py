@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from dbus_fast.aio import MessageBus
 
+from dashbridge.daemon.dbus.call import call, unwrap
 from dashbridge.simulator.bluez import BluezTimings
 from dashbridge.simulator.bus import PrivateBus
 from dashbridge.simulator.daemonproc import DaemonProcess
@@ -26,6 +27,7 @@ from tests.realofono.support import Dashboard, HfpBluez, Ofonod
 
 A = "AA:00:00:00:00:01"
 B = "BB:00:00:00:00:02"
+MODEM_A = "/hfp/org/bluez/hci0/dev_AA_00_00_00_00_01"
 DAEMON_CONFIG = {
     "log_level": "debug",
     "calls": {"ofono_timeout": "3s", "connect_timeout": "10s", "restart_grace": "10s"},
@@ -222,7 +224,8 @@ async def test_ofonod_restart_mid_call_rebuilds_the_call(rig: Rig, how: int) -> 
     phone.ring("5550001")
     cid = (await dash.wait("CallAdded", lambda b: b[1]["Number"] == "5550001", after=mark))[0]
     await dash.api("Answer", "s", [cid])
-    await dash.state(cid, "active", after=mark)
+    started = (await dash.state(cid, "active", after=mark))["StartTime"]
+    assert started > 0
 
     mark = dash.mark()
     # SIGTERM: ofonod removes its modems, then leaves; SIGKILL: it just vanishes.  Either way the
@@ -234,6 +237,11 @@ async def test_ofonod_restart_mid_call_rebuilds_the_call(rig: Rig, how: int) -> 
     back = await dash.wait("CallChanged", lambda b: b[0] == cid and b[1]["State"] == "active", after=mark,
                            timeout=15)
     assert back[1]["Number"] == "5550001"
+    # ofonod 1.31 re-learnt the call from AT+CLCC and says StartTime 1970-01-01T00:00:00+0000: the
+    # daemon keeps the start it knew (the dashboard's call duration goes on).
+    assert back[1]["StartTime"] == started
+    (ofono_calls,) = await call(rig.dash.bus, "org.ofono", MODEM_A, "org.ofono.VoiceCallManager", "GetCalls")
+    assert [unwrap(props)["StartTime"] for _path, props in ofono_calls] == ["1970-01-01T00:00:00+0000"]
     assert rig.phone.sessions == 2  # a second service-level connection, from the new ofonod
     (calls,) = await dash.api("GetCalls")
     assert [(c["Id"], c["State"]) for c in calls] == [(cid, "active")]
@@ -316,3 +324,42 @@ async def test_ofonod_that_does_not_answer(rig: Rig) -> None:
     assert late[1]["Direction"] == "outgoing"
     await dash.api("Hangup", "s", [late[0]])
     await dash.wait("CallRemoved", lambda b: b[0] == late[0], after=mark)
+
+
+async def test_phone_refusing_ata_is_failed_and_the_call_keeps_ringing(rig: Rig) -> None:
+    """+CME ERROR: 3 to ATA: ofonod answers org.ofono.Error.Failed and the call still rings."""
+    dash, phone = rig.dash, rig.phone
+    phone.refuse_answer = True
+    mark = dash.mark()
+    phone.ring("5550001")
+    cid = (await dash.wait("CallAdded", lambda b: b[1]["Number"] == "5550001", after=mark))[0]
+    n = len(phone.received)
+    with pytest.raises(Exception) as err:
+        await dash.api("Answer", "s", [cid])
+    assert "org.dashbridge.Error.Failed" in str(err.value) and "refused" in str(err.value)
+    await phone.wait_command("ATA", after=n)
+    (calls,) = await dash.api("GetCalls")
+    assert [(c["Id"], c["State"]) for c in calls] == [(cid, "incoming")]
+    phone.refuse_answer = False
+    await dash.api("Answer", "s", [cid])
+    await dash.state(cid, "active", after=mark)
+
+
+async def test_the_daemon_recovers_each_time_ofonod_dies(rig: Rig) -> None:
+    """ofonod 1.31 aborts on non-UTF-8 text from a phone; systemd/ofono-restart.conf restarts it.
+    Killed three times (SIGKILL, as the abort), restarted as systemd would: each time the daemon
+    powers the modems again and calls work."""
+    dash, phone = rig.dash, rig.phone
+    for round_ in range(3):
+        mark = dash.mark()
+        await rig.ofono.stop(signal.SIGKILL)
+        await dash.wait("PhoneChanged", lambda b: b[0] == A and not b[1]["Ready"], after=mark, timeout=15)
+        await rig.ofono.start(rig.bluez)
+        await dash.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Ready"], after=mark, timeout=20)
+        assert phone.sessions == round_ + 2
+    mark = dash.mark()
+    phone.ring("5550002")
+    cid = (await dash.wait("CallAdded", lambda b: b[1]["Number"] == "5550002", after=mark))[0]
+    await dash.api("Answer", "s", [cid])
+    await dash.state(cid, "active", after=mark)
+    assert "Traceback" not in rig.daemon.log()
