@@ -27,7 +27,8 @@ import phonenumbers
 
 TAIL_DIGITS = 8
 _CACHE_MAX = 8192
-_SEPARATORS = str.maketrans("", "", " -().\u00a0/\t\u2010\u2011\u2012\u2013\u2212[]")
+
+_SEPARATORS = re.compile("[ \\-().\u00a0/\t\u2010\u2011\u2012\u2013\u2212\\[\\]]+")  # what a number may be written with
 _EXTENSION_RE = re.compile(r"[,;pwxe#*]", re.IGNORECASE)  # pauses, "ext", DTMF suffixes
 
 
@@ -57,7 +58,9 @@ class Normalizer:
     @staticmethod
     def digits(number: str) -> str:
         """The dialable digits (``+`` kept), extensions and separators removed."""
-        n = number.strip().translate(_SEPARATORS)
+        n = _SEPARATORS.sub("", number.strip())
+        if n[1:].isdigit():
+            return n  # the common case: no extension to cut
         m = _EXTENSION_RE.search(n, 1)
         return n[:m.start()] if m is not None else n
 
@@ -99,19 +102,21 @@ class Normalizer:
         if rest:
             if not rest.isdigit() or not 7 <= len(rest) <= 15 or rest[0] == "0":
                 return None
-            for n in (1, 2, 3):
-                cc = int(rest[:n])
-                if cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-                    trunk = _trunk_prefixes(cc)
-                    nat = rest[n:]
-                    if trunk is None:
-                        return None  # a pattern (carrier codes): phonenumbers knows
-                    if "0" in trunk and nat[0] == "0" and nat[1:2] not in ("", "0") and _strips(cc, nat):
-                        return f"+{cc}{nat[1:]}"  # "+44 (0)7700 900123": the trunk zero goes
-                    if nat[0] == "0" or nat.startswith(trunk):
-                        return None  # "+1 1...", Italian zeros, short numbers: phonenumbers knows
-                    return "+" + rest
-            return None
+            head = rest[:3]
+            got = _COUNTRY_OF.get(head)
+            if got is None:
+                got = _COUNTRY_OF[head] = _country_of(head)
+            if not got:
+                return None
+            cc, n, trunk = got
+            nat = rest[n:]
+            if trunk is None:
+                return None  # a pattern (carrier codes): phonenumbers knows
+            if "0" in trunk and nat[0] == "0" and nat[1:2] not in ("", "0") and _strips(cc, nat):
+                return f"+{cc}{nat[1:]}"  # "+44 (0)7700 900123": the trunk zero goes
+            if nat[0] == "0" or nat.startswith(trunk):
+                return None  # "+1 1...", Italian zeros, short numbers: phonenumbers knows
+            return "+" + rest
         if not d.isdigit():
             return None
         np = self._national
@@ -130,6 +135,17 @@ class Normalizer:
 
 
 _TRUNK: dict[int, tuple[str, ...] | None] = {}
+# The first three digits after "+" -> (country code, its length, _trunk_prefixes) or () when no
+# country code starts them (at most 1,000 entries: the country code depends on those digits only).
+_COUNTRY_OF: dict[str, tuple[int, int, tuple[str, ...] | None] | tuple[()]] = {}
+
+
+def _country_of(head: str) -> tuple[int, int, tuple[str, ...] | None] | tuple[()]:
+    for n in (1, 2, 3):
+        cc = int(head[:n])
+        if cc in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return cc, n, _trunk_prefixes(cc)
+    return ()
 
 
 def _trunk_prefixes(cc: int) -> tuple[str, ...] | None:

@@ -58,11 +58,14 @@ def fold(text: str) -> str:
     return decomposed.casefold()
 
 
+_SORT_STRIP = " \t\"'([{.-_*+#@!?¡¿"
+
+
 def sort_key(name: str) -> str:
     """How contacts are ordered for display (``List``, ``Index``): the folded name without leading
     punctuation; names not starting with a letter a-z (digits, other scripts, empty) sort after
     "z" behind a "~" and are listed under "#"."""
-    s = fold(name).lstrip(" \t\"'([{.-_*+#@!?¡¿")
+    s = fold(name).lstrip(_SORT_STRIP)
     return s if s[:1].isascii() and s[:1].isalpha() else "~" + s
 
 
@@ -161,15 +164,14 @@ class ContactStore:
 
     def stage(self, phone: str, book: str, start_pos: int, cards: Iterable[VCard]) -> int:
         """Stage one page (positions ``start_pos``...) in its own transaction; returns how many.
-        The rows are built first (each distinct number normalised once), then written with one
-        ``executemany`` per table (statements prepared once: the connection's statement cache)."""
+        The rows are built first, every value derived once per card (numbers through the
+        normaliser's cache), then written with one ``executemany`` per table (statements prepared
+        once: the connection's statement cache)."""
         number_key = self.normalizer.key
-        keys: dict[str, tuple[str, str, str]] = {}
         staging = book + STAGING
         rows: list[tuple[Any, ...]] = []
         nums: list[tuple[Any, ...]] = []
         photos: list[tuple[Any, ...]] = []
-        dumps = _JSON
         # Ids follow the positions.  Nothing else writes contacts between this read and the
         # transaction below: both run on the event-loop thread without yielding.
         (base,) = self.store.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM contacts").fetchone()
@@ -178,6 +180,7 @@ class ContactStore:
         live = self._live.get((phone, book))
         kept = self._kept.setdefault((phone, book), []) if live is not None else []
         region = self.normalizer.region
+        tel_type, fold_, ident_of, mime_of = _tel_type, fold, identity, _mime
         n = 0
         for card in cards:
             n += 1
@@ -190,41 +193,33 @@ class ContactStore:
                     kept.append((*same.pop(0), pos))
                     pos += 1
                     continue
-            name = clip(card.display_name, MAX_NAME)
+            # Derived in one pass, each value once (the folded name serves search and sort key).
+            name = card.fn.strip() or card.display_name
+            if len(name) > MAX_NAME:
+                name = clip(name, MAX_NAME)
             tels = card.tels
-            digits: list[str] = []
-            card_nums: list[tuple[str, ...]] = []
+            first_num = len(nums)
             if tels:
                 if not name:
                     name = tels[0].number
                 for t in tels:
                     number = t.number
-                    k = keys.get(number)
-                    if k is None:
-                        k = keys[number] = number_key(number)
-                    card_nums.append((number, t.label or _tel_type(t.types), *k))
-                    digits.append(k[2])
+                    nums.append((cid, number, t.label or tel_type(t.types), *number_key(number)))
+            nickname, org = card.nickname, card.org
             data = _EMPTY
-            if card.emails or card.addresses or card.org or card.title or card.nickname or card.bday:
-                extra: dict[str, Any] = {}
-                if card.emails:
-                    extra["emails"] = [(e.address, e.types[0] if e.types else "") for e in card.emails]
-                if card.addresses:
-                    extra["addresses"] = [(a.formatted(), a.types[0] if a.types else "") for a in card.addresses]
-                for field_name in ("org", "title", "nickname", "bday"):
-                    v = getattr(card, field_name)
-                    if v:
-                        extra[field_name] = v
-                data = dumps(extra)
-            search = fold(name if not (card.nickname or card.org) else
-                          " ".join(x for x in (name, card.nickname, card.org) if x))
-            content = (card.uid, name, search, data, identity(card.uid, name, digits), sort_key(name))
-            photo = (_mime(card.photo_type), card.photo) if card.photo else None
-            rows.append((cid, phone, staging, pos, *content, fp))
-            for num in card_nums:
-                nums.append((cid, *num))
-            if photo:
-                photos.append((cid, *photo))
+            if card.emails or card.addresses or org or card.title or nickname or card.bday:
+                data = _JSON(_extra(card))
+            folded = name.casefold() if name.isascii() else fold_(name)
+            search = folded if not (nickname or org) else fold_(" ".join(x for x in (name, nickname, org) if x))
+            key = folded.lstrip(_SORT_STRIP)
+            if not (key[:1].isascii() and key[:1].isalpha()):
+                key = "~" + key
+            uid = card.uid
+            u = uid.strip()
+            ident = "u:" + u if u else ident_of(uid, name, [r[5] for r in nums[first_num:]])
+            rows.append((cid, phone, staging, pos, uid, name, search, data, ident, key, fp))
+            if card.photo:
+                photos.append((cid, mime_of(card.photo_type), card.photo))
             pos += 1
             cid += 1
         if rows:
@@ -488,6 +483,25 @@ def _fingerprint(card: VCard, region: str) -> bytes:
         h.update(b"\x00")
         h.update(card.photo)
     return h.digest()
+
+
+def _extra(card: VCard) -> dict[str, Any]:
+    """What the ``data`` column holds (JSON) besides the numbers: emails, addresses, org, title,
+    nickname, birthday (the keys present only when the card has them)."""
+    extra: dict[str, Any] = {}
+    if card.emails:
+        extra["emails"] = [(e.address, e.types[0] if e.types else "") for e in card.emails]
+    if card.addresses:
+        extra["addresses"] = [(a.formatted(), a.types[0] if a.types else "") for a in card.addresses]
+    if card.org:
+        extra["org"] = card.org
+    if card.title:
+        extra["title"] = card.title
+    if card.nickname:
+        extra["nickname"] = card.nickname
+    if card.bday:
+        extra["bday"] = card.bday
+    return extra
 
 
 def _mime(photo_type: str) -> str:

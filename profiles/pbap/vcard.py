@@ -576,7 +576,10 @@ class VCardParser:
                 if b"\n " in blob or b"\n\t" in blob:
                     blob = blob.replace(b"\n ", b"").replace(b"\n\t", b"")
             try:
-                self._card_lines(st, blob.split(b"\n")[1:], out)
+                if blob.count(b"\n") == blob.count(b"\r\n"):  # CRLF throughout: no "\r" to strip
+                    self._card_lines(st, blob.split(b"\r\n")[1:], out, len(blob), False)
+                else:
+                    self._card_lines(st, blob.split(b"\n")[1:], out, len(blob), True)
             except Exception as exc:  # defensive: one card, not the file
                 self._abort_card(f"internal error: {type(exc).__name__}")
             if self._state is st:
@@ -584,29 +587,38 @@ class VCardParser:
             self._lineno += buf.count(b"\n", b, eol + 1) - 1
             pos = eol + 1
 
-    def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard]) -> None:
+    def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard], size: int, cr: bool) -> None:
         """The properties of one card of the fast path: what :meth:`_property` does, inlined for
-        the heads seen before whose value goes straight to a handler; the rest through it."""
+        the heads seen before whose value goes straight to a handler; the rest through it.
+        ``size``: the card's bytes; ``cr``: lines may end in "\r" (else split on CRLF already).
+        A card with no more lines than properties allowed and no more bytes than a card may have
+        can't go over either limit: its lines are not counted one by one."""
         prop = self._property
         simple = self._simple
         max_props, max_bytes = self.max_properties, self.max_card_bytes
+        count = len(lines) > max_props or size > max_bytes
         for line in lines:
-            if line[-1:] == b"\r":
+            if cr and line[-1:] == b"\r":
                 line = line[:-1]
-            if not line:
-                continue
             colon = line.find(b":")
             hit = simple.get(line[:colon]) if colon > 0 else None
             if hit is None:
+                if not line:
+                    continue
+                if line == b"END:VCARD":  # the common end, as _property would take it
+                    self._state = None
+                    out.append(self._finish(st))
+                    return
                 prop(line, False, out)
                 if self._state is not st:
                     return
                 continue
-            st.props += 1
-            st.bytes += len(line)
-            if st.props > max_props or st.bytes > max_bytes:
-                self._abort_card("card over the size limit")
-                return
+            if count:
+                st.props += 1
+                st.bytes += len(line)
+                if st.props > max_props or st.bytes > max_bytes:
+                    self._abort_card("card over the size limit")
+                    return
             value = line[colon + 1:]
             try:
                 text = value.decode("utf-8")
@@ -901,23 +913,35 @@ def _h_version(p: VCardParser, st: _CardState, group: str, params: _Params, text
 
 
 def _h_fn(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.fn = clip(_unescape(text[:_RAW_NAME]).strip(), MAX_NAME)
+    # = clip(_unescape(text[:_RAW_NAME]).strip(), MAX_NAME), without the calls that change nothing
+    if len(text) > _RAW_NAME:
+        text = text[:_RAW_NAME]
+    if "\\" in text:
+        text = _unescape(text)
+    text = text.strip()
+    st.card.fn = text if len(text) <= MAX_NAME else clip(text, MAX_NAME)
 
 
 def _h_n(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.n = tuple([clip(x.strip(), MAX_NAME) for x in _split_structured(text[:_RAW_NAME * 5])[:5]])
+    # clip only what is longer than a name may be (x.strip() is never longer than x)
+    st.card.n = tuple([x.strip() if len(x) <= MAX_NAME else clip(x.strip(), MAX_NAME)
+                       for x in _split_structured(text[:_RAW_NAME * 5])[:5]])
 
 
 def _h_tel(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
     if len(st.card.tels) >= MAX_NUMBERS_PER_CONTACT:
         _once(st.card, "numbers over the limit dropped")
         return
-    number = _unescape(text[:_RAW_NAME]).strip()
+    number = text[:_RAW_NAME] if len(text) > _RAW_NAME else text
+    if "\\" in number:
+        number = _unescape(number)
+    number = number.strip()
     if number[:4].lower() == "tel:":  # 4.0 VALUE=uri
         number = number[4:]
     if not number:
         return
-    number = clip(number, MAX_NUMBER)
+    if len(number) > MAX_NUMBER:
+        number = clip(number, MAX_NUMBER)
     tel = Tel(number, params.tel)
     st.card.tels.append(tel)
     if group:
@@ -960,7 +984,7 @@ def _h_bday(p: VCardParser, st: _CardState, group: str, params: _Params, text: s
 
 
 def _h_uid(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
-    st.card.uid = _unescape(text).strip()[:256]
+    st.card.uid = (_unescape(text) if "\\" in text else text).strip()[:256]
 
 
 def _h_call(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
