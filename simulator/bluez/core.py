@@ -253,11 +253,9 @@ class BluezCore:
         if not self.running:
             return
         bus = self._bus
+        was_powered = bool(self._adapter_state["Powered"])
         if clean and bus is not None:
-            for agent in list(self._agents.values()):
-                self._send_noreply(agent.sender, agent.path, AGENT, "Release")
-            for prof in self._profiles:
-                self._send_noreply(prof.sender, prof.path, PROFILE, "Release")
+            self._clean_exit_signals()
         self.running = False
         self._generation += 1
         for task in list(self._tasks):
@@ -286,6 +284,8 @@ class BluezCore:
         if self._inquiry:
             self._inquiry.cancel()
         self._adapter_state.update({"Discovering": False, "Discoverable": False})
+        # AutoEnable (main.conf, default true): the adapter is powered again when bluetoothd is back.
+        self._adapter_state.update({"Powered": was_powered, "PowerState": "on" if was_powered else "off"})
         self._agents.clear()
         self._default_stack.clear()
         self._profiles.clear()
@@ -307,6 +307,32 @@ class BluezCore:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2.0)
         self._bump()
+
+    def _clean_exit_signals(self) -> None:
+        """What a clean stop (SIGTERM) shows on the bus, in bluetoothd's order (src/main.c, adapter
+        shutdown): the adapter powers off (connections drop), agents and profiles get ``Release``,
+        the device objects and the adapter are removed; then the name goes."""
+        server = self._server
+        if server is None:
+            return
+        for dev in self._devices.values():
+            if self._exported(dev) and self._device_state(dev).get("Connected"):
+                self._set(dev, ServicesResolved=False, Connected=False)
+        if self._adapter_state["Powered"]:
+            self._set_adapter(Powered=False, PowerState="off", Discovering=False, Discoverable=False)
+        server.flush()
+        for agent in list(self._agents.values()):
+            self._send_noreply(agent.sender, agent.path, AGENT, "Release")
+        for prof in self._profiles:
+            self._send_noreply(prof.sender, prof.path, PROFILE, "Release")
+        for dev in self._devices.values():
+            if self._exported(dev):
+                for path in reversed(dev.gatt_paths):
+                    server.remove(path)
+                server.remove(dev.path)
+        if self.adapter_path in server.objects:
+            server.remove(self.adapter_path)
+        server.flush()
 
     # ================================================================================================
     # world: the Python control API

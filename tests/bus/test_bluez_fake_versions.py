@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
 from dashbridge.daemon.dbus.call import call, get_property
@@ -154,3 +155,34 @@ async def test_disconnect_is_one_change_and_signal_from_5_83(fake: FakeBluez, cl
     assert set(msg.body[1]) == {"Connected", "ServicesResolved"}
     assert bool(log.of("Disconnected")) is (bluez_version != "5.66")
     assert await get_property(client, "org.bluez", dev_path(PHONE), DEVICE, "Connected") is False
+
+
+async def test_a_clean_stop_powers_off_releases_removes_then_leaves(fake: FakeBluez, system_bus: PrivateBus) -> None:
+    bus, agent = await _agent(system_bus)
+    try:
+        fake.add_phone(VirtualPhone(PHONE), paired=True, connected=True)
+        await fake.wait_until(lambda: fake.device_props(PHONE) is not None)
+        order: list[str] = []
+
+        def note(msg: Message) -> None:
+            if msg.member == "PropertiesChanged" and msg.path == ADAPTER_PATH and "Powered" in msg.body[1]:
+                order.append("powered-off")
+            elif msg.member == "PropertiesChanged" and msg.path == dev_path(PHONE) and "Connected" in msg.body[1]:
+                order.append("disconnected")
+            elif msg.member == "Release":
+                order.append("release")
+            elif msg.member == "InterfacesRemoved":
+                order.append("removed " + ("adapter" if msg.body[0] == ADAPTER_PATH else "device"))
+            elif msg.member == "NameOwnerChanged" and msg.body[0] == "org.bluez" and not msg.body[2]:
+                order.append("left")
+
+        log = await SignalLog.attach(bus)  # the agent's connection: Release and the signals in one order
+        bus.add_message_handler(note)
+        await fake.go_down_cleanly()
+        await log.wait(lambda m: m.member == "NameOwnerChanged" and not m.body[2])
+        assert order == ["disconnected", "powered-off", "release", "removed device", "removed adapter", "left"]
+        assert "Release" in agent.members()
+        await fake.revive()
+        await fake.wait_until(lambda: fake.adapter_props()["Powered"] is True)  # AutoEnable
+    finally:
+        bus.disconnect()
