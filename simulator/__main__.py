@@ -53,7 +53,10 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
         if args.hmi:
             from dashbridge.daemon.hmi.bridge import HmiServer
 
-            hmi = HmiServer(world.env()["DBUS_SYSTEM_BUS_ADDRESS"], args.hmi_host, args.hmi_port)
+            from .worldpanel import WorldPanel
+
+            hmi = HmiServer(world.env()["DBUS_SYSTEM_BUS_ADDRESS"], args.hmi_host, args.hmi_port,
+                            extra=WorldPanel(world).install)
             try:
                 await hmi.start()
             except OSError as exc:
@@ -79,6 +82,8 @@ async def _up(args: argparse.Namespace, spec: WorldSpec) -> int:
                   "that one, not this", file=sys.stderr)
         if hmi is not None:
             print(f"  virtual head unit (dashbridge-hmi): {hmi.url}", file=sys.stderr)
+            print(f"  the car's screen beside the world panel (phones, backend, services, time): {hmi.url}world",
+                  file=sys.stderr)
         if world.daemon is not None:
             print(f"  dashbridged: ready (pid {world.daemon.pid}, log {world.daemon.log_path})", file=sys.stderr)
             print("Ctrl-C stops everything.", file=sys.stderr, flush=True)

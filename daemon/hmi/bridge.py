@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -349,7 +350,7 @@ class Bridge:
         return ws
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_FRAME)
         app.router.add_get("/ws", self.websocket)
 
         async def index(_request: web.Request) -> web.FileResponse:
@@ -369,15 +370,20 @@ def _describe(exc: BusError) -> str:
 class HmiServer:
     """The bridge and its HTTP server on ``host:port`` (port 0: any free port)."""
 
-    def __init__(self, address: str | None = None, host: str = "127.0.0.1", port: int = 8765) -> None:
+    def __init__(self, address: str | None = None, host: str = "127.0.0.1", port: int = 8765,
+                 extra: Callable[[web.Application], None] | None = None) -> None:
         self.bridge = Bridge(address)
         self.host = host
         self.port = port
+        self.extra = extra  # more routes on the same server (the simulator's world panel)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> HmiServer:
         await self.bridge.start()
-        self._runner = web.AppRunner(self.bridge.app(), access_log=None)
+        app = self.bridge.app()
+        if self.extra is not None:
+            self.extra(app)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -127,16 +127,24 @@ class Page:
         v = await self.eval(f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent || ''")
         return str(v)
 
-    async def click(self, selector: str, timeout: float = 10.0) -> None:
+    async def click(self, selector: str, timeout: float = 10.0, frame: str | None = None) -> None:
         """Real mouse events at the centre of the element, once it is visible; the element must be
-        the one under the pointer (not covered by an overlay)."""
+        the one under the pointer (not covered by an overlay).  ``frame``: the selector of a
+        same-origin iframe the element is in."""
         sel = json.dumps(selector)
+        if frame is None:
+            doc, dx, dy = "document", "0", "0"
+        else:
+            fr = f"document.querySelector({json.dumps(frame)})"
+            doc = f"{fr}.contentDocument"
+            dx = f"({fr}.getBoundingClientRect().left + {fr}.clientLeft)"
+            dy = f"({fr}.getBoundingClientRect().top + {fr}.clientTop)"
         rect = await self.wait(
-            f"(() => {{ const e = document.querySelector({sel}); if (!e) return null;"
+            f"(() => {{ const d = {doc}; const e = d && d.querySelector({sel}); if (!e) return null;"
             " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
             " if (!r.width || !r.height) return null; const x = r.left + r.width / 2, y = r.top + r.height / 2;"
-            " const hit = document.elementFromPoint(x, y);"
-            " return hit && (hit === e || e.contains(hit)) ? {x, y} : null; })()",
+            " const hit = d.elementFromPoint(x, y);"
+            f" return hit && (hit === e || e.contains(hit)) ? {{x: x + {dx}, y: y + {dy}}} : null; }})()",
             timeout, f"{selector} visible and clickable")
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             await self.send("Input.dispatchMouseEvent", {"type": kind, "x": rect["x"], "y": rect["y"],

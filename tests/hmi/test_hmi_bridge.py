@@ -80,9 +80,12 @@ async def test_snapshot_then_signals_after_its_generation_and_calls_forwarded(
     assert snap["state"]["Phones1"]["PairingWindow"] is False
     r = await page.request(type="call", method="Phones1.OpenPairingWindow", args=[30])
     assert r == {"type": "reply", "id": 1, "result": [30]}
-    sig = next((m for m in page.seen if m["type"] == "signal" and m["member"] == "PropertiesChanged"
-                and m["interface"] == "Phones1"), None) or await page.next(
-        lambda m: m["type"] == "signal" and m["interface"] == "Phones1" and m["member"] == "PropertiesChanged")
+
+    def window_opened(m: dict[str, Any]) -> bool:
+        return (m["type"] == "signal" and m["interface"] == "Phones1" and m["member"] == "PropertiesChanged"
+                and "PairingWindow" in m["args"][0])
+
+    sig = next((m for m in page.seen if window_opened(m)), None) or await page.next(window_opened)
     assert sig["args"][0]["PairingWindow"] is True
     assert sig["sender"] == snap["sender"] and sig["serial"] > snap["generation"]
     # a property by name (LinkCode is read this way, never broadcast)

@@ -248,7 +248,10 @@ function answerPrompt(accept) {
   renderPrompt();
 }
 
-const initial = (name) => (name || "?").trim().charAt(0).toUpperCase() || "?";
+const initial = (name) => {
+  const c = (name || "").trim().charAt(0).toUpperCase();
+  return /\p{L}/u.test(c) ? c : "\u260E";  // a letter, else a telephone sign
+};
 const fmtDuration = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
 
 function renderCalls() {
