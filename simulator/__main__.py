@@ -199,6 +199,10 @@ def _shell(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.hmi:
+        from .demohmi import play
+
+        return asyncio.run(play(host=args.hmi_host, port=args.hmi_port, pace=args.pace, wait_for_page=args.hmi_wait))
     from .demo import main as demo_main
 
     return demo_main(args)
@@ -255,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--worker", metavar="OUT", help=argparse.SUPPRESS)
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="play the headline story with a readable timeline")
+    demo.add_argument("--hmi", action="store_true",
+                      help="play it for the browser: serve the virtual head unit and the world panel, print the URL")
+    demo.add_argument("--hmi-host", default="127.0.0.1", help=argparse.SUPPRESS)
+    demo.add_argument("--hmi-port", type=int, default=8765, metavar="PORT", help="port of the page (0: any free)")
+    demo.add_argument("--pace", type=float, default=2.0, metavar="SECONDS",
+                      help="with --hmi: pause before each narrated line (default 2)")
+    demo.add_argument("--hmi-wait", type=float, default=120.0, metavar="SECONDS",
+                      help="with --hmi: wait this long for a browser to open the page (default 120; 0: do not)")
     demo.set_defaults(func=_demo)
     conf = sub.add_parser("cloud-conformance", add_help=False,
                           help="run a car's expectations against a backend (see cloud-conformance --help)")

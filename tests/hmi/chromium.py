@@ -219,7 +219,8 @@ class Browser:
                         os.killpg(proc.pid, signal.SIGKILL)
                     await proc.wait()
 
-    async def open(self, url: str) -> Page:
+    async def open(self, url: str, *, init_script: str = "") -> Page:
+        """A page on ``url``; ``init_script`` runs in it before the page's own scripts."""
         async with self.session.get(f"http://127.0.0.1:{self.port}/json/list") as r:
             targets = await r.json()
         target = next(t for t in targets if t.get("type") == "page")
@@ -230,5 +231,7 @@ class Browser:
             await page.send(domain)
         await page.send("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
                                                                "deviceScaleFactor": 1, "mobile": False})
+        if init_script:
+            await page.send("Page.addScriptToEvaluateOnNewDocument", {"source": init_script})
         await page.navigate(url)
         return page
