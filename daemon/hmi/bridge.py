@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 from dbus_fast import Message, MessageType, Variant
@@ -59,6 +60,7 @@ PREFIX = "org.dashbridge."
 CALL_TIMEOUT_S = 15.0
 MAX_FRAME = 64 * 1024  # bytes of one message from the page
 STATIC = Path(__file__).resolve().parent / "static"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})  # the names the page answers to by default
 
 
 class BadRequest(ValueError):
@@ -349,8 +351,10 @@ class Bridge:
                 await pump
         return ws
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_FRAME)
+    def app(self, hosts: frozenset[str] | None = LOOPBACK) -> web.Application:
+        """The page, its files and the WebSocket.  ``hosts``: the host names the page may be asked
+        for (None: any, when served on purpose beyond this machine)."""
+        app = web.Application(client_max_size=MAX_FRAME, middlewares=[same_origin(hosts)])
         app.router.add_get("/ws", self.websocket)
 
         async def index(_request: web.Request) -> web.FileResponse:
@@ -359,6 +363,26 @@ class Bridge:
         app.router.add_get("/", index)
         app.router.add_static("/static/", STATIC)
         return app
+
+
+def same_origin(hosts: frozenset[str] | None) -> Any:
+    """Refuse what a web page from elsewhere could make a browser send here: a request whose
+    ``Origin`` is not this server (another site opening the WebSocket or posting to it — WebSockets
+    have no CORS), and one whose ``Host`` is not a name of this machine (DNS rebinding).  This
+    guards the transport, not the API: what the page may do is still only what the daemon allows."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        hostname = urlsplit("//" + request.host).hostname or ""
+        if hosts is not None and hostname not in hosts:
+            raise web.HTTPForbidden(text="dashbridge-hmi: unknown Host\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            raise web.HTTPForbidden(text="dashbridge-hmi: cross-origin request refused\n")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return guard
 
 
 def _describe(exc: BusError) -> str:
@@ -380,7 +404,8 @@ class HmiServer:
 
     async def start(self) -> HmiServer:
         await self.bridge.start()
-        app = self.bridge.app()
+        loopback = self.host in LOOPBACK or self.host.startswith("127.")
+        app = self.bridge.app(LOOPBACK | {self.host} if loopback else None)
         if self.extra is not None:
             self.extra(app)
         self._runner = web.AppRunner(app, access_log=None)

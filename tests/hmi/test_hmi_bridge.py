@@ -139,6 +139,25 @@ async def test_a_daemon_restart_is_announced_and_followed_by_a_new_snapshot(
     assert again["sender"] != first["sender"] and "Phones1" in again["state"]
 
 
+async def test_other_sites_and_other_host_names_are_refused(rig: tuple[World, HmiServer]) -> None:
+    """A web page elsewhere must not drive the car through the user's browser: a cross-origin
+    WebSocket or POST and a foreign Host (DNS rebinding) get 403; the page's own origin works."""
+    _, hmi = rig
+    port = hmi.port
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            await s.ws_connect(hmi.url + "ws", headers={"Origin": "http://evil.example"})
+        assert exc.value.status == 403
+        async with s.get(hmi.url, headers={"Host": f"evil.example:{port}"}) as r:
+            assert r.status == 403
+        async with s.post(hmi.url + "ws", headers={"Origin": "http://evil.example"}) as r:
+            assert r.status == 403
+        async with s.ws_connect(hmi.url + "ws", headers={"Origin": f"http://127.0.0.1:{port}"}) as ws:
+            assert json.loads((await ws.receive()).data)["type"] == "hello"
+        async with s.get(f"http://localhost:{port}/") as r:
+            assert r.status == 200
+
+
 def test_dashbridge_hmi_serves_only_this_machine_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert HmiServer().host == "127.0.0.1"
     with pytest.raises(SystemExit):
@@ -167,6 +186,10 @@ async def test_sim_up_hmi_prints_the_url_and_serves_the_page() -> None:
                 assert r.status == 200
             async with s.get(url + "static/../bridge.py") as r:
                 assert r.status in (403, 404)
+            async with s.get(url + "world") as r:
+                assert r.status == 200 and "The world (simulator only)" in await r.text()
+            async with s.get(url + "world/state") as r:
+                assert (await r.json())["fakes"]
     finally:
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):
