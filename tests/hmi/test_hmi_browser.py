@@ -267,3 +267,31 @@ async def test_cloud_page_explains_every_feature_also_with_the_backend_offline(
         await page.wait("document.querySelector('#banner').hidden && "
                         "document.querySelectorAll('#features .feature').length >= 4", DEADLINE_S, "redrawn")
         assert await page.eval("window.__marker") == 1, "no reload"
+
+
+async def test_the_page_reconnects_to_a_new_bridge_and_redraws_without_a_reload(
+        browser_exe: str, tmp_path: Path) -> None:
+    world = World(WorldSpec(phones=[_phone(bonded=True)], fakes=("bluez", "ofono", "obexd")))
+    await world.start()
+    assert world.system is not None
+    hmi = await HmiServer(world.system.address, "127.0.0.1", 0).start()
+    try:
+        async with Browser.launch(tmp_path / "chromium") as browser:
+            page = await browser.open(hmi.url)
+            await page.wait("!!document.querySelector('#phones-list .phone')", DEADLINE_S, "the phone listed")
+            await page.eval("window.__marker = 1")
+            port = hmi.port
+            await hmi.close()
+            await page.wait("!document.querySelector('#banner').hidden", DEADLINE_S, "the page says it reconnects")
+            # meanwhile the phone is forgotten through the API: the new bridge's snapshot shows it
+            assert world.dashboard is not None
+            await world.dashboard.call("Phones1.Forget", [ADDR])
+            hmi = await HmiServer(world.system.address, "127.0.0.1", port).start()
+            await page.wait("document.querySelector('#banner').hidden && "
+                            "!document.querySelector('#phones-list .phone')", DEADLINE_S, "redrawn from the API")
+            assert await page.eval("window.__marker") == 1, "no reload"
+            unexpected = [e for e in page.errors if "WebSocket" not in e and "ERR_CONNECTION_REFUSED" not in e]
+            assert unexpected == [], unexpected
+    finally:
+        await hmi.close()
+        await world.stop()
