@@ -56,6 +56,7 @@ SIM_PATH = names.SIM_PATH
 
 _ERR = names.OFONO_ERR
 MAX_VOICE_CALLS = 16  # src/voicecall.c
+CLCC_POLL_S = 0.05  # oFono polls AT+CLCC after a call-state indicator; the held state shows then
 RELEARNT_START_TIME = "1970-01-01T00:00:00+0000"  # what oFono 1.31 says for a call re-learnt from AT+CLCC
 DEFAULT_EMERGENCY_NUMBERS = ("112", "911", "08", "000", "110", "118", "119", "999")
 AG_FEATURES = (
@@ -662,9 +663,11 @@ class FakeOfono:
             self._schedule_progress(m, c)
             return None
         if member == "HangupAll":
-            self._send(Message.new_method_return(msg))
+            # oFono 1.31 queues one release per call and replies when the last is done: the calls'
+            # DisconnectReason/State/CallRemoved come first, the reply after them.
             for c in side.with_state("incoming", "dialing", "alerting", "active", "held"):
                 self._end(m, c, "local")
+            self._send(Message.new_method_return(msg))
             return None
         if member == "SwapCalls":
             if side.with_state("waiting"):
@@ -683,9 +686,24 @@ class FakeOfono:
             if not waiting or (side.with_state("active") and side.with_state("held")):
                 raise OfonoError("Failed")
             self._send(Message.new_method_return(msg))
-            for c in side.with_state("active"):
-                self._set_state(m, c, "held")
+            # oFono 1.31: AT+CHLD=2's OK, then +CIEV call/callsetup mark the answered call active; the
+            # other call is seen held only after the AT+CLCC poll that follows — for a moment two
+            # calls are active.
+            # (The phone itself holds the call at once: fake.calls() shows it held.)
+            others = side.with_state("active")
+            for c in others:
+                c.state = "held"
             self._set_state(m, waiting[0], "active")
+            gen = m.link_generation
+
+            def clcc_poll() -> None:
+                if gen != m.link_generation:
+                    return
+                for c in others:
+                    if c.state == "held" and c.idx in side.calls and c.idx in m.published:
+                        self._changed(m.call_path(c.idx), names.OFONO_VOICECALL, "State")
+
+            self._later(CLCC_POLL_S, clcc_poll)
             return None
         if member == "ReleaseAndAnswer":
             waiting = side.with_state("waiting")

@@ -683,6 +683,10 @@ class HfpHandler:
             self._emit_call("changed", new)
             return
         new = Call.first_seen(f"call{next(self._ids)}", p.link.address, cpath, cp)
+        if new.state in ("active", "held") and new.start_time is None:
+            # A call in progress before we (or oFono 1.31, which says 1970 for it) saw it: its real
+            # start is unknown; the dashboard's clock starts now, as for a call answered here.
+            new = replace(new, start_time=float(int(time.time())))
         p.calls[new.id] = new
         p.by_path[cpath] = new.id
         self._emit_call("added", new)  # first: the dashboard rings before we write our log
