@@ -32,8 +32,9 @@ async def _amain(args: argparse.Namespace) -> int:
     try:
         await server.start()
     except (OSError, TimeoutError) as exc:
+        where = "the bus " + (address or "(the system bus)") if server.bridge.bus is None else server.url
         await server.close()
-        print(f"dashbridge-hmi: cannot start: {exc}", file=sys.stderr)
+        print(f"dashbridge-hmi: cannot start: {where}: {exc}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
