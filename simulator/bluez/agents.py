@@ -10,6 +10,7 @@ from dbus_fast import Message, MessageType
 from .core import BluezCore, BluezIface
 from .model import (
     AGENT,
+    DEVICE,
     Agent,
     AgentRequest,
     BluezError,
@@ -162,16 +163,22 @@ class AgentsPart(BluezCore):
         if rebond:
             self._bump()
             return
-        if not self.at_least(5, 67):
+        old_release = not self.at_least(5, 67)
+        if old_release:
             self._set(dev, Bonded=True)
+            # device_set_paired: the value is true at once (Get/GetManagedObjects say so) but the
+            # PropertiesChanged waits for SDP ("pending_paired") — and never comes if SDP fails.
+            self._device_state(dev)["Paired"] = True
         await asyncio.sleep(self.t.sdp_delay)
         if self._sdp_fail(dev):
-            if self.at_least(5, 67):
+            if not old_release:
                 self._set(dev, Paired=True, Bonded=True)
             return
         dev.services_known = True
         self._export_gatt(dev)
         self._set(dev, Paired=True, Bonded=True, UUIDs=list(dev.phone.uuids), ServicesResolved=True)
+        if old_release and self._exported(dev) and self._server is not None:
+            self._server.changed(dev.path, DEVICE, ["Paired"])  # the pending Paired signal, with the rest
 
     async def _local_pair(self, dev: Device, agent: Agent | None) -> None:
         dev.pairing_initiator = "local"

@@ -98,9 +98,13 @@ async def test_sdp_failing_after_bonding(fake: FakeBluez, system_bus: PrivateBus
         await set_prop(client, ADAPTER_PATH, ADAPTER, "Discoverable", "b", True)
         assert await fake.phone_pair(PHONE) == "paired"
         await fake.wait_until(lambda: bool((fake.device_props(PHONE) or {}).get("Bonded")))
+        await log.wait(lambda m: m.member == "PropertiesChanged" and "Bonded" in m.body[1])
         props = fake.device_props(PHONE) or {}
-        # 5.66: Bonded, never Paired (it waits for SDP); current: Paired and Bonded; never resolved.
-        assert props["Paired"] is (bluez_version != "5.66")
+        # 5.66: Bonded signalled, Paired true when read but never signalled (it waits for SDP);
+        # current: Paired and Bonded signalled; never resolved.
+        assert props["Paired"] is True and props["Bonded"] is True
+        signalled = {k for c, _ in log.props_changed(dev_path(PHONE)) for k in c}
+        assert ("Paired" in signalled) is (bluez_version != "5.66")
         assert not props.get("ServicesResolved") and not props.get("UUIDs")
         # The agent was asked after Connected=true.
         changes = log.props_changed(dev_path(PHONE))
