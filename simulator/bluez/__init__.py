@@ -13,9 +13,15 @@ What it reproduces (and python-dbusmock's bluez5 template does not, reference §
   prefix-matching, a stack of default agents with promotion when the default leaves, one
   outstanding request per agent, ``agent_timeout`` (60 s like ``REQUEST_TIMEOUT``) then
   ``Cancel()``, any error reply = rejection, ``Release`` only on a clean simulated shutdown.
-* Remote-initiated pairing asks the *default* agent; a local ``Pair()`` asks the caller's agent
-  (else the default one), auto-accepts just-works, and replies only after service discovery;
-  ``Paired``/``Bonded``/``UUIDs``/``ServicesResolved`` change together after SDP.
+* Remote-initiated pairing asks the *default* agent (after ``Connected=true``); a local ``Pair()``
+  asks the caller's agent (else the default one), auto-accepts just-works, and replies only after
+  service discovery (``Failed br-connection-sdp-search`` when it fails, though bonded);
+  ``Paired``/``Bonded``/``UUIDs``/``ServicesResolved`` change together after SDP — on 5.66
+  ``Bonded`` at once and ``Paired`` signalled after SDP or never; a bonded phone pairing again
+  changes nothing.
+* The BlueZ release to emulate: ``FakeBluez(version="5.66" | "current")`` or
+  ``$DASHBRIDGE_SIM_BLUEZ_VERSION`` (what each release differs in: ``model.py``, the
+  ``*_SINCE`` tables; docs/architecture.md lists them).
 * ``AuthorizeService(dev, uuid)`` for every incoming profile connection from an untrusted device;
   no default agent means rejected.
 * ``Connect()`` on a connected device succeeds, ``Disconnect()`` on a disconnected one succeeds and
