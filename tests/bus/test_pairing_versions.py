@@ -13,11 +13,13 @@ from dbus_fast.aio import MessageBus
 
 from dashbridge.daemon.dbus.errors import BusError
 from dashbridge.simulator.bluez import FakeBluez
+from dashbridge.simulator.bus import PrivateBus
 from dashbridge.simulator.daemonproc import DaemonProcess
 from dashbridge.simulator.phone import VirtualPhone
 
 from .bluez_versions import bluez_version
 from .pairing_helpers import ADA, BOB, bluez, is_signal, list_phones, phones_call, start_daemon, wait_ready
+from .test_pairing_e2e import ctl
 
 __all__ = ["bluez", "bluez_version"]
 
@@ -93,3 +95,14 @@ async def test_connect_errors_are_explained_and_not_retried(
     # 5.66: NotAvailable "br-connection-profile-unavailable"; 5.84+: BREDR.ProfileUnavailable.
     assert err.value.text == "the phone offers no profile the car can connect (profile unavailable)"
     assert len(bluez.calls_of("Connect", BOB)) == before + 1  # once: it cannot succeed
+
+
+async def test_dashbridgectl_connect_says_why(
+        bluez: FakeBluez, system_bus: PrivateBus, daemon_factory: Callable[..., DaemonProcess], client: MessageBus,
+        signals: Any) -> None:
+    bluez.add_phone(VirtualPhone(ADA, name="Ada", auto_reconnect=False), paired=True)
+    await bluez.set_in_range(ADA, False)
+    await _up(daemon_factory, client, signals)
+    await bluez.wait_until(lambda: len(bluez.calls_of("Connect", ADA)) >= 1, 10)  # auto-connect tried
+    rc, out, err = await ctl(system_bus, "connect", ADA)
+    assert rc != 0 and "the phone is out of range (page timeout)" in out + err
