@@ -23,12 +23,11 @@ from pathlib import Path
 import pytest
 
 from dashbridge.daemon.hmi.bridge import HmiServer
+from dashbridge.simulator.browser import Browser, Page, executable
 from dashbridge.simulator.obex_pbap import book_for
 from dashbridge.simulator.phone import VirtualPhone
 from dashbridge.simulator.vcards import SimContact
 from dashbridge.simulator.world import Dashboard, Event, World, WorldSpec
-
-from .chromium import Browser, Page, executable
 
 ADDR = "AA:BB:CC:DD:16:01"
 SAM = "+447700900456"

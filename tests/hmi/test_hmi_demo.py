@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from dashbridge.simulator import demohmi
-
-from .chromium import Browser, executable
+from dashbridge.simulator.browser import Browser, executable
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from dashbridge.daemon.hmi.bridge import HmiServer
+from dashbridge.simulator.browser import Browser, executable
 from dashbridge.simulator.phone import VirtualPhone
 from dashbridge.simulator.world import World, WorldSpec
 from dashbridge.simulator.worldpanel import WorldPanel
 
-from .chromium import Browser, executable
 from .test_hmi_browser import SHOTS
 
 ADDR = "AA:BB:CC:DD:16:02"
