@@ -294,3 +294,47 @@ async def test_the_page_reconnects_to_a_new_bridge_and_redraws_without_a_reload(
     finally:
         await hmi.close()
         await world.stop()
+
+
+async def test_contacts_search_by_tapped_letters_and_the_favourites_strip(browser_exe: str, tmp_path: Path) -> None:
+    phone = _phone(bonded=True)
+    book = book_for(phone)
+    book.contacts.append(SimContact(family="Jones", given="Alice", fn="Alice Jones", numbers=[("+447700900111", "cell")]))
+    book.contacts.append(SimContact(family="Brown", given="Bob", fn="Bob Brown", numbers=[("+447700900222", "cell")]))
+    book.contacts.append(SimContact(family="Smart", given="Ann", fn="Ann Smart", numbers=[("+447700900333", "cell")]))
+    book.favourites = [i for i, c in enumerate(book.contacts) if c.fn == "Alice Jones"]
+    async with _rig(tmp_path, WorldSpec(phones=[phone], fakes=("bluez", "ofono", "obexd"))) as rig:
+        page = rig.page
+        await _phone_ready(rig.dash)
+        favs = await rig.dash.call("Contacts1.ListFavourites", [""])
+        assert [f["Name"] for f in favs] == ["Alice Jones"]
+        await page.click("[data-tab=contacts]")
+        names = "[...document.querySelectorAll('#contacts-list .contact .title')].map(e => e.textContent).join('|')"
+        await page.wait(f"{names} === 'Alice Jones|Ann Smart|Bob Brown|Sam Smith'", DEADLINE_S, "all contacts A-Z")
+        await page.wait("[...document.querySelectorAll('#favourites .favourite')].map(e => e.textContent).join('|')"
+                        " === 'Alice Jones+447700900111'", DEADLINE_S, "the favourites strip")
+        # search by tapping letters: "SM" finds Sam Smith and Ann Smart, "SMI" only Sam
+        await page.click("#search-toggle")
+        assert await page.eval("document.querySelector('#az').hidden")
+        for key in "SM":
+            await page.click(f"#search-keys button[data-key='{key}']")
+        await page.wait(f"{names} === 'Ann Smart|Sam Smith'", DEADLINE_S, "the search for 'sm'")
+        assert await page.text("#search-text") == "sm"
+        await page.click("#search-keys button[data-key='I']")
+        await page.wait(f"{names} === 'Sam Smith'", DEADLINE_S, "the search for 'smi'")
+        await rig.shot("contacts-search")
+        await page.click("#search-keys button[data-key='Q']")
+        await page.wait("document.querySelector('#contacts-list').textContent.includes('No contact matches')",
+                        DEADLINE_S, "no match said so")
+        await page.click("#search-del")
+        await page.wait(f"{names} === 'Sam Smith'", DEADLINE_S, "back to 'smi'")
+        await page.click("#search-clear")
+        await page.wait(f"{names} === 'Alice Jones|Ann Smart|Bob Brown|Sam Smith'", DEADLINE_S, "cleared: all again")
+        await page.click("#search-toggle")
+        assert await page.eval("document.querySelector('#search-pad').hidden")
+        # a favourite dials with one tap
+        await page.click("#favourites .favourite")
+        await page.wait("!document.querySelector('#incall').hidden", DEADLINE_S, "the outgoing call")
+        assert rig.world.fake("ofono").side(ADDR).last_dialed == "+447700900111"
+        await page.click("#hangup")
+        await page.wait("document.querySelector('#incall').hidden", DEADLINE_S, "the call ended")

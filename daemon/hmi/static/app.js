@@ -394,14 +394,51 @@ function renderHealth() {
 
 // -- screens that read on demand ---------------------------------------------------------------------
 
-async function loadContacts(offset = 0) {
+const contactRow = (r) => el("li", { class: "contact tappable", data: { id: String(r.Id) }, on: { click: () => dial(r.Number) } },
+  el("div", { class: "grow" }, el("div", { class: "title", textContent: r.Name }), el("div", { class: "sub", textContent: r.Number || "" })),
+  el("span", { class: "hint", textContent: r.Letter || "" }));
+
+// Search without a keyboard: letters tapped on the pad build the query for Contacts1.Search.
+let searchText = "";
+const SEARCH_KEYS = [..."ABCDEFGHIJKLMNOPQRSTUVWXYZ", "␣"];
+
+async function loadFavourites() {
   try {
+    const [rows] = await api("Contacts1.ListFavourites", "");
+    $("#favourites").replaceChildren(...rows.map((r) => el("button", { class: "favourite", data: { id: String(r.Id) }, on: { click: () => dial(r.Number) } },
+      el("span", { textContent: r.Name }), el("span", { class: "sub", textContent: r.Number || "" }))));
+  } catch (_) {
+    $("#favourites").replaceChildren();
+  }
+}
+
+async function searchContacts() {
+  $("#search-text").textContent = searchText;
+  if (!searchText.trim()) { loadContacts(); return; }
+  const asked = searchText;
+  try {
+    const [rows] = await api("Contacts1.Search", searchText.trim(), 50);
+    if (asked !== searchText) return;  // a later tap's answer wins
+    $("#contacts-list").replaceChildren(...rows.map(contactRow));
+    if (!rows.length) $("#contacts-list").replaceChildren(el("li", { class: "none" }, `No contact matches “${searchText.trim()}”`));
+  } catch (_) {
+    $("#contacts-list").replaceChildren(el("li", {}, "Contacts are not available right now"));
+  }
+}
+
+function searchKey(k) {
+  searchText = (searchText + (k === "␣" ? " " : k.toLowerCase())).slice(0, 40);
+  searchContacts();
+}
+
+async function loadContacts(offset = 0) {
+  if (searchText.trim()) { searchContacts(); return; }
+  try {
+    loadFavourites();
     const [index] = await api("Contacts1.Index", "");
     $("#az").replaceChildren(...index.map(([letter, off]) => el("button", { textContent: letter, on: { click: () => loadContacts(off) } })));
     const [total, rows] = await api("Contacts1.List", "", offset, 50);
-    $("#contacts-list").replaceChildren(...rows.map((r) => el("li", { class: "contact tappable", on: { click: () => dial(r.Number) } },
-      el("div", { class: "grow" }, el("div", { class: "title", textContent: r.Name }), el("div", { class: "sub", textContent: r.Number || "" })),
-      el("span", { class: "hint", textContent: r.Letter }))));
+    $("#contacts-list").replaceChildren(...rows.map(contactRow));
     if (!rows.length) $("#contacts-list").replaceChildren(el("li", {}, total ? "" : "No contacts on the phone"));
   } catch (_) {
     $("#contacts-list").replaceChildren(el("li", {}, "Contacts are not available right now"));
@@ -452,6 +489,16 @@ function show(name) {
 
 function wire() {
   for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => show(b.dataset.tab));
+  keypad($("#search-keys"), SEARCH_KEYS, searchKey);
+  $("#search-toggle").addEventListener("click", () => {
+    const pad = $("#search-pad");
+    pad.hidden = !pad.hidden;
+    $("#az").hidden = !pad.hidden;
+    $("#search-toggle").textContent = pad.hidden ? "Search" : "Done";
+    if (pad.hidden) { searchText = ""; searchContacts(); }
+  });
+  $("#search-del").addEventListener("click", () => { searchText = searchText.slice(0, -1); searchContacts(); });
+  $("#search-clear").addEventListener("click", () => { searchText = ""; searchContacts(); });
   $("#pair-button").addEventListener("click", () => (S().Phones1.PairingWindow ? api("Phones1.ClosePairingWindow") : api("Phones1.OpenPairingWindow", 0)).catch(() => {}));
   $("#prompt-yes").addEventListener("click", () => answerPrompt(true));
   $("#prompt-no").addEventListener("click", () => answerPrompt(false));
