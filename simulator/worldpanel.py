@@ -19,10 +19,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from .obex_pbap import book_for
 from .phone import VirtualPhone
 from .world import World, WorldError
 
@@ -118,16 +120,67 @@ def _phone(panel: WorldPanel, req: dict[str, Any]) -> VirtualPhone:
     return panel.world.phone(_s(req, "phone"))
 
 
+def _count_or_path(req: dict[str, Any], key: str, default: int, most: int, *, is_file: bool) -> int | str:
+    """``key`` as a number of generated items (0..most) or as a path on this machine (the panel
+    serves 127.0.0.1 only: the developer's own files, e.g. a real phone's dump), which must exist
+    (a file when ``is_file``, else a file or a directory).  A number in a string counts too."""
+    v = req.get(key, default)
+    if isinstance(v, str) and v.strip().isdigit():
+        v = int(v.strip())
+    if isinstance(v, bool):
+        raise PanelError(f"{key}: a number (0 to {most}) or a path")
+    if isinstance(v, int):
+        if not 0 <= v <= most:
+            raise PanelError(f"{key}: 0 to {most}")
+        return v
+    if not isinstance(v, str) or not v.strip():
+        raise PanelError(f"{key}: a number (0 to {most}) or a path")
+    path = Path(v.strip()).expanduser()
+    if not (path.is_file() if is_file else path.exists()):
+        raise PanelError(f"{key}: {path}: no such {'file' if is_file else 'file or directory'}")
+    return str(path.resolve())
+
+
 async def _add(panel: WorldPanel, req: dict[str, Any]) -> str:
+    """A new phone: contacts generated (a number) or from a .vcf; call history generated (calls of
+    each kind) or from a .vcf / ich-och-mch directory; messages none or from a YAML/JSON list or a
+    directory of bMessages — the fields of :class:`VirtualPhone`, read here so that a bad file is
+    refused now, not when the car first pulls the phonebook."""
     address = _s(req, "address").upper()
     if not ADDRESS_RE.match(address):
         raise PanelError(f"{address}: not an address like AA:BB:CC:DD:EE:FF")
-    contacts = req.get("contacts", 20)
-    if isinstance(contacts, bool) or not isinstance(contacts, int) or not 0 <= contacts <= 5000:
-        raise PanelError("contacts: 0 to 5000")
-    phone = VirtualPhone(address, name=_s(req, "name"), generated_contacts=contacts)
+    fields: dict[str, Any] = {}
+    contacts = _count_or_path(req, "contacts", 20, 5000, is_file=True)
+    if isinstance(contacts, int):
+        fields["generated_contacts"] = contacts
+    else:
+        fields["contacts_vcf"] = contacts
+    history = _count_or_path(req, "history", 20, 1000, is_file=False)
+    if isinstance(history, int):
+        fields["pbap_history"] = history
+    else:
+        fields["history_from"] = history
+    messages = req.get("messages", "")
+    if not isinstance(messages, str):
+        raise PanelError("messages: a path, or empty for none")
+    if messages.strip():
+        m = _count_or_path(req, "messages", 0, 0, is_file=False)
+        if isinstance(m, str):
+            fields["messages_from"] = m
+    try:
+        phone = VirtualPhone(address, name=_s(req, "name"), **fields)
+        book = book_for(phone)
+    except PanelError:
+        raise
+    except Exception as exc:  # a file that is not what it should be: refused with its reason
+        raise PanelError(f"{address}: could not read the phone's data: {type(exc).__name__}: {exc}") from exc
     await panel.world.add_phone(phone)
-    return f"{phone.name} ({address}) is in the world, in range, not paired"
+    def source(key: str) -> str:
+        return f" from {Path(fields[key]).name}" if key in fields else ""
+
+    return (f"{phone.name} ({address}) is in the world, in range, not paired: {len(book.contacts)} contacts"
+            f"{source('contacts_vcf')}, {len(book.calls)} calls{source('history_from')}, "
+            f"{len(phone.messages)} messages")
 
 
 async def _range(panel: WorldPanel, req: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ backend goes offline from the panel and the car's cloud page explains each featu
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +14,9 @@ import pytest
 
 from dashbridge.daemon.hmi.bridge import HmiServer
 from dashbridge.simulator.browser import Browser, executable
+from dashbridge.simulator.obex_pbap import book_for
 from dashbridge.simulator.phone import VirtualPhone
+from dashbridge.simulator.vcards import from_vcf, load_call_history
 from dashbridge.simulator.world import World, WorldSpec
 from dashbridge.simulator.worldpanel import WorldPanel
 
@@ -70,6 +73,59 @@ async def test_world_panel_rings_the_car_and_takes_the_backend_offline(tmp_path:
                 hmi.url + "world/act", json={"action": "ring", "phone": "nobody", "number": "1"}) as r:
             body = await r.json()
         assert body["ok"] is False and "no phone" in body["error"]
+    finally:
+        await hmi.close()
+        await world.stop()
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+async def test_world_panel_adds_phones_with_data_from_files_or_generated(tmp_path: Path) -> None:
+    assert executable(), "no Chromium here: install Debian's chromium (make sysdeps as root)"
+    world = World(WorldSpec(fakes=("bluez", "ofono", "obexd")))
+    await world.start()
+    assert world.system is not None
+    hmi = await HmiServer(world.system.address, port=0, extra=WorldPanel(world).install).start()
+    vcf = DATA / "vcards" / "android_30.vcf"
+    dump = DATA / "phone_dump"
+    try:
+        async with Browser.launch(tmp_path / "chromium", width=1600, height=900) as browser:
+            page = await browser.open(hmi.url + "world")
+            await page.wait("!!document.querySelector('#add-contacts')", DEADLINE_S, "the panel")
+
+            async def add(name: str, address: str, contacts: str, history: str, messages: str) -> str:
+                for field, value in (("name", name), ("address", address), ("contacts", contacts),
+                                     ("history", history), ("messages", messages)):
+                    await page.eval(f"document.querySelector('#add-{field}').value = {json.dumps(value)}")
+                await page.click("#add")
+                return str(await page.wait(
+                    f"[...document.querySelectorAll('#log div')].map(e => e.textContent).find(t => t.includes("
+                    f"{json.dumps(address)}) || t.includes('error')) || ''", DEADLINE_S, f"{name} added or refused"))
+
+            # from files: a real phone's contacts dump, call history (ich/och/mch) and bMessages
+            said = await add("Dump phone", "AA:BB:CC:DD:16:0A", str(vcf), str(dump / "history"), str(dump / "messages"))
+            assert "error" not in said, said
+            p = world.phone("AA:BB:CC:DD:16:0A")
+            book = book_for(p)
+            assert [c.fn for c in book.contacts] == [c.fn for c in from_vcf(str(vcf)).contacts]
+            assert len(book.contacts) > 0
+            assert sorted(c.number for c in book.calls) == sorted(c.number for c in load_call_history(str(dump / "history")))
+            assert len(p.messages) == 2
+            assert f"{len(book.contacts)} contacts from android_30.vcf, 4 calls from history, 2 messages" in said
+            await page.wait("[...document.querySelectorAll('#phones fieldset')].some(f => f.textContent.includes('Dump phone'))",
+                            DEADLINE_S, "the phone in the panel")
+            await page.screenshot(SHOTS / "world-panel-add.png")
+            # generated: 7 contacts, 3 calls of each kind, no messages
+            said = await add("Generated phone", "AA:BB:CC:DD:16:0B", "7", "3", "")
+            assert "error" not in said, said
+            g = book_for(world.phone("AA:BB:CC:DD:16:0B"))
+            assert (len(g.contacts), len(g.calls), len(world.phone("AA:BB:CC:DD:16:0B").messages)) == (7, 9, 0)
+            # a path that is not there is refused with a reason, and no phone is added
+            said = await add("Nobody", "AA:BB:CC:DD:16:0C", str(tmp_path / "missing.vcf"), "20", "")
+            assert "error" in said and "no such file" in said, said
+            assert "AA:BB:CC:DD:16:0C" not in world.phones
+            assert page.errors == [], f"console errors: {page.errors}"
     finally:
         await hmi.close()
         await world.stop()
