@@ -273,12 +273,34 @@ def test_cloud_with_readable_tls_files_and_a_good_anchor_passes(tmp_path: Path) 
         config.loads(text.replace(cfg.cloud.trust_anchors["k2"], short), "x.yaml")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_an_unreadable_key_file_is_refused(tmp_path: Path) -> None:
-    for name in ("cert.pem", "key.pem"):
-        (tmp_path / name).write_text("x")
-    (tmp_path / "key.pem").chmod(0)
-    text = (f"cloud:\n  enabled: true\n  url: https://cloud.example\n  vehicle_id: V1\n  tls:\n"
-            f"    cert_file: {tmp_path / 'cert.pem'}\n    key_file: {tmp_path / 'key.pem'}\n")
-    with pytest.raises(config.ConfigError, match=r"^x.yaml:7 cloud.tls.key_file: the file cannot be read"):
-        config.loads(text, "x.yaml")
+def test_an_unreadable_key_file_is_refused() -> None:
+    """As the daemon's own user would see it: root reads any file, so as root the real
+    ``dashbridged --check-config`` runs as ``nobody`` (setpriv), in a directory it may enter."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="dashbridge-keyfile-"))
+    try:
+        d.chmod(0o755)
+        for name in ("cert.pem", "key.pem"):
+            (d / name).write_text("x")
+            (d / name).chmod(0o644)
+        (d / "key.pem").chmod(0)
+        cfg = d / "x.yaml"
+        cfg.write_text(f"cloud:\n  enabled: true\n  url: https://cloud.example\n  vehicle_id: V1\n  tls:\n"
+                       f"    cert_file: {d / 'cert.pem'}\n    key_file: {d / 'key.pem'}\n")
+        cfg.chmod(0o644)
+        if os.geteuid() != 0:
+            with pytest.raises(config.ConfigError, match=r"x.yaml:7 cloud.tls.key_file: the file cannot be read"):
+                config.load(cfg)
+            return
+        assert shutil.which("setpriv"), "setpriv (util-linux) is needed to check this as another user"
+        exe = Path(sys.executable).with_name("dashbridged")
+        res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(exe),
+                              "--check-config", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 78, res.stdout + res.stderr
+        assert "x.yaml:7 cloud.tls.key_file: the file cannot be read" in res.stdout + res.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
