@@ -405,4 +405,15 @@ def join(info: WorldInfo) -> int:
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
         thread.join(timeout=2)
-    return 0 if left.is_set() else 1  # 1: the world went away under the shell
+    code = 0 if left.is_set() else 1  # 1: the world went away under the shell
+    # The reader is a daemon thread that may still hold the lock of a buffered file (its socket
+    # file, or stdout while printing a signal line); interpreter finalization aborts the process
+    # (SIGABRT) when it cannot take such a lock.  Leave without it, output flushed.
+    if out_lock.acquire(timeout=1.0):  # not while the reader is half-way through a line
+        try:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+                sys.stderr.flush()
+        finally:
+            out_lock.release()
+    os._exit(code)
