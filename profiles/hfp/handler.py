@@ -142,6 +142,10 @@ class HfpHandler:
         self._modems: dict[str, _Modem] = {}  # oFono path -> modem
         self._phones: dict[str, _Phone] = {}  # address -> phone
         self._buffers: dict[str, list[Message]] = {}  # "/" or modem path -> signals held back
+        # Reads of a modem's interfaces in flight: its signals are held until the last one is done
+        # (several interfaces are read at once; one finishing must not replay signals that another,
+        # whose snapshot may be older than them, would then overwrite).
+        self._reads: dict[str, int] = {}
         self._call_listeners: list[CallListener] = []
         self._phone_listeners: list[PhoneListener] = []
         self._ids = itertools.count(1)
@@ -208,6 +212,7 @@ class HfpHandler:
             self._owner = None
             self._modems.clear()
             self._buffers.clear()
+            self._reads.clear()
 
     # ------------------------------------------------------------------ listeners and queries
 
@@ -353,6 +358,7 @@ class HfpHandler:
         self._owner = None
         self._generation += 1
         self._buffers.clear()
+        self._reads.clear()
         for m in self._modems.values():
             if m.power_timer:
                 m.power_timer.cancel()
@@ -445,6 +451,20 @@ class HfpHandler:
         head = path.rsplit("/", 1)[0]
         return head if head in self._modems else path
 
+    def _hold(self, path: str) -> None:
+        """A read of the modem at ``path`` begins: hold its signals back."""
+        self._reads[path] = self._reads.get(path, 0) + 1
+        self._buffers.setdefault(path, [])
+
+    def _release(self, path: str) -> None:
+        """A read of the modem is over: replay what was held once no other read is in flight."""
+        left = self._reads.get(path, 0) - 1
+        if left > 0:
+            self._reads[path] = left
+            return
+        self._reads.pop(path, None)
+        self._flush(path)
+
     def _flush(self, key: str) -> None:
         buffered = self._buffers.pop(key, None) or []
         for msg in buffered:
@@ -517,6 +537,7 @@ class HfpHandler:
         if m.power_timer:
             m.power_timer.cancel()
         self._buffers.pop(path, None)
+        self._reads.pop(path, None)
         p = self._phones.get(m.address)
         if p is not None:
             if p.calls:
@@ -590,9 +611,11 @@ class HfpHandler:
         """Read an interface's state: GetCalls for VoiceCallManager, GetProperties otherwise.
         Signals for this modem are held back meanwhile and replayed on top of the snapshot."""
         attempt = 0
+        held = False
         try:
             while True:
-                self._buffers[m.path] = []
+                self._hold(m.path)
+                held = True
                 p0 = self._phones.get(m.address)
                 known_before = set(p0.by_path) if p0 is not None else set()
                 try:
@@ -602,7 +625,8 @@ class HfpHandler:
                         (result,) = await self._ofono_call(m.path, iface, "GetProperties")
                     break
                 except BusError as exc:
-                    self._flush(m.path)
+                    held = False
+                    self._release(m.path)
                     if not self._still(m, gen, iface):
                         return
                     delay = LOAD_RETRY_DELAYS_S[min(attempt, len(LOAD_RETRY_DELAYS_S) - 1)]
@@ -613,7 +637,8 @@ class HfpHandler:
                     if not self._still(m, gen, iface):
                         return
             if not self._still(m, gen, iface):
-                self._flush(m.path)
+                held = False
+                self._release(m.path)
                 return
             p = self._phones.get(m.address)
             log.debug("read %s of %s", iface.rsplit(".", 1)[-1], redact_address(m.address))
@@ -625,8 +650,11 @@ class HfpHandler:
                 else:
                     self._set_status(p, p.status.with_handsfree(unwrap_props(result)))
             m.loaded.add(iface)
-            self._flush(m.path)
+            held = False
+            self._release(m.path)
         finally:
+            if held:  # cancelled mid-read: never leave the modem's signals held back
+                self._release(m.path)
             m.loading.discard(iface)
 
     def _still(self, m: _Modem, gen: int, iface: str) -> bool:

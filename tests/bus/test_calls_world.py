@@ -174,3 +174,36 @@ async def test_world_comes_up_and_powers_the_connected_phone(world: CallsWorld) 
     (phones,) = await world.api("GetPhones")
     assert [p["Address"] for p in phones] == [A]
     assert phones[0]["Ready"] is True and phones[0]["Operator"] == "SimNet"
+
+
+async def test_an_operator_change_during_the_first_reads_is_not_lost(world: CallsWorld,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """oFono answers GetProperties with the state when it got the question.  The network's name
+    changes while that answer is on its way, and another interface's read (Handsfree) ends first:
+    the change must still win over the older snapshot (seen once on the real ofonod: the phone's
+    operator went back to "" after the dashboard had been told the new name)."""
+    handler = world.handler
+    real = handler._ofono_call
+    netreg_answered, changed, handsfree_read = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def interleaved(path: str, iface: str, member: str, *a: Any, **kw: Any) -> Any:
+        if iface == names.OFONO_HANDSFREE_IFACE and member == "GetProperties":
+            await changed.wait()  # this read is in flight when the name changes ...
+            res = await real(path, iface, member, *a, **kw)
+            handsfree_read.set()  # ... and ends first
+            return res
+        res = await real(path, iface, member, *a, **kw)  # oFono's answer, as of now
+        if iface == names.OFONO_NETREG_IFACE and member == "GetProperties":
+            netreg_answered.set()
+            await handsfree_read.wait()  # ... read only after the change and the other read
+        return res
+
+    monkeypatch.setattr(handler, "_ofono_call", interleaved)
+    mark = world.mark()
+    world.connect(A)
+    await asyncio.wait_for(netreg_answered.wait(), 10)
+    world.fake.set_operator(A, "OtherNet")  # PropertyChanged(Name) while both answers are on their way
+    changed.set()
+    await world.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Ready"], after=mark)
+    (phones,) = await world.api("GetPhones")
+    assert [p["Operator"] for p in phones if p["Address"] == A] == ["OtherNet"]
