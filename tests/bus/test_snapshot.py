@@ -51,6 +51,13 @@ class Mirror:
         self.dropped = 0
         self._busy = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()  # set whenever the mirror moved (no polling in the tests)
+
+    async def until(self, pred: Any, timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not pred():
+                self._changed.clear()
+                await self._changed.wait()
 
     async def start(self) -> None:
         self.bus.add_message_handler(self._on)
@@ -69,6 +76,7 @@ class Mirror:
         queued, self.queue = self.queue, []
         for msg in queued:
             self._apply(msg)
+        self._changed.set()
 
     def _on(self, msg: Message) -> None:
         if msg.message_type != MessageType.SIGNAL:
@@ -95,6 +103,7 @@ class Mirror:
             self.calls[msg.body[0]] = unwrap(msg.body[1]["State"])
         elif msg.member == "CallRemoved":
             self.calls.pop(msg.body[0], None)
+        self._changed.set()
 
 
 async def test_the_snapshot_holds_the_phone_the_call_and_the_rest() -> None:
@@ -133,16 +142,21 @@ async def test_the_generation_orders_snapshots_and_signals() -> None:
         await dash.wait_for(_connected, timeout=20)
         bus = await connect(w.system.address, "system")
         seen: list[Message] = []
-        bus.add_message_handler(lambda m: seen.append(m) if m.member == "CallAdded" else None)
+        added = asyncio.Event()
+
+        def on(m: Message) -> None:
+            if m.member == "CallAdded":
+                seen.append(m)
+                added.set()
+
+        bus.add_message_handler(on)
         await call(bus, names.DBUS_NAME, names.DBUS_PATH, names.DBUS_IFACE, "AddMatch", "s",
                    [f"type='signal',sender='{names.DASHBRIDGE_NAME}'"])
         try:
             g1, s1, _ = await _snapshot(bus)
             assert s1["Calls1"]["Calls"] == []
             w.fake("ofono").incoming_call(ADA, NUMBER)
-            async with asyncio.timeout(10):
-                while not seen:
-                    await asyncio.sleep(0.02)
+            await asyncio.wait_for(added.wait(), 10)
             g2, s2, _ = await _snapshot(bus)
             g3, _, _ = await _snapshot(bus)
         finally:
@@ -161,26 +175,22 @@ async def test_the_documented_resync_recipe_survives_a_daemon_restart() -> None:
         try:
             w.fake("ofono").incoming_call(ADA, NUMBER)  # races the mirror's first snapshot on purpose
             await mirror.start()
-            await _until(lambda: len(mirror.calls) == 1)
+            await mirror.until(lambda: len(mirror.calls) == 1)
             first_owner = mirror.owner
             await w.restart_daemon()
-            await _until(lambda: mirror.owner != first_owner and mirror.snapshots == 2)
+            await mirror.until(lambda: mirror.owner != first_owner and mirror.snapshots == 2)
             w.fake("ofono").remote_hangup(ADA)
             w.fake("ofono").incoming_call(ADA, "+447700900456")
             _, truth, _ = await _snapshot(bus)
-            await _until(lambda: mirror.calls == {c["Id"]: c["State"] for c in truth["Calls1"]["Calls"]}
-                         and not mirror._busy)
-            # settle: whatever comes later must keep the mirror equal to the daemon's truth
-            await asyncio.sleep(1.0)
+            await mirror.until(lambda: mirror.calls == {c["Id"]: c["State"] for c in truth["Calls1"]["Calls"]}
+                               and not mirror._busy)
+            # Whatever the daemon sent before this reply has reached the mirror (one connection,
+            # in order): the mirror must still equal the daemon's truth.
             (calls,) = await call(bus, names.DASHBRIDGE_NAME, names.DASHBRIDGE_PATH,
                                   names.DASHBRIDGE_CALLS_IFACE, "GetCalls")
+            await mirror.until(lambda: not mirror._busy)
             assert mirror.calls == {unwrap(c["Id"]): unwrap(c["State"]) for c in calls}
             assert len(mirror.calls) == 1
         finally:
             bus.disconnect()
 
-
-async def _until(pred: Any, timeout: float = 20.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not pred():
-            await asyncio.sleep(0.05)

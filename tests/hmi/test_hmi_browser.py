@@ -156,11 +156,12 @@ async def test_incoming_call_card_named_from_contacts_answer_and_hang_up(browser
             assert await page.text("#incoming-number") == SAM
             assert "Alice's Pixel" in await page.text("#incoming-phone")
             if i < rings - 1:
+                mark = rig.dash.mark
                 await page.click("#reject")
                 await page.wait("document.querySelector('#incoming').hidden", DEADLINE_S, "the card gone")
-                async with asyncio.timeout(DEADLINE_S):
-                    while idx in ofono.side(ADDR).calls:
-                        await asyncio.sleep(0.05)
+                # the phone ended it (the daemon says so once oFono has): the next ring is a new call
+                await rig.dash.wait_for(lambda e: e.member == "CallRemoved", DEADLINE_S, since=mark)
+                assert idx not in ofono.side(ADDR).calls
         lat = sorted(latencies)
         p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
         print(f"\nincoming call in the fake phone -> card on the page: p50 {statistics.median(lat) * 1000:.0f} ms, "
@@ -169,10 +170,11 @@ async def test_incoming_call_card_named_from_contacts_answer_and_hang_up(browser
         await page.wait("(document.querySelector('#incoming-photo img') || {}).naturalWidth === 96", DEADLINE_S,
                         "the contact's photo on the card")
         await rig.shot("incoming-call")
+        mark = rig.dash.mark
         await page.click("#answer")
-        async with asyncio.timeout(DEADLINE_S):
-            while ofono.side(ADDR).calls[idx].state != "active":
-                await asyncio.sleep(0.05)
+        await rig.dash.wait_for(lambda e: e.member == "CallChanged" and e.named["properties"].get("State") == "active",
+                                DEADLINE_S, since=mark)
+        assert ofono.side(ADDR).calls[idx].state == "active"  # the fake phone saw the answer
         calls = await rig.dash.call("Calls1.GetCalls")
         assert [c["State"] for c in calls] == ["active"]
         await page.wait("!document.querySelector('#incall').hidden && "
