@@ -103,14 +103,14 @@ class CloudComponent:
     def feature_enabled(self, name: str) -> bool:
         """Is a feature on right now?  Local phone features are on unless config gates them."""
         if self.engine is not None:
-            st = self.engine.features.get(name)
+            st = self.engine.feature(name)
             if st is not None:
                 return st.enabled
         return self.disabled_features().get(name, [False])[0] is True
 
     def feature_reason(self, name: str) -> str:
         if self.engine is not None:
-            st = self.engine.features.get(name)
+            st = self.engine.feature(name)
             if st is not None:
                 return st.reason
         return str(self.disabled_features().get(name, [False, "", "not a feature this car knows"])[2])

@@ -832,6 +832,17 @@ class CloudEngine:
             self.handoff_note = ""
             self._handoff_check = False
             return
+        if not self.feature_enabled(REMOTE_NAVIGATION):
+            # Not offered while the car is not entitled to send-to-car (with or without a navigation
+            # service); acknowledged — never dropped, never left for the backend to list forever —
+            # with a documented reason.
+            st = self._features.get(REMOTE_NAVIGATION)
+            why = f"{NOT_ENTITLED}: {REMOTE_NAVIGATION} is off ({st.reason if st else 'not in the entitlements'})"
+            for did, _payload in rows:
+                self._close_destination(did, "rejected", why, now)
+            log.info("cloud: %d send-to-car destination(s) not offered: %s is off", len(rows), REMOTE_NAVIGATION)
+            self._changed()
+            return
         nav = self.navigation()
         if nav is None:
             if not self.handoff_note:
@@ -841,24 +852,11 @@ class CloudEngine:
             return
         from ..services import Destination
 
-        entitled = self.feature_enabled(REMOTE_NAVIGATION)
         for did, payload_text in rows:
             p = _loads(payload_text)
-            if not entitled:
-                # Not offered while the car is not entitled to send-to-car; acknowledged (never
-                # dropped, never left for the backend to list forever) with a documented reason.
-                st = self._features.get(REMOTE_NAVIGATION)
-                why = f"{NOT_ENTITLED}: {REMOTE_NAVIGATION} is off ({st.reason if st else 'not in the entitlements'})"
-                with self.db.transaction() as conn:
-                    conn.execute("UPDATE cloud_destinations SET state='rejected', updated_at=? WHERE id=?", (now, did))
-                    self._queue_ack(conn, did, "rejected", now, reason=why)
-                log.info("cloud: a send-to-car destination was not offered: %s is off", REMOTE_NAVIGATION)
-                continue
             exp = p.get("expires_at")
             if isinstance(exp, (int, float)) and exp < now:
-                with self.db.transaction() as conn:
-                    conn.execute("UPDATE cloud_destinations SET state='rejected', updated_at=? WHERE id=?", (now, did))
-                    self._queue_ack(conn, did, "expired", now, reason="expired before it could be offered")
+                self._close_destination(did, "expired", "expired before it could be offered", now)
                 continue
             dest = Destination(label=str(p.get("label", "")), lat=p.get("lat"), lon=p.get("lon"),
                                query=str(p.get("address", "")))
@@ -883,6 +881,12 @@ class CloudEngine:
                 self._queue_ack(conn, did, "accepted", at, intent_id=str(intent_id))
             log.info("cloud: send-to-car destination handed to navigation")
         self._changed()
+
+    def _close_destination(self, did: str, result: str, reason: str, now: float) -> None:
+        """A destination that will not be offered: marked so, and its acknowledgement queued."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE cloud_destinations SET state='rejected', updated_at=? WHERE id=?", (now, did))
+            self._queue_ack(conn, did, result, now, reason=reason)
 
     def pending_destinations(self) -> int:
         return int(self.db.conn.execute("SELECT COUNT(*) FROM cloud_destinations WHERE state='new'").fetchone()[0])
@@ -934,6 +938,10 @@ class CloudEngine:
     @property
     def features(self) -> dict[str, FeatureState]:
         return dict(self._features)
+
+    def feature(self, name: str) -> FeatureState | None:
+        """One feature's state, without copying them all (components ask on every command)."""
+        return self._features.get(name)
 
     def feature_enabled(self, name: str) -> bool:
         st = self._features.get(name)
