@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from .clock import Clock
+from ..clock import Clock
 from .outbox import CloudDb
 from .protocol import (
     LIVE_404_CODES,
