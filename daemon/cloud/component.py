@@ -24,11 +24,10 @@ from typing import TYPE_CHECKING, Any
 from ... import version
 from ..backoff import Backoff
 from ..clock import Clock, OffsetClock, RealClock
-from ..config import CloudConfig
+from ..config import LOCAL_FEATURES, CloudConfig
 from ..context import AppContext
 from ..events import CloudBackendChanged, CloudEvent
 from ..supervisor import RestartPolicy
-from .features import LOCAL_FEATURES
 
 if TYPE_CHECKING:
     from ..services import NavigationSink

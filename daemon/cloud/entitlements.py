@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..anchors import b64url_decode
 from ..anchors import b64url_encode as b64url_encode  # re-exported: the fakes and the bench sign with it
 from ..anchors import load_anchors as load_anchors  # re-exported: what verify() takes
-from .features import LOCAL_FEATURES
+from ..config import LOCAL_FEATURES
 from .protocol import JsonTooDeep, loads_bounded
 
 if TYPE_CHECKING:
