@@ -16,9 +16,10 @@ on the system bus, whatever its interface header says (default deny):
   property), calls without an interface — needs a dashboard caller: root, the daemon's own user, a
   user named in ``api.allowed_users`` or a member of a group in ``api.allowed_groups``.
 
-The caller's Unix uid is asked from the bus daemon (with a deadline) and cached per unique name
-(unique names are never reused on a bus).  dbus-fast message handlers are synchronous, so the
-first call from a new connection is held, the uid is looked up, and the call re-dispatched.
+The caller's Unix uid is asked from the bus daemon (with a deadline); what it may call is decided
+once and cached per unique name (unique names are never reused on a bus).  dbus-fast message
+handlers are synchronous, so the first call from a new connection is held, the uid is looked up,
+and the call re-dispatched.
 Denied callers get ``org.dashbridge.Error.AccessDenied``; the log line is rate-limited so a
 hostile process cannot flood the journal.
 """
@@ -125,7 +126,9 @@ class CallerGate:
         self.users = users
         self.groups = groups
         self.agent_path = agent_path
-        self._uids: OrderedDict[str, int | None] = OrderedDict()  # unique name -> uid (None: unknown)
+        # unique name -> (may call the agent, may call the dashboard API), decided once per caller
+        # from its uid: no user/group database lookups on the path of every call
+        self._verdicts: OrderedDict[str, tuple[bool, bool]] = OrderedDict()
         self._pending: dict[str, list[Message]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.denials = DenialLog()
@@ -143,12 +146,13 @@ class CallerGate:
         return ((msg.interface or "").startswith(_BLUEZ_PREFIX) or path == self.agent_path
                 or path.startswith(self.agent_path + "/"))
 
-    def allows(self, msg: Message, uid: int | None) -> bool:
+    def verdict(self, uid: int | None) -> tuple[bool, bool]:
         if uid is None:
-            return False
-        if self._system_only(msg):
-            return system_uid(uid)
-        return uid_allowed(uid, self.users, self.groups)
+            return False, False
+        return system_uid(uid), uid_allowed(uid, self.users, self.groups)
+
+    def allows(self, msg: Message, verdict: tuple[bool, bool]) -> bool:
+        return verdict[0] if self._system_only(msg) else verdict[1]
 
     # -- dispatch -------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> bool | Message | None:
@@ -159,8 +163,9 @@ class CallerGate:
             return self._deny(msg)
         if self.system_peer is not None and self._system_only(msg) and self.system_peer(sender):
             return None
-        if sender in self._uids:
-            return None if self.allows(msg, self._uids[sender]) else self._deny(msg)
+        known = self._verdicts.get(sender)
+        if known is not None:
+            return None if self.allows(msg, known) else self._deny(msg)
         waiting = self._pending.setdefault(sender, [])
         if len(waiting) >= MAX_HELD_PER_CALLER:
             return self._deny(msg)
@@ -188,11 +193,11 @@ class CallerGate:
         except BusError as exc:
             log.warning("cannot identify caller %s (%s): denied", sender, exc)
             uid = None
-        self._uids[sender] = uid
-        if len(self._uids) > _CACHE_SIZE:
-            self._uids.popitem(last=False)
+        verdict = self._verdicts[sender] = self.verdict(uid)
+        if len(self._verdicts) > _CACHE_SIZE:
+            self._verdicts.popitem(last=False)
         for msg in self._pending.pop(sender, []):
-            if self.allows(msg, uid):
+            if self.allows(msg, verdict):
                 self.bus._process_message(msg)  # re-dispatch: the uid is cached now
             else:
                 reply = self._deny(msg)
