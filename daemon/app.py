@@ -38,6 +38,7 @@ from .api.phones import Phones1
 from .api.snapshot import Snapshot, State, contacts_state
 from .bluetooth.component import BluetoothComponent
 from .cloud.component import CloudComponent
+from .companion.component import CompanionComponent
 from .config import Config
 from .context import AppContext, Component
 from .dbus import bus as dbus_bus
@@ -116,9 +117,14 @@ def _cloud_api(c: CloudComponent) -> list[ServiceInterface]:
     return out
 
 
+def _no_api(_c: object) -> list[ServiceInterface]:
+    return []  # what it does shows in Navigation1 (source "companion"), Cloud1 and Daemon1.Health
+
+
 def _cloud_offer(s: Services, c: CloudComponent) -> None:
     s.entitlements = c
     s.cloud_destinations = c
+    s.relayed_leases = c
 
 
 # Every capability, in build order (component name -> parts).  Each issue's component registers here.
@@ -134,6 +140,7 @@ PARTS: dict[str, Part[Any]] = {
     "navigation": Part(NavigationRelay, _navigation_api, _navigation_offer),  # issue 6
     "messages": Part(MessagesComponent, _messages_api),  # issue 6: MAP
     "cloud": Part(CloudComponent, _cloud_api, _cloud_offer),  # issue 7
+    "companion": Part(CompanionComponent, _no_api),  # issue 17: the phone as a courier over BLE
 }
 
 

@@ -18,6 +18,7 @@ Who uses which (keep docs in step):
 | cloud outbox retry (``cloud.retry.base_delay``/``max_delay``) | 1 s | 1 h | full | none |
 | cloud breaker cool-down (``breaker_cooldown``/``breaker_max_cooldown``) | 60 s | 10 min | equal | none |
 | navigation delivery retry (``navigation.retry_base``/``retry_max``) | 2 s | 5 min | equal | the intent's expiry |
+| companion session retry (``companion.retry_base``/``retry_max``) | 2 s | 60 s | equal | none |
 
 A backoff may also be bounded: ``max_attempts`` retries and/or ``max_elapsed`` seconds since the
 first failure; :meth:`Backoff.allows` says whether one more retry is allowed.  :class:`Attempts`

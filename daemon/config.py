@@ -243,6 +243,18 @@ class CloudConfig:
 
 
 @dataclass(frozen=True)
+class CompanionConfig:
+    """The driver's phone as a courier over Bluetooth LE (docs/ble-companion.md; needs ``bleak``)."""
+
+    enabled: bool = True
+    connect_timeout: Duration = field(default=Duration(10.0), metadata=_r(100 * MS, 5 * MIN))  # connect + services
+    op_timeout: Duration = field(default=Duration(5.0), metadata=_r(100 * MS, 5 * MIN))  # each read/write/subscribe
+    document_timeout: Duration = field(default=Duration(30.0), metadata=_r(1 * S, 10 * MIN))  # a whole document
+    retry_base: Duration = field(default=Duration(2.0), metadata=_r(10 * MS, HOUR))  # a failing session's back-off
+    retry_max: Duration = field(default=Duration(60.0), metadata=_r(100 * MS, DAY))
+
+
+@dataclass(frozen=True)
 class Config:
     buses: BusesConfig = field(default_factory=BusesConfig)
     state_directory: str = field(default="/var/lib/dashbridge", metadata=_r(1, PATH_MAX))
@@ -256,6 +268,7 @@ class Config:
     messages: MessagesConfig = field(default_factory=MessagesConfig)
     navigation: NavigationConfig = field(default_factory=NavigationConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
+    companion: CompanionConfig = field(default_factory=CompanionConfig)
 
 
 # ---------------------------------------------------------------------------------------------

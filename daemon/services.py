@@ -68,6 +68,15 @@ class Entitlements(Protocol):
         ...
 
 
+class RelayedLeases(Protocol):
+    async def take_relayed_lease(self, jws: str, *, courier: str) -> tuple[str, str]:
+        """A signed entitlement document a courier brought (the driver's phone), verified exactly
+        as the backend's.  (outcome, detail); outcome: ``accepted``, ``held`` (already held),
+        ``rejected`` (the held lease is kept), ``later`` (cannot verify yet: try again) or
+        ``ignored`` (the cloud is disabled: this car uses no leases)."""
+        ...
+
+
 @dataclass
 class Services:
     """The services components offer each other, set by the composition root."""
@@ -80,6 +89,7 @@ class Services:
     # cloud <- navigation relay: what became of send-to-car destinations (source "cloud")
     cloud_destinations: DestinationFeedback | None = None
     entitlements: Entitlements | None = None  # cloud -> whoever gates a feature
+    relayed_leases: RelayedLeases | None = None  # cloud <- companion (leases the phone relays)
     transfers: TransferDir | None = None  # the obex transfer directory (see transfer_dir)
 
     def feature_on(self, feature: str) -> bool:

@@ -42,6 +42,8 @@ TEST_CLOCK_ENV = "DASHBRIDGE_CLOUD_TEST_CLOCK"
 RESTART_BASE_S = 1.0
 RESTART_CAP_S = 300.0
 RESTART_POLICY = RestartPolicy(Backoff(RESTART_BASE_S, RESTART_CAP_S, "full"), critical=False)
+# How long a lease relayed by the phone waits for the engine to load its trust anchors at start.
+RELAYED_LEASE_WAIT_S = 10.0
 
 
 class CloudSetupError(Exception):
@@ -83,6 +85,7 @@ class CloudComponent:
         self.clock: Clock = OffsetClock() if self.test_clock else RealClock()
         self.engine: CloudEngine | None = None
         self.broken = ""  # why an enabled cloud could not be built (then it runs as disabled)
+        self._attached = asyncio.Event()  # the engine has its trust anchors (relayed leases wait for it)
         if self.cfg.enabled:
             # Only an enabled cloud pays for its modules at start-up (a disabled one imports
             # nothing but this file and its D-Bus interface).
@@ -133,6 +136,17 @@ class CloudComponent:
         if self.engine is not None:
             self.engine.destination_event(source_ref, intent_id, event)
 
+    async def take_relayed_lease(self, jws: str, *, courier: str) -> tuple[str, str]:
+        """services.RelayedLeases: a lease the driver's phone brought, verified like the backend's."""
+        if self.engine is None:
+            return "ignored", "the cloud is disabled: this car uses no entitlement leases"
+        try:
+            async with asyncio.timeout(RELAYED_LEASE_WAIT_S):
+                await self._attached.wait()
+        except TimeoutError:
+            return "later", "the cloud is still starting"
+        return self.engine.take_relayed(jws, courier)
+
     def _navigation(self) -> NavigationSink | None:
         return self.ctx.services.navigation
 
@@ -172,6 +186,7 @@ class CloudComponent:
             else:
                 self.ctx.health.set(self.name, "ok", f"backend {engine.backend_state}")
             engine.attach(transport, anchors)
+            self._attached.set()
             try:
                 await engine.run()
             except Exception:  # a bug: keep its traceback, then the supervisor restarts us

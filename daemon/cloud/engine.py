@@ -199,6 +199,7 @@ class CloudEngine:
         self.held: EntitlementDoc | None = None
         self.etag = ""
         self.confirmed = False
+        self.courier = ""  # who brought ``held`` when the backend has not confirmed it: "companion"
         self._load_held(anchors=None)
         self.next_sync = 0.0
         self._sync_requested = False
@@ -656,6 +657,7 @@ class CloudEngine:
         if jws is None or same_document(self.held, jws):
             if self.held is not None:
                 self.confirmed = True
+                self._clear_courier()
                 if etag and etag != self.etag:
                     self.etag = etag
                     with self.db.transaction() as conn:
@@ -682,9 +684,54 @@ class CloudEngine:
                          "etag=excluded.etag, received_at=excluded.received_at", (doc.jws, doc.version, etag, now))
             if self.rejected_etag:
                 CloudDb.delete(conn, "rejected_etag")
+            CloudDb.delete(conn, "held_via")
         log.info("cloud: entitlements v%d accepted (until %s)", doc.version, iso(doc.not_after))
         self.held, self.etag, self.confirmed = doc, etag, True
+        self.courier = ""
         self.rejected_etag = ""
+
+    def _clear_courier(self) -> None:
+        if self.courier:
+            self.courier = ""
+            with self.db.transaction() as conn:
+                CloudDb.delete(conn, "held_via")
+
+    def take_relayed(self, jws: str, courier: str) -> tuple[str, str]:
+        """A lease a courier brought (the driver's phone: docs/ble-companion.md §6), verified exactly
+        as the backend's answer (signature, vehicle, version strictly newer, expiry).  Returns
+        (outcome, detail): ``accepted`` (now held, source ``courier`` until the backend confirms it),
+        ``held`` (this version is already held: nothing to do), ``rejected`` (the held lease is kept;
+        the reason is in LastRejection), or ``later`` (the trust anchors are not loaded yet)."""
+        if self.anchors is None:
+            return "later", "the trust anchors are not loaded yet"
+        if same_document(self.held, jws):
+            return "held", f"version {self.held.version if self.held else '?'} is already held"
+        now = self.clock.now()
+        try:
+            doc = verify(jws, self.anchors, self.s.vehicle_id, now, self.s.clock_skew, self.held)
+        except EntitlementRejected as exc:
+            if exc.code == "replay":  # the same version, other bytes: nothing newer on offer
+                return "held", exc.detail
+            reason = f"entitlement document from the {courier} rejected ({exc.code}): {exc.detail}"
+            log.warning("cloud: %s; keeping version %s", reason, self.held.version if self.held else "none")
+            self.last_rejection = (reason, now)
+            with self.db.transaction() as conn:
+                CloudDb.put(conn, "last_rejection", {"reason": reason, "at": now})
+            self._emit(CloudDocumentRejected(reason))
+            self._changed()
+            return "rejected", reason
+        with self.db.transaction() as conn:
+            # No ETag: the next sync fetches the backend's document whole and, when it is this
+            # one, confirms it (the source turns from the courier to "backend").
+            conn.execute("INSERT INTO cloud_entitlements(slot, jws, version, etag, received_at) VALUES(1, ?, ?, '', ?) "
+                         "ON CONFLICT(slot) DO UPDATE SET jws=excluded.jws, version=excluded.version, "
+                         "etag=excluded.etag, received_at=excluded.received_at", (doc.jws, doc.version, now))
+            CloudDb.put(conn, "held_via", courier)
+        log.info("cloud: entitlements v%d accepted from the %s (until %s)", doc.version, courier, iso(doc.not_after))
+        self.held, self.etag, self.confirmed, self.courier = doc, "", False, courier
+        self._reevaluate(now)
+        self._wake.set()  # the loop re-reads when the lease next changes
+        return "accepted", f"version {doc.version}"
 
     def _report_rejection(self, conn: sqlite3.Connection, jws: str, etag: str, exc: EntitlementRejected,
                           now: float) -> None:
@@ -903,15 +950,16 @@ class CloudEngine:
             self.held, self.etag = None, ""
             return
         self.held, self.etag = doc, str(row[1])
+        self.courier = str(self.db.get("held_via", "") or "")
 
     def _evaluate(self, now: float) -> Lease:
         return evaluate(self.held, now, grace=self.s.grace, skew=self.s.clock_skew,
                         offline_policy=self.s.offline_policy, gated_local=self.s.gated_local,
-                        confirmed=self.confirmed and self.backend_state != "offline")
+                        confirmed=self.confirmed and self.backend_state != "offline", courier=self.courier)
 
     def _reevaluate(self, now: float) -> None:
         # The outcome only changes with the document, the confirmation, or at lease.next_change.
-        key = (self.held.jws if self.held else None, self.confirmed and self.backend_state != "offline")
+        key = (self.held.jws if self.held else None, self.confirmed and self.backend_state != "offline", self.courier)
         nxt = self.lease.next_change
         if key == self._lease_key and (nxt is None or now < nxt):
             return

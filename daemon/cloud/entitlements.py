@@ -32,7 +32,9 @@ MAX_FEATURES = 256
 MAX_JWS_BYTES = 64 * 1024
 JWS_TYP = "dashbridge-entitlements+jws"
 
-Source = Literal["backend", "cached", "grace", "offline-policy"]
+# "companion": a document the driver's phone relayed (docs/ble-companion.md §6), verified like the
+# backend's, that the backend has not itself confirmed yet.
+Source = Literal["backend", "companion", "cached", "grace", "offline-policy"]
 
 RejectReason = Literal[
     "malformed", "unsupported_algorithm", "unknown_key", "bad_signature", "wrong_vehicle",
@@ -194,7 +196,7 @@ def _iso(ts: float) -> str:
 @dataclass(frozen=True)
 class FeatureState:
     enabled: bool
-    source: str  # backend | cached | grace | offline-policy | local
+    source: str  # backend | companion | cached | grace | offline-policy | local
     reason: str
 
 
@@ -208,8 +210,10 @@ class Lease:
 
 
 def evaluate(held: EntitlementDoc | None, now: float, *, grace: float, skew: float,
-             offline_policy: Mapping[str, bool], gated_local: Iterable[str], confirmed: bool) -> Lease:
-    """One decision per feature.  ``confirmed``: the backend vouched for ``held`` at the last sync."""
+             offline_policy: Mapping[str, bool], gated_local: Iterable[str], confirmed: bool,
+             courier: str = "") -> Lease:
+    """One decision per feature.  ``confirmed``: the backend vouched for ``held`` at the last sync;
+    ``courier``: who brought ``held`` when not the backend ("companion": the driver's phone)."""
     gated = set(gated_local)
     names = set(offline_policy) | set(LOCAL_FEATURES)
     if held is not None:
@@ -219,7 +223,7 @@ def evaluate(held: EntitlementDoc | None, now: float, *, grace: float, skew: flo
     # Boundaries are half-open ([start, end)) and the next change is strictly in the future, so
     # a loop that wakes exactly at a boundary sees the new state and never spins on it.
     if held is not None and now < held.not_after + skew:
-        source = "backend" if confirmed else "cached"
+        source = "backend" if confirmed else ("companion" if courier == "companion" else "cached")
         changes.append(held.not_after + skew)
     elif held is not None and now < held.not_after + skew + grace:
         source = "grace"
