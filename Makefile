@@ -8,9 +8,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the project needs: a real dbus-daemon for every test, busctl for debugging,
 # systemd-analyze for the unit checks, ofonod for the real-oFono tier, chromium for the virtual
-# head unit's tests (tests/hmi: headless, driven over the DevTools protocol).
-DEB_PACKAGES := dbus-daemon dbus-bin systemd ofono chromium
-DEB_COMMANDS := dbus-daemon busctl systemd-analyze ofonod chromium
+# head unit's tests (tests/hmi: headless, driven over the DevTools protocol); bluetoothd and a C
+# compiler for the real-bluetoothd tier (tests/realbluez: its LD_PRELOAD shim is built from C).
+DEB_PACKAGES := dbus-daemon dbus-bin systemd ofono chromium bluez gcc libc6-dev
+DEB_COMMANDS := dbus-daemon busctl systemd-analyze ofonod chromium bluetoothd cc
+# (sysdeps looks for each command on the PATH, in /usr/sbin, and in /usr/libexec/bluetooth, where
+# Debian installs bluetoothd.)
+SHIM := tests/realbluez/libmgmtshim.so
 
 .PHONY: all deps venv sysdeps demo test lint bench clean
 
@@ -19,7 +23,7 @@ all: test
 sysdeps:
 	@missing=""; \
 	for c in $(DEB_COMMANDS); do \
-	  command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || missing="$$missing $$c"; \
+	  command -v $$c >/dev/null 2>&1 || [ -x /usr/sbin/$$c ] || [ -x /usr/libexec/bluetooth/$$c ] || missing="$$missing $$c"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -46,7 +50,11 @@ deps: sysdeps venv
 demo: deps
 	$(BIN)/dashbridge-sim demo
 
-test: deps
+# The real-bluetoothd tier's shim (tests build it too when it is missing or older than shim.c).
+$(SHIM): tests/realbluez/shim.c | sysdeps
+	cc -shared -fPIC -O2 -Wall -o $@ $< -ldl
+
+test: deps $(SHIM)
 	$(BIN)/python -m pytest -q tests
 
 lint: venv
