@@ -65,6 +65,7 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024  # a logical non-photo property
 DEFAULT_MAX_CARD_BYTES = 1024 * 1024  # excluding photo data
 DEFAULT_MAX_PROPERTIES = 2000
 _LINE_HEAD_KEEP = 256  # what we keep of an over-long physical line (enough for name + params)
+_PHOTO_APART = 1024  # a photo line at least this long is kept out of the fast path's per-card passes
 # Bump when what the parser makes of the same bytes changes (VCard.digest must change with it).
 PARSER_VERSION = 1
 
@@ -346,6 +347,11 @@ def _clean_types(types: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _media(params: _Params) -> str:
+    """A photo's media type as its parameters name it (MEDIATYPE, else a TYPE like JPEG)."""
+    return params.media or next((t for t in params.types if t in _PHOTO_TYPES or "/" in t), "")
+
+
 def _b64_repad(data: bytes) -> bytes | None:
     """Phones that drop the ``=`` padding: strip noise, pad, try again."""
     clean = bytes(b for b in data if b not in b" \t\r\n=")
@@ -562,7 +568,17 @@ class VCardParser:
             nxt = b + 13 if buf[b + 11:b + 13] == b"\r\n" else b + 12 if buf[b + 11:b + 12] == b"\n" else -1
             if eol - b > limit or buf[e - 1] != 0x0A or nxt < 0 or buf[nxt:nxt + 1] in (b" ", b"\t"):
                 return pos, False  # END not at a line start, or a folded BEGIN line: careful path
-            blob = buf[b:eol + 1]
+            # A photo (most of a card's bytes) that is the card's last property, folded the
+            # common way, is kept out of the per-card passes below (lower, counts, unfolding,
+            # split): its base64 is decoded as it is, folds and all (see _fast_photo).
+            photo = self._photo_span(buf, b, e, eol)
+            if photo is None:
+                blob = buf[b:eol + 1]
+                lines_in = buf.count(b"\n", b, eol + 1)
+            else:
+                ph, folds = photo[0], photo[3]
+                blob = buf[b:ph + 1] + buf[e:eol + 1]  # the card without its photo line
+                lines_in = buf.count(b"\n", b, ph + 1) + folds + 2
             low = blob.lower()
             if (low.count(b"begin:vcard") != 1 or low.count(b"end:vcard") != 1 or b"quoted-printable" in low
                     or b"base64" in low):
@@ -570,33 +586,64 @@ class VCardParser:
             self._lineno += 1
             self.cards_seen += 1
             st = self._state = _CardState(self._lineno)
-            st.card.digest = hashlib.blake2b(blob, digest_size=16, key=self._salt).digest()
+            # the digest of the card as sent, photo included (a memoryview: not copied for it)
+            st.card.digest = hashlib.blake2b(memoryview(buf)[b:eol + 1], digest_size=16, key=self._salt).digest()
             if b"\n " in blob or b"\n\t" in blob:
                 blob = blob.replace(b"\r\n ", b"").replace(b"\r\n\t", b"")
                 if b"\n " in blob or b"\n\t" in blob:
                     blob = blob.replace(b"\n ", b"").replace(b"\n\t", b"")
             try:
+                size = len(blob) if photo is None else len(blob) + photo[2] - photo[0]
                 if blob.count(b"\n") == blob.count(b"\r\n"):  # CRLF throughout: no "\r" to strip
-                    self._card_lines(st, blob.split(b"\r\n")[1:], out, len(blob), False)
+                    self._card_lines(st, blob.split(b"\r\n")[1:], out, size, False, buf, photo)
                 else:
-                    self._card_lines(st, blob.split(b"\n")[1:], out, len(blob), True)
+                    self._card_lines(st, blob.split(b"\n")[1:], out, size, True, buf, photo)
             except Exception as exc:  # defensive: one card, not the file
                 self._abort_card(f"internal error: {type(exc).__name__}")
             if self._state is st:
                 self._abort_card("truncated: no END:VCARD")
-            self._lineno += buf.count(b"\n", b, eol + 1) - 1
+            self._lineno += lines_in - 1
             pos = eol + 1
 
-    def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard], size: int, cr: bool) -> None:
+    @staticmethod
+    def _photo_span(buf: bytes, b: int, e: int, eol: int) -> tuple[int, int, int, int] | None:
+        """Where the card ``buf[b:eol + 1]`` (END:VCARD at ``e``) has a photo that the fast path
+        may take apart from the rest: (the "\n" before ``PHOTO;``, its head's colon, the "\r"
+        ending it, its folds), or None.  Only a photo that is the last property, every line
+        of it CRLF-ended and folded with one space (the unfolded value is then the data with
+        every "\r\n " removed, nothing else), whose data has no ":" or "-" (so no BEGIN:VCARD,
+        END:VCARD or QUOTED-PRINTABLE the card checks would have found in it) and whose head
+        names neither BASE64 nor QUOTED-PRINTABLE (2.1 style: the careful path)."""
+        if e - b < _PHOTO_APART or buf[e - 2:e] != b"\r\n" or buf[e:eol + 1] != b"END:VCARD\r\n":
+            return None
+        ph = buf.find(b"\nPHOTO;", b, e)
+        if ph < 0 or e - ph < _PHOTO_APART:
+            return None
+        pc = buf.find(b":", ph, min(e, ph + _LINE_HEAD_KEEP))
+        pend = e - 2
+        if pc < 0 or buf.find(b":", pc + 1, pend) >= 0 or buf.find(b"-", pc + 1, pend) >= 0:
+            return None
+        head = buf[ph + 1:pc].lower()
+        if b'"' in head or b"base64" in head or b"quoted-printable" in head:
+            return None
+        folds = buf.count(b"\n", pc, pend)
+        if buf.count(b"\r\n ", pc, pend) != folds:
+            return None
+        return ph, pc, pend, folds
+
+    def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard], size: int, cr: bool,
+                    buf: bytes = b"", photo: tuple[int, int, int, int] | None = None) -> None:
         """The properties of one card of the fast path: what :meth:`_property` does, inlined for
         the heads seen before whose value goes straight to a handler; the rest through it.
-        ``size``: the card's bytes; ``cr``: lines may end in "\r" (else split on CRLF already).
+        ``size``: the card's bytes; ``cr``: lines may end in "\r" (else split on CRLF already);
+        ``photo``: the span in ``buf`` of a photo taken apart (:meth:`_photo_span`), its last
+        property: handled at END:VCARD, before the card ends.
         A card with no more lines than properties allowed and no more bytes than a card may have
         can't go over either limit: its lines are not counted one by one."""
         prop = self._property
         simple = self._simple
         max_props, max_bytes = self.max_properties, self.max_card_bytes
-        count = len(lines) > max_props or size > max_bytes
+        count = len(lines) + (photo is not None) > max_props or size > max_bytes
         for line in lines:
             if cr and line[-1:] == b"\r":
                 line = line[:-1]
@@ -606,6 +653,10 @@ class VCardParser:
                 if not line:
                     continue
                 if line == b"END:VCARD":  # the common end, as _property would take it
+                    if photo is not None:
+                        self._fast_photo(st, buf, *photo)
+                        if self._state is not st:
+                            return
                     self._state = None
                     out.append(self._finish(st))
                     return
@@ -841,6 +892,30 @@ class VCardParser:
                 self._simple[head] = (handler, group, params)
         return result
 
+    def _fast_photo(self, st: _CardState, buf: bytes, ph: int, pc: int, pend: int, folds: int) -> None:
+        """The photo :meth:`_photo_span` found, as :meth:`_property` takes a photo line, without
+        unfolding it: base64 skips the folds' CR, LF and space as it skips any whitespace (and
+        so does :func:`_b64_repad`), so the decoded bytes are those of the unfolded value."""
+        head = buf[ph + 1:pc]
+        cached = self._head_cache.get(head)
+        if cached is None:
+            cached = self._parse_head(head)
+        params = cached[2]
+        st.props += 1
+        if st.props > self.max_properties or st.bytes > self.max_card_bytes:
+            self._abort_card("card over the size limit")
+            return
+        length = pend - pc - 1 - 3 * folds  # of the unfolded value
+        if not self.keep_photos:
+            return
+        if params.encoding not in ("B", "BASE64") or params.value == "URI" or length > self._photo_max_b64:
+            # not the plain case: the general way, on the unfolded value
+            self._photo(st.card, params, buf[pc + 1:pend].replace(b"\r\n ", b""), False)
+            return
+        # = _photo on the unfolded value: no "data:" or http/file link (no ":" in it), base64
+        # encoded, within the cap
+        self._photo_data(st.card, memoryview(buf)[pc + 1:pend], _media(params))
+
     def _photo(self, card: VCard, params: _Params, value: bytes, cut: bool) -> None:
         if not self.keep_photos:
             return
@@ -848,9 +923,7 @@ class VCardParser:
             card.photo_dropped = True
             card.photo = None
             return
-        media = params.media
-        if not media:
-            media = next((t for t in params.types if t in _PHOTO_TYPES or "/" in t), "")
+        media = _media(params)
         enc = params.encoding
         data = value.strip()
         if data[:5].lower() == b"data:":  # 4.0: data:image/jpeg;base64,....
@@ -870,11 +943,14 @@ class VCardParser:
         if len(data) > self._photo_max_b64:
             card.photo_dropped = True
             return
+        self._photo_data(card, data, media)
+
+    def _photo_data(self, card: VCard, data: bytes | memoryview, media: str) -> None:
         raw: bytes | None
         try:
             raw = binascii.a2b_base64(data)
         except (binascii.Error, ValueError):
-            raw = _b64_repad(data)
+            raw = _b64_repad(bytes(data))
             if raw is None:
                 card.photo_dropped = True
                 card.warnings.append("PHOTO: bad base64")
