@@ -32,7 +32,7 @@ def test_a_document_is_the_chunks_in_order_checked_by_crc() -> None:
     assert [f.index for f in frames] == [0, 1, 2, 3, 4] and {f.count for f in frames} == {5}
     assert whole(frames, 32768) == doc
     with pytest.raises(DocumentChanged):
-        whole(frames[:1] + [parse_frame(frames_of(doc[::-1])[1])] + frames[2:], 32768)
+        whole([*frames[:1], parse_frame(frames_of(doc[::-1])[1]), *frames[2:]], 32768)
     with pytest.raises(ProtocolError, match="too large"):
         whole(frames, 2000)
 
