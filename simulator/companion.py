@@ -42,8 +42,15 @@ to a D-Bus error like BlueZ 5.66's ``create_gatt_dbus_error`` (src/gatt-client.c
 
 from __future__ import annotations
 
+import asyncio
+import json
+import struct
+import time
+import uuid as uuid_mod
+import zlib
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 # ATT error codes (Bluetooth Core Vol 3 Part F §3.4.1.1)
 ATT_INVALID_HANDLE = 0x01
@@ -90,3 +97,332 @@ class GattApp(Protocol):
     def write(self, link: int, uuid: str, value: bytes) -> Awaitable[None] | None: ...
 
     def attach(self, notify: Notify) -> None: ...
+
+
+# =====================================================================================================
+# CompanionApp: docs/ble-companion.md, protocol 1.0
+# =====================================================================================================
+SERVICE_UUID = "d4420000-7d1c-4882-a633-a23288c78e12"
+VERSION_UUID = "d4420001-7d1c-4882-a633-a23288c78e12"
+DESTINATIONS_UUID = "d4420002-7d1c-4882-a633-a23288c78e12"
+ACK_UUID = "d4420003-7d1c-4882-a633-a23288c78e12"
+LEASE_UUID = "d4420004-7d1c-4882-a633-a23288c78e12"
+DOCUMENTS = (DESTINATIONS_UUID, LEASE_UUID)
+
+FRAME_FORMAT = 0x01
+HEADER_SIZE = 9
+MAX_PAYLOAD = 503  # 512 - 9
+DEFAULT_MTU = 517
+MAX_ACK = 512
+
+
+def chunk_size(mtu: int) -> int:
+    """``n = min(503, ATT_MTU - 1 - 9)`` (§3), at least 1."""
+    return max(1, min(MAX_PAYLOAD, mtu - 1 - HEADER_SIZE))
+
+
+def chunk_count(document: bytes, size: int) -> int:
+    return (len(document) + size - 1) // size
+
+
+def header(document: bytes, size: int, index: int = 0) -> bytes:
+    """The 9-byte frame header: format, index, count, CRC-32 of the whole document (§3)."""
+    return struct.pack("<BHHI", FRAME_FORMAT, index, chunk_count(document, size), zlib.crc32(document))
+
+
+def frame(document: bytes, size: int, index: int) -> bytes:
+    """Chunk ``index`` of ``document`` (chunk 0 when ``index`` is not below the count, §3)."""
+    if index >= chunk_count(document, size):
+        index = 0
+    return header(document, size, index) + document[index * size:(index + 1) * size]
+
+
+def parse_frame(data: bytes) -> tuple[int, int, int, int, bytes]:
+    """``(format, index, count, crc, payload)`` of a frame (for tests and the shell)."""
+    fmt, index, count, crc = struct.unpack_from("<BHHI", data)
+    return fmt, index, count, crc, bytes(data[HEADER_SIZE:])
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Destination:
+    """One destination the driver picked on the phone (§4)."""
+
+    id: str
+    label: str
+    lat: float | None = None
+    lon: float | None = None
+    address: str | None = None
+    created: str = field(default_factory=utc_now)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "label": self.label}
+        if self.lat is not None and self.lon is not None:
+            out["lat"], out["lon"] = self.lat, self.lon
+        if self.address is not None:
+            out["address"] = self.address
+        out["created"] = self.created
+        return out
+
+
+@dataclass(frozen=True)
+class ReadLog:
+    """One read the car made: on which link, of which characteristic, which chunk was served
+    (``index``; -1 for the version), how many chunks and the CRC the frame said."""
+
+    link: int
+    uuid: str
+    index: int
+    count: int = 0
+    crc: int = 0
+
+
+@dataclass
+class _Fault:
+    uuid: str | None  # None: every characteristic
+    remaining: int | None  # None: every time
+    kind: str  # "stall" | "att"
+    seconds: float | None = None  # stall: answer after this; None: never
+    code: int = 0  # att
+    on: str = "read"  # read | write | both
+
+    def matches(self, uuid: str, op: str) -> bool:
+        return (self.uuid is None or self.uuid == uuid) and self.on in (op, "both") \
+            and (self.remaining is None or self.remaining > 0)
+
+    def take(self) -> None:
+        if self.remaining is not None:
+            self.remaining -= 1
+
+
+class CompanionApp:
+    """The carmaker's companion app on a virtual phone (docs/ble-companion.md, protocol 1.0).
+
+    State: :attr:`destinations` (pending, oldest first), :attr:`lease` (the JWS text, or b"").
+    What the car did: :attr:`reads`, :attr:`selects` ((link, uuid, index)), :attr:`acked_ids`,
+    :attr:`rejected` ((id, reason)), :attr:`ack_writes` (the raw JSON), :attr:`notifications`.
+    Fault knobs: :meth:`stall`, :meth:`fail`, :meth:`change_mid_read`, :meth:`drop_link_after`.
+    ``version``: what the version characteristic says (``(1, 0)``); ``serve``: which characteristics
+    the service has (a phone may serve destinations only, or the lease only: §2)."""
+
+    service_uuid = SERVICE_UUID
+
+    def __init__(self, *, version: tuple[int, int] = (1, 0), lease: str | bytes = b"",
+                 serve: tuple[str, ...] = ("version", "destinations", "ack", "lease"),
+                 running: bool = True, max_chunk: int | None = None) -> None:
+        self.version = version
+        self.lease = lease.encode("ascii") if isinstance(lease, str) else bytes(lease)
+        self.serve = serve
+        self.running = running  # the app is installed and running (its service is on the phone)
+        self.max_chunk = max_chunk  # cut chunks smaller than the MTU allows (tests)
+        self.destinations: list[Destination] = []
+        self.reads: list[ReadLog] = []
+        self.selects: list[tuple[int, str, int]] = []
+        self.acked_ids: list[str] = []
+        self.rejected: list[tuple[str, str]] = []
+        self.ack_writes: list[bytes] = []
+        self.notifications: list[tuple[str, bytes]] = []
+        self.links: list[int] = []  # every link the car opened, in order
+        self._selected: dict[tuple[int, str], int] = {}
+        self._notify: Notify | None = None
+        self._seq = 0
+        self._faults: list[_Fault] = []
+        self._mid_read: list[tuple[str, int, Callable[[], None]]] = []  # (uuid, after n chunk reads, change)
+        self._chunk_reads = 0
+        self._drop_after: int | None = None
+        self._mtu = DEFAULT_MTU
+
+    # -- GattApp ----------------------------------------------------------------------------------
+    def characteristics(self) -> list[tuple[str, tuple[str, ...]]]:
+        table = {"version": (VERSION_UUID, ("read",)),
+                 "destinations": (DESTINATIONS_UUID, ("read", "write", "notify")),
+                 "ack": (ACK_UUID, ("write",)),
+                 "lease": (LEASE_UUID, ("read", "write", "notify"))}
+        return [table[k] for k in ("version", "destinations", "ack", "lease") if k in self.serve]
+
+    def attach(self, notify: Notify) -> None:
+        self._notify = notify
+
+    def link_up(self, link: int) -> None:
+        self.links.append(link)
+
+    def link_down(self, link: int) -> None:
+        for key in [k for k in self._selected if k[0] == link]:
+            del self._selected[key]
+
+    def read(self, link: int, uuid: str, offset: int, mtu: int) -> bytes | Awaitable[bytes]:
+        uuid = uuid.lower()
+        self._mtu = mtu
+        fault = self._fault(uuid, "read")
+        if uuid in DOCUMENTS:
+            self._chunk_reads += 1
+            if self._drop_after is not None and self._chunk_reads > self._drop_after:
+                self._drop_after = None
+                raise LinkLost()
+        value = self._value(link, uuid)
+        if fault is not None and fault.kind == "stall":
+            return self._stalled(fault.seconds, value[offset:])
+        if offset > len(value):
+            raise AttError(ATT_INVALID_OFFSET)
+        return value[offset:]
+
+    def write(self, link: int, uuid: str, value: bytes) -> None:
+        uuid = uuid.lower()
+        self._fault(uuid, "write")
+        if uuid in DOCUMENTS:
+            if len(value) != 2:
+                raise AttError(ATT_INVALID_ATTRIBUTE_VALUE_LEN)
+            index = int.from_bytes(value, "little")
+            self._selected[(link, uuid)] = index
+            self.selects.append((link, uuid, index))
+        elif uuid == ACK_UUID:
+            self._ack(bytes(value))
+        else:
+            raise AttError(ATT_WRITE_NOT_PERMITTED)
+
+    # -- the phone's user / the app's backend -------------------------------------------------------
+    def add_destination(self, label: str, *, lat: float | None = None, lon: float | None = None,
+                        address: str | None = None, id: str | None = None,
+                        created: str | None = None) -> Destination:
+        """The driver picks a destination ("send to car"): pending until the car acknowledges it."""
+        if (lat is None) != (lon is None):
+            raise ValueError("lat and lon go together")
+        if lat is None and not address:
+            raise ValueError("a destination needs coordinates or an address")
+        if id is None:
+            self._seq += 1
+            id = f"{uuid_mod.uuid4()}"
+        d = Destination(id, label, lat, lon, address, created or utc_now())
+        self.destinations.append(d)
+        self.notify_document(DESTINATIONS_UUID)
+        return d
+
+    def set_lease(self, lease: str | bytes) -> None:
+        """The app fetched a (new) lease document for this car (b"" / "": it has none)."""
+        self.lease = lease.encode("ascii") if isinstance(lease, str) else bytes(lease)
+        self.notify_document(LEASE_UUID)
+
+    def document(self, uuid: str) -> bytes:
+        """The current destinations (§4) or lease (§6) document."""
+        if uuid.lower() == LEASE_UUID:
+            return self.lease
+        return json.dumps({"destinations": [d.to_json() for d in self.destinations]},
+                          separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def notify_document(self, uuid: str) -> None:
+        """Notify the 9-byte header of the document's chunk 0 (§3)."""
+        value = header(self.document(uuid), self._size())
+        self.notifications.append((uuid, value))
+        if self._notify is not None and self.running:
+            self._notify(uuid, value)
+
+    @property
+    def pending_ids(self) -> list[str]:
+        return [d.id for d in self.destinations]
+
+    def status(self) -> dict[str, Any]:
+        lease = self.lease
+        return {"running": self.running, "version": f"{self.version[0]}.{self.version[1]}",
+                "pending": [d.to_json() for d in self.destinations], "acked": list(self.acked_ids),
+                "rejected": [list(r) for r in self.rejected], "lease_bytes": len(lease),
+                "lease_crc": f"{zlib.crc32(lease):08x}", "reads": len(self.reads), "links": list(self.links)}
+
+    # -- fault knobs --------------------------------------------------------------------------------
+    def stall(self, uuid: str | None = None, *, seconds: float | None = None, count: int | None = 1) -> None:
+        """The next ``count`` reads (of ``uuid``, or any) answer after ``seconds`` (None: never)."""
+        self._faults.append(_Fault(uuid.lower() if uuid else None, count, "stall", seconds=seconds))
+
+    def fail(self, uuid: str | None, code: int = ATT_UNLIKELY, *, count: int | None = None,
+             on: str = "both") -> None:
+        """Reads/writes (``on``) of ``uuid`` (None: any) answer with ATT error ``code``."""
+        self._faults.append(_Fault(uuid.lower() if uuid else None, count, "att", code=code, on=on))
+
+    def change_mid_read(self, uuid: str = DESTINATIONS_UUID, *, after: int = 1,
+                        change: Callable[[], None] | None = None) -> None:
+        """After the ``after``-th chunk read of ``uuid`` (from now), the document changes (by
+        default: a new destination, or a lease with a different last byte)."""
+        u = uuid.lower()
+        self._mid_read.append((u, self._reads_of(u) + after, change or self._default_change(u)))
+
+    def drop_link_after(self, chunk_reads: int) -> None:
+        """The phone walks away: after ``chunk_reads`` more document reads the next one drops the link."""
+        self._drop_after = self._chunk_reads + chunk_reads
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+        self._mid_read.clear()
+        self._drop_after = None
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _size(self) -> int:
+        size = chunk_size(self._mtu)
+        return min(size, self.max_chunk) if self.max_chunk else size
+
+    def _fault(self, uuid: str, op: str) -> _Fault | None:
+        for f in self._faults:
+            if f.matches(uuid, op):
+                f.take()
+                if f.kind == "att":
+                    raise AttError(f.code)
+                return f
+        return None
+
+    def _reads_of(self, uuid: str) -> int:
+        return sum(1 for r in self.reads if r.uuid == uuid)
+
+    def _value(self, link: int, uuid: str) -> bytes:
+        if uuid == VERSION_UUID:
+            self.reads.append(ReadLog(link, uuid, -1))
+            return bytes(self.version)
+        if uuid not in DOCUMENTS:
+            raise AttError(ATT_READ_NOT_PERMITTED)
+        doc = self.document(uuid)
+        size = self._size()
+        data = frame(doc, size, self._selected.get((link, uuid), 0))
+        _fmt, index, count, crc, _payload = parse_frame(data)
+        self.reads.append(ReadLog(link, uuid, index, count, crc))
+        n = self._reads_of(uuid)
+        for item in [m for m in self._mid_read if m[0] == uuid and m[1] <= n]:
+            self._mid_read.remove(item)
+            item[2]()
+        return data
+
+    def _default_change(self, uuid: str) -> Callable[[], None]:
+        def change() -> None:
+            if uuid.lower() == LEASE_UUID:
+                self.set_lease(self.lease[:-1] + (b"A" if self.lease[-1:] != b"A" else b"B"))
+            else:
+                self.add_destination("Changed under the car", lat=48.8584, lon=2.2945)
+        return change
+
+    async def _stalled(self, seconds: float | None, value: bytes) -> bytes:
+        if seconds is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(seconds)
+        return value
+
+    def _ack(self, value: bytes) -> None:
+        self.ack_writes.append(value)
+        if len(value) > MAX_ACK:
+            raise AttError(ATT_INVALID_ATTRIBUTE_VALUE_LEN)
+        try:
+            doc = json.loads(value.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise AttError(ATT_UNLIKELY) from None
+        if not isinstance(doc, dict):
+            raise AttError(ATT_UNLIKELY)
+        ids: list[str] = []
+        for item in doc.get("ack") or []:
+            if isinstance(item, str):
+                ids.append(item)
+                self.acked_ids.append(item)
+        for item in doc.get("rejected") or []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                ids.append(item["id"])
+                self.rejected.append((item["id"], str(item.get("reason", ""))))
+        self.destinations = [d for d in self.destinations if d.id not in set(ids)]
+        self.notify_document(DESTINATIONS_UUID)  # §5: remove, then notify the new header

@@ -67,6 +67,10 @@ class VirtualPhone:
     passkey: int | None = None  # numeric-comparison passkey it shows; None: the fake picks one
     rssi: int = -55  # dBm reported while the car is discovering
     gatt: list[Any] = field(default_factory=list)  # simulator.bluez.GattService: what a BLE client (bleak) sees
+    # A GATT app on the phone (simulator.companion.GattApp, e.g. CompanionApp: docs/ble-companion.md):
+    # its service is served through the fake BlueZ, advertised over LE and listed in Device1.UUIDs.
+    companion: Any = None
+    att_mtu: int = 517  # the ATT MTU of the car's link to the phone (what GattCharacteristic1.MTU says)
     # HFP
     battery: int = 5  # 0-5
     signal: int = 4  # 0-5
@@ -114,7 +118,11 @@ class VirtualPhone:
 
     @property
     def uuids(self) -> list[str]:
-        return [PROFILE_UUIDS[p] for p in self.profiles if p in PROFILE_UUIDS]
+        out = [PROFILE_UUIDS[p] for p in self.profiles if p in PROFILE_UUIDS]
+        app = self.companion
+        if app is not None and getattr(app, "running", True) and app.service_uuid.lower() not in out:
+            out.append(app.service_uuid.lower())
+        return out
 
     def offers(self, profile: str) -> bool:
         return profile in self.profiles

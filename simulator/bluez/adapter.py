@@ -86,7 +86,8 @@ class AdapterPart(BluezCore):
     async def _inquire(self) -> None:
         await asyncio.sleep(self.t.inquiry_delay)
         for dev in list(self._devices.values()):
-            if dev.phone.in_range and dev.phone.discoverable and self._adapter_state["Discovering"]:
+            advertises = getattr(dev.phone, "companion", None) is not None  # LE advertising (gatt.py)
+            if dev.phone.in_range and (dev.phone.discoverable or advertises) and self._adapter_state["Discovering"]:
                 self._seen(dev)
 
     def _stop_discovering(self) -> None:

@@ -21,6 +21,8 @@ DEVICE = names.DEVICE
 AGENT = names.AGENT
 GATT_SERVICE = names.GATT_SERVICE
 GATT_CHAR = names.GATT_CHAR
+GATT_DESC = "org.bluez.GattDescriptor1"
+CCCD_UUID = "00002902-0000-1000-8000-00805f9b34fb"  # Client Characteristic Configuration
 PROFILE = names.PROFILE
 ERR = names.BLUEZ_ERR
 CONTROL_NAME = "org.dashbridge.Sim.Bluez"
@@ -158,7 +160,8 @@ SIGS: dict[str, dict[str, str]] = {
     },
     GATT_SERVICE: {"UUID": "s", "Primary": "b", "Device": "o", "Includes": "ao", "Handle": "q"},
     GATT_CHAR: {"UUID": "s", "Service": "o", "Value": "ay", "Notifying": "b", "Flags": "as", "Handle": "q",
-                "MTU": "q"},
+                "MTU": "q", "WriteAcquired": "b", "NotifyAcquired": "b"},
+    GATT_DESC: {"UUID": "s", "Characteristic": "o", "Value": "ay"},  # 5.66 descriptor_properties
 }
 WRITABLE: dict[str, set[str]] = {
     ADAPTER: {"Alias", "Powered", "Discoverable", "DiscoverableTimeout", "Pairable", "PairableTimeout",
@@ -175,6 +178,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
     GATT_SERVICE: {},
     GATT_CHAR: {"ReadValue": ("a{sv}", "ay"), "WriteValue": ("aya{sv}", ""), "StartNotify": ("", ""),
                 "StopNotify": ("", "")},
+    GATT_DESC: {"ReadValue": ("a{sv}", "ay"), "WriteValue": ("aya{sv}", "")},
 }
 SIGNALS: dict[str, dict[str, str]] = {DEVICE: {"Disconnected": "ss"}}
 
@@ -200,8 +204,33 @@ class GattService:
 @dataclass
 class GattObj:
     dev: "Device"
-    char: GattCharacteristic | None  # None for a service object
+    char: GattCharacteristic | None  # None for a service or descriptor object
     sessions: set[str] = field(default_factory=set)  # StartNotify clients
+    app: Any = None  # the simulator.companion.GattApp serving it (None: static data in ``char.value``)
+    desc_uuid: str = ""  # a descriptor object: its UUID (the CCCD)
+    parent: str = ""  # a descriptor object: its characteristic's path
+
+
+def att_error(code: int) -> BluezError:
+    """An ATT error response as bluetoothd answers the D-Bus call: create_gatt_dbus_error in
+    src/gatt-client.c (the same from 5.66 to current)."""
+    if code == 0x02:
+        return BluezError("NotPermitted", "Read not permitted")
+    if code == 0x03:
+        return BluezError("NotPermitted", "Write not permitted")
+    if code in (0x05, 0x0F, 0x0C):  # authentication, encryption, encryption key size
+        return BluezError("NotPermitted", "Not paired")
+    if code == 0x07:
+        return BluezError("InvalidArguments", "Invalid offset")
+    if code == 0x0D:
+        return BluezError("InvalidArguments", "Invalid Length")
+    if code == 0x08:
+        return BluezError("NotAuthorized", "Operation Not Authorized")
+    if code == 0x06:
+        return BluezError("NotSupported", "Operation is not supported")
+    if code == 0:
+        return BluezError("Failed", "Operation failed")
+    return BluezError("Failed", f"Operation failed with ATT error: 0x{code:02x}")
 
 
 @dataclass
@@ -239,6 +268,8 @@ class Device:
     pairing_initiator: str = ""
     state: dict[str, Any] = field(default_factory=dict)  # Device1 properties (None = absent)
     gatt_paths: list[str] = field(default_factory=list)  # its GATT objects, parents first
+    link: int = 0  # the current connection's id (a new one on every Connected=true), for GATT apps
+    link_gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when that link drops
 
 
 @dataclass(frozen=True)
