@@ -27,6 +27,7 @@ import phonenumbers
 
 TAIL_DIGITS = 8
 _CACHE_MAX = 8192
+_LEAD = frozenset("+0123456789")  # how a number in the common shape starts
 
 _SEPARATORS = re.compile("[ \\-().\u00a0/\t\u2010\u2011\u2012\u2013\u2212\\[\\]]+")  # what a number may be written with
 _EXTENSION_RE = re.compile(r"[,;pwxe#*]", re.IGNORECASE)  # pauses, "ext", DTMF suffixes
@@ -65,11 +66,20 @@ class Normalizer:
         return n[:m.start()] if m is not None else n
 
     def key(self, number: str) -> tuple[str, str, str]:
-        """(E.164 or "", trailing digits, digits): what the index and the store keep per number."""
+        """(E.164 or "", trailing digits, digits): what the index and the store keep per number.
+        Each distinct number is worked out once (cached, bounded).  The common shape, digits
+        with an optional leading "+" and spaces, is taken apart here without the separators'
+        regex (the result is the same: a space is the only separator in it)."""
         k = self._keys.get(number)
         if k is None:
-            d = self.digits(number)
-            k = (self.e164(number, d) or "", tail(d), d)
+            d = number.replace(" ", "")
+            if d[1:].isdigit() and d[0] in _LEAD:
+                n = d[1:] if d[0] == "+" else d  # = tail(d), without the checks that can't fail here
+                t = n[-TAIL_DIGITS:] if len(n) >= TAIL_DIGITS else ""
+            else:
+                d = self.digits(number)
+                t = tail(d)
+            k = (self.e164(number, d) or "", t, d)
             if len(self._keys) >= _CACHE_MAX:
                 self._keys.clear()
             self._keys[number] = k
