@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import struct
@@ -30,6 +31,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 INDEX_NONE = 0xFFFF
+QUERY = b"DBSHIM-CONNECT"  # the shim's question about a connect() (see shim.c), not a mgmt packet
+PSM_SDP = 1
 ADAPTER_ADDRESS = "00:1A:7D:DA:71:10"
 BDADDR_BREDR = 0x00
 
@@ -134,6 +137,9 @@ class Phone:
     connected: bool = False
     # What the phone does when bluetoothd pages it (Pair Device): None = it answers.
     pair_failure: int | None = None  # an mgmt status for Pair Device, e.g. CONNECT_FAILED
+    # How bluetoothd's L2CAP/RFCOMM connect() to it fails (the shim cannot carry data): EHOSTDOWN is
+    # the kernel's page timeout; ECONNREFUSED a phone refusing the channel.
+    connect_errno: int = errno.EHOSTDOWN
 
 
 @dataclass
@@ -163,10 +169,13 @@ class MgmtServer:
         self.ctl = Controller()
         self.phones: dict[str, Phone] = {}
         self.commands: list[Command] = []
-        self.connections = 0  # how many bluetoothd sockets were accepted (one per bluetoothd run)
-        self.replies: dict[str, int] = {}  # phone address -> what bluetoothd answered last: "accept"/"reject"
+        self.replies: dict[str, int] = {}  # phone address -> bluetoothd's last answer: 1 accept, 0 reject, -1 none
+        # bluetoothd's outgoing L2CAP/RFCOMM connections, as the shim reported them: (protocol, address,
+        # PSM or channel, the errno it got)
+        self.radio_connects: list[tuple[str, str, int, int]] = []
         self._listener: socket.socket | None = None
         self._clients: list[socket.socket] = []
+        self._mgmt_clients: set[socket.socket] = set()  # those that sent a mgmt command (not shim queries)
         self._changed = asyncio.Event()
         self._pending_confirm: dict[str, asyncio.Future[bool]] = {}
         self.unknown: list[int] = []
@@ -188,6 +197,7 @@ class MgmtServer:
                 loop.remove_reader(c.fileno())
             c.close()
         self._clients.clear()
+        self._mgmt_clients.clear()
         if self._listener is not None:
             loop.remove_reader(self._listener.fileno())
             self._listener.close()
@@ -203,7 +213,6 @@ class MgmtServer:
             return
         conn.setblocking(False)
         self._clients.append(conn)
-        self.connections += 1
         asyncio.get_running_loop().add_reader(conn.fileno(), self._readable, conn)
         self._bump()
 
@@ -218,20 +227,41 @@ class MgmtServer:
             asyncio.get_running_loop().remove_reader(conn.fileno())
             if conn in self._clients:
                 self._clients.remove(conn)
+            self._mgmt_clients.discard(conn)
             conn.close()
             self._client_gone()
             self._bump()
+            return
+        if data.startswith(QUERY):
+            self._answer_connect_query(conn, data[len(QUERY):])
             return
         if len(data) < 6:
             return
         opcode, index, plen = struct.unpack_from("<HHH", data)
         cmd = Command(opcode, index, data[6:6 + plen])
+        self._mgmt_clients.add(conn)
         self.commands.append(cmd)
         try:
             self._handle(conn, cmd)
         except Exception:
             log.exception("mgmt server: %s failed", cmd.name)
             self._status(conn, cmd, FAILED)
+        self._bump()
+
+    def _answer_connect_query(self, conn: socket.socket, q: bytes) -> None:
+        """The shim asks how bluetoothd's connect() to a phone fails: reply with the errno and hang up."""
+        proto = {0: "l2cap", 3: "rfcomm"}.get(q[0], str(q[0]))
+        addr = addr_str(q[1:7])
+        (psm,) = struct.unpack_from("<H", q, 7)
+        ph = self.phones.get(addr)
+        err = ph.connect_errno if ph is not None else errno.EHOSTDOWN
+        self.radio_connects.append((proto, addr, psm, err))
+        with contextlib.suppress(OSError):
+            conn.send(struct.pack("<i", err))
+        asyncio.get_running_loop().remove_reader(conn.fileno())
+        if conn in self._clients:
+            self._clients.remove(conn)
+        conn.close()
         self._bump()
 
     def _client_gone(self) -> None:
@@ -263,7 +293,7 @@ class MgmtServer:
     # -- sending ------------------------------------------------------------------------------------
     def _send(self, conn: socket.socket | None, event: int, index: int, params: bytes) -> None:
         pkt = struct.pack("<HHH", event, index, len(params)) + params
-        for c in [conn] if conn is not None else list(self._clients):
+        for c in [conn] if conn is not None else [c for c in self._clients if c in self._mgmt_clients]:
             try:
                 c.send(pkt)
             except OSError as exc:

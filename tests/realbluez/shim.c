@@ -8,16 +8,23 @@
  * $DASHBRIDGE_MGMT_SOCKET (tests/realbluez/mgmtserver.py); a SEQPACKET socket keeps message
  * boundaries the way the kernel's raw HCI socket does.
  *
- * Every other Bluetooth socket (other HCI channels, L2CAP, RFCOMM, SCO, ISO) fails in socket()
- * with EAFNOSUPPORT, as on a kernel built without Bluetooth: bluetoothd's SDP server and its
- * profile servers fail to start (logged) and every outgoing L2CAP connection (SDP browsing,
- * profile connections) fails at once.
+ * L2CAP and RFCOMM sockets exist but carry nothing: socket() gives a placeholder AF_UNIX socket,
+ * bind() and the Bluetooth socket options succeed without effect, listen() fails (EOPNOTSUPP: so
+ * bluetoothd's SDP server and profile servers fail to start, logged), and connect() fails with the
+ * errno the management server chooses for that phone (a short query on a second connection to
+ * it: "DBSHIM-CONNECT" + protocol + address + PSM/channel, answered with an int errno) — by
+ * default EHOSTDOWN, which is how the kernel reports a page timeout.  So bluetoothd's outgoing
+ * SDP searches and profile connections fail the way they do when the phone does not answer.
+ *
+ * Every other Bluetooth socket (other HCI channels, SCO, ISO, BNEP...) fails in socket() with
+ * EAFNOSUPPORT, as on a kernel built without Bluetooth.
  *
  * Written for the dashbridge test suite; no code taken from elsewhere.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +37,14 @@
 #define SHIM_BTPROTO_HCI 1
 #define SHIM_HCI_DEV_NONE 0xffff
 #define SHIM_HCI_CHANNEL_CONTROL 3
+#define SHIM_BTPROTO_L2CAP 0
+#define SHIM_BTPROTO_RFCOMM 3
+#define SHIM_SOL_SOCKET SOL_SOCKET
+#define SHIM_MAX_FD 65536
+#define SHIM_QUERY_TIMEOUT_MS 5000
+
+/* fd -> 0, or the Bluetooth protocol + 1 of a placeholder L2CAP/RFCOMM socket */
+static unsigned char placeholder[SHIM_MAX_FD];
 
 struct shim_sockaddr_hci {
 	sa_family_t hci_family;
@@ -40,6 +55,10 @@ struct shim_sockaddr_hci {
 static int (*real_socket)(int, int, int);
 static int (*real_bind)(int, const struct sockaddr *, socklen_t);
 static int (*real_connect)(int, const struct sockaddr *, socklen_t);
+static int (*real_listen)(int, int);
+static int (*real_close)(int);
+static int (*real_setsockopt)(int, int, int, const void *, socklen_t);
+static int (*real_getsockopt)(int, int, int, void *, socklen_t *);
 
 static void shim_init(void)
 {
@@ -49,6 +68,19 @@ static void shim_init(void)
 		real_bind = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "bind");
 	if (!real_connect)
 		real_connect = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "connect");
+	if (!real_listen)
+		real_listen = (int (*)(int, int))dlsym(RTLD_NEXT, "listen");
+	if (!real_close)
+		real_close = (int (*)(int))dlsym(RTLD_NEXT, "close");
+	if (!real_setsockopt)
+		real_setsockopt = (int (*)(int, int, int, const void *, socklen_t))dlsym(RTLD_NEXT, "setsockopt");
+	if (!real_getsockopt)
+		real_getsockopt = (int (*)(int, int, int, void *, socklen_t *))dlsym(RTLD_NEXT, "getsockopt");
+}
+
+static int is_placeholder(int fd)
+{
+	return fd >= 0 && fd < SHIM_MAX_FD && placeholder[fd];
 }
 
 static void shim_log(const char *what, int a, int b, int c)
@@ -70,6 +102,18 @@ int socket(int domain, int type, int protocol)
 		shim_log("socket hci", domain, type, protocol);
 		return real_socket(AF_UNIX, SOCK_SEQPACKET | flags, 0);
 	}
+	if (protocol == SHIM_BTPROTO_L2CAP || protocol == SHIM_BTPROTO_RFCOMM) {
+		int fd = real_socket(AF_UNIX, SOCK_SEQPACKET | flags, 0);
+		if (fd >= SHIM_MAX_FD) {
+			real_close(fd);
+			errno = EMFILE;
+			return -1;
+		}
+		if (fd >= 0)
+			placeholder[fd] = (unsigned char)(protocol + 1);
+		shim_log("socket placeholder", fd, kind, protocol);
+		return fd;
+	}
 	shim_log("socket refused", domain, kind, protocol);
 	errno = EAFNOSUPPORT;
 	return -1;
@@ -79,10 +123,10 @@ static int is_shim_socket(int fd)
 {
 	int domain = 0, type = 0;
 	socklen_t len = sizeof(domain);
-	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
+	if (real_getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 || domain != AF_UNIX)
 		return 0;
 	len = sizeof(type);
-	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET)
+	if (real_getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET)
 		return 0;
 	return 1;
 }
@@ -90,6 +134,8 @@ static int is_shim_socket(int fd)
 int bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
 	shim_init();
+	if (is_placeholder(fd))
+		return 0;  /* the local adapter address or a PSM/channel: nothing to bind */
 	if (!addr || len < sizeof(sa_family_t) || addr->sa_family != SHIM_AF_BLUETOOTH)
 		return real_bind(fd, addr, len);
 	if (!is_shim_socket(fd) || len < sizeof(struct shim_sockaddr_hci)) {
@@ -122,4 +168,98 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	shim_log("bind control channel", fd, 0, 0);
 	return 0;
+}
+
+int listen(int fd, int backlog)
+{
+	shim_init();
+	if (is_placeholder(fd)) {
+		shim_log("listen refused", fd, placeholder[fd] - 1, 0);
+		errno = EOPNOTSUPP;
+		return -1;
+	}
+	return real_listen(fd, backlog);
+}
+
+int close(int fd)
+{
+	shim_init();
+	if (fd >= 0 && fd < SHIM_MAX_FD)
+		placeholder[fd] = 0;
+	return real_close(fd);
+}
+
+int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+	shim_init();
+	if (is_placeholder(fd) && level != SHIM_SOL_SOCKET)
+		return 0;  /* security level, MTU, L2CAP/RFCOMM options: accepted, meaningless */
+	return real_setsockopt(fd, level, name, value, len);
+}
+
+int getsockopt(int fd, int level, int name, void *value, socklen_t *len)
+{
+	shim_init();
+	if (is_placeholder(fd) && level != SHIM_SOL_SOCKET) {
+		if (value && len)
+			memset(value, 0, *len);
+		return 0;
+	}
+	return real_getsockopt(fd, level, name, value, len);
+}
+
+/* Ask the management server which errno an outgoing connection to (proto, address, psm) gets. */
+static int query_connect_errno(int proto, const unsigned char *bdaddr, unsigned int psm)
+{
+	const char *path = getenv("DASHBRIDGE_MGMT_SOCKET");
+	if (!path || !*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return EHOSTDOWN;
+	int q = real_socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (q < 0)
+		return EHOSTDOWN;
+	struct sockaddr_un sun;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, path);
+	int result = EHOSTDOWN;
+	if (real_connect(q, (const struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		unsigned char msg[14 + 1 + 6 + 2];
+		memcpy(msg, "DBSHIM-CONNECT", 14);
+		msg[14] = (unsigned char)proto;
+		memcpy(msg + 15, bdaddr, 6);
+		msg[21] = psm & 0xff;
+		msg[22] = (psm >> 8) & 0xff;
+		struct pollfd pfd = { .fd = q, .events = POLLIN };
+		int32_t answer = 0;
+		if (send(q, msg, sizeof(msg), 0) == (ssize_t)sizeof(msg) &&
+		    poll(&pfd, 1, SHIM_QUERY_TIMEOUT_MS) == 1 &&
+		    recv(q, &answer, sizeof(answer), 0) == (ssize_t)sizeof(answer) && answer > 0)
+			result = answer;
+	}
+	real_close(q);
+	return result;
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	shim_init();
+	if (!is_placeholder(fd))
+		return real_connect(fd, addr, len);
+	int proto = placeholder[fd] - 1;
+	const unsigned char *raw = (const unsigned char *)addr;
+	unsigned char bdaddr[6] = { 0 };
+	unsigned int psm = 0;
+	if (proto == SHIM_BTPROTO_L2CAP && len >= 10) {
+		/* sockaddr_l2: family (2), psm (2, little endian), bdaddr (6), cid, type */
+		psm = raw[2] | (raw[3] << 8);
+		memcpy(bdaddr, raw + 4, 6);
+	} else if (proto == SHIM_BTPROTO_RFCOMM && len >= 9) {
+		/* sockaddr_rc: family (2), bdaddr (6), channel (1) */
+		memcpy(bdaddr, raw + 2, 6);
+		psm = raw[8];
+	}
+	int err = query_connect_errno(proto, bdaddr, psm);
+	shim_log("connect refused", fd, proto, err);
+	errno = err;
+	return -1;
 }

@@ -177,6 +177,16 @@ class Bluetoothd:
         except OSError:
             return ""
 
+    def seed_paired_phone(self, address: str, name: str, uuids: list[str], dev_class: int = 0x5A020C) -> None:
+        """Write bluetoothd's storage for a phone bonded earlier (as bluetoothd itself writes it:
+        ``<adapter>/<device>/info``), for bluetoothd to load at its next start."""
+        d = self.state_dir / self.mgmt.ctl.address / address
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (d / "info").write_text(
+            f"[General]\nName={name}\nClass=0x{dev_class:06x}\nSupportedTechnologies=BR/EDR;\nTrusted=true\n"
+            f"Blocked=false\nServices={';'.join(uuids)};\n\n"
+            "[LinkKey]\nKey=000102030405060708090A0B0C0D0E0F\nType=5\nPINLength=0\n")
+
     def device_info(self, address: str) -> str:
         """bluetoothd's stored ``info`` file for a device (link key, trust, name), or ``""``."""
         path = self.state_dir / self.mgmt.ctl.address / address / "info"
