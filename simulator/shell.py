@@ -222,6 +222,14 @@ def _value(word: str) -> Any:
         return str(word)
 
 
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
 def _show(value: Any) -> str:
     if not isinstance(value, dict | list):
         return f"  {value}"
@@ -444,6 +452,45 @@ class SimShell(cmd.Cmd):
                      **({"name": str(a[2])} if len(a) > 2 else {})}]
         if name == "remote":
             return [{"phone": self._phone_id(a[0]), "do": f"remote_{a[1]}"}]
+        if name == "le_connect":
+            return [{"phone": self._phone_id(a[0]), "do": "le_connect"}]
+        if name == "companion":
+            return self._companion_steps(a)
+        return []
+
+    def _companion_steps(self, a: list[Word]) -> list[dict[str, Any]]:
+        pid, verb, rest = self._phone_id(a[0]), str(a[1]), [str(x) for x in a[2:]]
+        opts: dict[str, Any] = {}
+        pos: list[str] = []
+        i = 0
+        while i < len(rest):
+            if rest[i] in ("--address", "--id", "--version", "--vehicle"):
+                opts[rest[i][2:]] = rest[i + 1]
+                i += 2
+            elif rest[i] in ("--forged", "--expired", "--empty"):
+                opts[rest[i][2:]] = True
+                i += 1
+            else:
+                pos.append(rest[i])
+                i += 1
+        if verb == "send-destination":
+            step: dict[str, Any] = {"phone": pid, "do": "companion_send_destination", "label": pos[0]}
+            if len(pos) == 3:
+                step.update(lat=float(pos[1]), lon=float(pos[2]))
+            for k in ("address", "id"):
+                if k in opts:
+                    step[k] = opts[k]
+            return [step]
+        if verb == "lease":
+            step = {"phone": pid, "do": "companion_lease"}
+            if "version" in opts:
+                step["version"] = int(opts["version"])
+            for k in ("vehicle", "forged", "expired", "empty"):
+                if k in opts:
+                    step[k] = opts[k]
+            return [step]
+        if verb in ("start", "stop"):
+            return [{"phone": pid, "do": "companion_app", "running": verb == "start"}]
         return []
 
     def _record(self, name: str, arg: str) -> None:
@@ -704,6 +751,95 @@ class SimShell(cmd.Cmd):
         if len(a) != 1:
             raise ShellError(f"usage: {usage}")
         return self._phone(a[0]).address
+
+    # -- the companion app (simulator/companion.py, docs/ble-companion.md) --------------------------
+
+    COMPANION_USAGE = ('usage: companion PHONE send-destination LABEL LAT LON | companion PHONE send-destination '
+                       'LABEL --address "TEXT" | companion PHONE lease [--version N] [--forged] [--vehicle VIN] '
+                       '[--expired] [--empty] | companion PHONE status | companion PHONE start|stop')
+
+    def do_companion(self, arg: str) -> None:
+        """companion PHONE send-destination LABEL LAT LON [--id ID] | companion PHONE send-destination LABEL
+        --address "TEXT" [--id ID] | companion PHONE lease [--version N] [--forged] [--vehicle VIN] [--expired]
+        [--empty] | companion PHONE status | companion PHONE start|stop — the carmaker's companion app on the
+        phone (docs/ble-companion.md): the driver sends a destination to the car; the app fetched a lease
+        for the car (by default a new one the backend issues; --version N: that version, e.g. a roll-back;
+        --forged: signed by a key the car does not trust; --vehicle: for another car; --expired; --empty:
+        no lease); what the car read and acknowledged; the app is started or stopped."""
+        a = self._args(arg)
+        if len(a) < 2:
+            raise ShellError(self.COMPANION_USAGE)
+        phone = self._phone(a[0])
+        verb, rest = str(a[1]), [str(x) for x in a[2:]]
+        opts: dict[str, str | bool] = {}
+        pos: list[str] = []
+        i = 0
+        while i < len(rest):
+            w = rest[i]
+            if w in ("--address", "--id", "--version", "--vehicle"):
+                if i + 1 >= len(rest):
+                    raise ShellError(f"{w} needs a value; {self.COMPANION_USAGE}")
+                opts[w[2:]] = rest[i + 1]
+                i += 2
+            elif w in ("--forged", "--expired", "--empty"):
+                opts[w[2:]] = True
+                i += 1
+            elif w.startswith("--") and not _is_number(w):
+                raise ShellError(f"unknown option {w}; {self.COMPANION_USAGE}")
+            else:
+                pos.append(w)
+                i += 1
+        if verb == "send-destination":
+            address = opts.get("address")
+            if len(pos) == 3 and address is None:
+                try:
+                    lat, lon = float(pos[1]), float(pos[2])
+                except ValueError:
+                    raise ShellError(self.COMPANION_USAGE) from None
+                did = self.call(self.world.companion_send_destination, phone.address, pos[0], lat=lat, lon=lon,
+                                id=opts.get("id"))
+            elif len(pos) == 1 and isinstance(address, str):
+                did = self.call(self.world.companion_send_destination, phone.address, pos[0], address=address,
+                                id=opts.get("id"))
+            else:
+                raise ShellError(self.COMPANION_USAGE)
+            self.out(f"  {phone.name}: destination {did} pending for the car")
+        elif verb == "lease":
+            if pos:
+                raise ShellError(self.COMPANION_USAGE)
+            version = opts.get("version")
+            if version is not None and not str(version).isdigit():
+                raise ShellError("--version takes a whole number")
+            vehicle = opts.get("vehicle")
+            jws = self.call(self.world.companion_lease, phone.address,
+                            version=int(str(version)) if version is not None else None,
+                            forged=bool(opts.get("forged")), vehicle=str(vehicle) if vehicle else None,
+                            expired=bool(opts.get("expired")), empty=bool(opts.get("empty")))
+            self.out(f"  {phone.name} serves a lease of {len(jws)} bytes" if jws else f"  {phone.name} serves no lease")
+        elif verb == "status" and not pos and not opts:
+            self.out(_show(self.call(self.world.companion_status, phone.address)))
+        elif verb in ("start", "stop") and not pos and not opts:
+            self.call(self.world.companion_running, phone.address, verb == "start")
+            self.out(f"  {phone.name}: companion app {'started' if verb == 'start' else 'stopped'}")
+        else:
+            raise ShellError(self.COMPANION_USAGE)
+
+    def complete_companion(self, text: str, line: str, begidx: int, endidx: int) -> list[str]:
+        words = line.split()
+        if len(words) >= 3 or (len(words) == 3 and not text):
+            if words[2:3] == ["lease"]:
+                return self._complete_from(["--version", "--forged", "--vehicle", "--expired", "--empty"], text)
+            if words[2:3] == ["send-destination"]:
+                return self._complete_from(["--address", "--id"], text)
+        return self._complete_phone_first(text, line, ["send-destination", "lease", "status", "start", "stop"])
+
+    def do_le_connect(self, arg: str) -> None:
+        """le_connect PHONE — the phone makes an LE connection to the car (bonded or not): the car
+        resolves its GATT services (the companion service among them)."""
+        ok = self.run(self.world.le_connect(self._one(arg, "le_connect PHONE")))
+        self.out("  LE link up, services resolved" if ok else "  no LE connection (out of range or adapter off)")
+
+    complete_le_connect = complete_pair
 
     def do_sms(self, arg: str) -> None:
         """sms PHONE FROM TEXT... — a text message reaches the phone (FROM: a number; name=NAME optional)."""

@@ -894,6 +894,70 @@ class World:
                         "trusted": bool(props.get("Trusted")), "known_to_bluez": bool(props)})
         return out
 
+    # -- the companion app on a phone (simulator/companion.py, docs/ble-companion.md) ----------------
+
+    def companion_app(self, ref: str) -> Any:
+        """The phone's companion app (a :class:`simulator.companion.CompanionApp`)."""
+        p = self.phone(ref)
+        if p.companion is None:
+            raise WorldError(f"{p.name} ({p.address}) runs no companion app (phone key companion: true)")
+        return p.companion
+
+    def companion_send_destination(self, ref: str, label: str, *, lat: float | None = None,
+                                   lon: float | None = None, address: str | None = None,
+                                   id: str | None = None) -> str:
+        """The driver picks a destination in the app ("send to car"); returns its id."""
+        try:
+            d = self.companion_app(ref).add_destination(label, lat=lat, lon=lon, address=address, id=id)
+        except ValueError as exc:
+            raise WorldError(str(exc)) from None
+        return str(d.id)
+
+    def companion_lease(self, ref: str, *, version: int | None = None, forged: bool = False,
+                        vehicle: str | None = None, expired: bool = False, empty: bool = False) -> str:
+        """The app fetched a lease for this car from the backend and now serves it (§6).  By default
+        the backend issues a new entitlement document (the very one it serves the car too); with
+        ``version`` (a roll-back), ``vehicle`` (another car), ``expired`` or ``forged`` (signed by
+        a key the car does not trust) a document only the phone has.  ``empty``: no lease.
+        Returns the JWS text."""
+        app = self.companion_app(ref)
+        if empty:
+            app.set_lease(b"")
+            return ""
+        cloud = self.fake("backend")
+        vid = self.vehicle_id
+        v = cloud.vehicles[vid]
+        if version is None and not (forged or vehicle or expired):
+            cloud.issue_entitlements(vid)
+            jws = str(v.ent_jws)
+        else:
+            now = self.now()
+            issued = now - 7200 if expired else now
+            not_after = now - 3600 if expired else now + float(cloud.lease)
+            jws = str(cloud._sign(v, v.ent_version + 1 if version is None else version, not_after,
+                                  vehicle or vid, cloud.active_kid, key=cloud.rogue_key if forged else None,
+                                  issued_at=issued))
+        app.set_lease(jws)
+        return jws
+
+    def companion_running(self, ref: str, running: bool) -> None:
+        """The app is started/stopped on the phone: its service comes/goes (Device1.UUIDs too)."""
+        app = self.companion_app(ref)
+        app.running = running
+        bluez = self.fakes.get("bluez")
+        if bluez is not None:
+            bluez.gatt_app_changed(self.phone(ref).address)
+
+    def companion_status(self, ref: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.companion_app(ref).status()
+        return status
+
+    async def le_connect(self, ref: str) -> bool:
+        """The phone makes an LE connection to the car (bonded or not): the car's bluetoothd
+        resolves its GATT services (the companion service among them)."""
+        ok: bool = await self.fake("bluez").le_connect(self.phone(ref).address)
+        return ok
+
     # -- messages (the fake obexd's MAP side: simulator/obex_map.py) -----------------------------
 
     def deliver_message(self, ref: str, type: str, sender: str, body: str, *, subject: str = "",

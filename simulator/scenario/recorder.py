@@ -67,6 +67,8 @@ def phone_dict(phone: VirtualPhone, pid: str | None = None) -> dict[str, Any]:
         out["history"] = out.pop("history_from")
     if phone.messages:
         out["messages"] = [_message(m) for m in phone.messages]
+    if phone.companion is not None:
+        out["companion"] = True
     return out
 
 

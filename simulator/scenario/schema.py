@@ -519,7 +519,67 @@ PHONE_SUGAR = {
                "with ich.vcf/och.vcf/mch.vcf (or cch.vcf), relative to the scenario file",
     "messages": "[{type, sender, text, ...}], or a .yaml/.json file of such a list, or a directory of "
                 "bMessages (*.bmsg), relative to the scenario file",
+    "companion": "the carmaker's companion app runs on the phone (docs/ble-companion.md): true, or "
+                 "{version, serve, running, max_chunk, destinations}",
 }
+
+
+COMPANION_KEYS = {
+    "version": "the protocol version its service says, e.g. \"1.0\" (default) or \"2.0\"",
+    "serve": "which characteristics it serves: [version, destinations, ack, lease] (default: all)",
+    "running": "the app runs (default true; the step companion_app starts/stops it)",
+    "max_chunk": "cut document chunks to at most this many bytes (default: what the MTU allows, 503)",
+    "destinations": "pending destinations at the start: [{label, lat, lon, address, id, created}]",
+}
+
+
+def _load_companion(f: _File, node: yaml.Node, where: str) -> Any:
+    """``companion: true`` or a mapping of :data:`COMPANION_KEYS`: a CompanionApp on the phone."""
+    from ..companion import CompanionApp
+
+    if isinstance(node, yaml.ScalarNode) and str(node.value).lower() in ("true", "false", "yes", "no", "on", "off"):
+        return CompanionApp() if _conv_bool(f, node, where, Param("bool")) else None
+    c = _conv_map(f, node, where, Param("map"))
+    unknown = sorted(set(c) - set(COMPANION_KEYS))
+    if unknown:
+        f.error(node, f"{where}: unknown key {unknown[0]} (known: {', '.join(COMPANION_KEYS)})")
+    kw: dict[str, Any] = {}
+    if "version" in c:
+        m = re.match(r"^(\d+)\.(\d+)$", str(c["version"]))
+        if not m:
+            f.error(node, f"{where}.version: expected MAJOR.MINOR, e.g. \"1.0\", got {show(c['version'])}")
+        kw["version"] = (int(m.group(1)), int(m.group(2)))
+    if "serve" in c:
+        serve = c["serve"]
+        allowed = ("version", "destinations", "ack", "lease")
+        if not isinstance(serve, list) or any(x not in allowed for x in serve):
+            f.error(node, f"{where}.serve: expected a list of {', '.join(allowed)}, got {show(serve)}")
+        kw["serve"] = tuple(serve)
+    if "running" in c:
+        if not isinstance(c["running"], bool):
+            f.error(node, f"{where}.running: expected true or false, got {show(c['running'])}")
+        kw["running"] = c["running"]
+    if "max_chunk" in c:
+        mc = c["max_chunk"]
+        if isinstance(mc, bool) or not isinstance(mc, int) or not 1 <= mc <= 503:
+            f.error(node, f"{where}.max_chunk: expected a whole number from 1 to 503, got {show(mc)}")
+        kw["max_chunk"] = mc
+    app = CompanionApp(**kw)
+    for i, d in enumerate(c.get("destinations") or []):
+        if not isinstance(d, dict) or "label" not in d:
+            f.error(node, f"{where}.destinations[{i}]: expected {{label, lat, lon | address, id}}, got {show(d)}")
+        extra = sorted(set(d) - {"label", "lat", "lon", "address", "id", "created"})
+        if extra:
+            f.error(node, f"{where}.destinations[{i}]: unknown key {extra[0]}")
+        try:
+            app.add_destination(str(d["label"]), lat=d.get("lat"), lon=d.get("lon"),
+                                address=None if d.get("address") is None else str(d["address"]),
+                                id=None if d.get("id") is None else str(d["id"]),
+                                created=None if d.get("created") is None else str(d["created"]))
+        except ValueError as exc:
+            f.error(node, f"{where}.destinations[{i}]: {exc}")
+    app.notifications.clear()
+    return app
 
 
 def _data_path(f: _File, node: yaml.Node, where: str, *, dirs: bool) -> str:
@@ -599,6 +659,8 @@ def _load_phone(f: _File, node: yaml.Node, i: int, earlier: list[PhoneSpec]) -> 
                 f.error(v, f"{where}: {exc}")
         elif key == "contacts_vcf":
             kwargs["contacts_vcf"] = _data_path(f, v, where, dirs=False)
+        elif key == "companion":
+            kwargs["companion"] = _load_companion(f, v, where)
         elif key in _PHONE_FIELDS and key != "extra":
             kwargs[key] = f.convert(v, _PHONE_HINTS[key], where)
         elif key == "extra":

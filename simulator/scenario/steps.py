@@ -775,3 +775,97 @@ async def _dash_register(run: Run, step: Step) -> None:
 async def _dash_link(run: Run, step: Step) -> None:
     await dashboard_call(run, "Cloud1.LinkAccount", [str(run.subst(step.params["code"]))],
                          result=step.params["result"], expect_error=step.params["expect_error"])
+
+
+# =============================================================================================
+# The companion app on a phone (simulator/companion.py, docs/ble-companion.md)
+# =============================================================================================
+
+
+@action("phone", "companion_send_destination", "the driver picks a destination in the phone's companion app "
+        "(\"send to car\"): pending until the car acknowledges it", needs=["bluez"],
+        label=Param("str", required=True, doc="what the dashboard shows"),
+        lat=Param("number", doc="latitude (with lon)"),
+        lon=Param("number", doc="longitude (with lat)"),
+        address=Param("str", doc="free text for the car's navigation to search"),
+        id=Param("str", doc="the destination's id (default: a new UUID)"),
+        save=Param("name", doc="keep the id under this name"))
+async def _companion_send_destination(run: Run, step: Step) -> None:
+    p = step.params
+    try:
+        did = run.w.companion_send_destination(
+            run.phone(step).address, str(run.subst(p["label"])), lat=p["lat"], lon=p["lon"],
+            address=None if p["address"] is None else str(run.subst(p["address"])),
+            id=None if p["id"] is None else str(run.subst(p["id"])))
+    except Exception as exc:
+        raise StepFailed(str(exc)) from None
+    if p["save"]:
+        run.saved[p["save"]] = did
+
+
+@action("phone", "companion_lease", "the companion app fetched a lease for this car and serves it (by default "
+        "a new entitlement document the backend issues; the options make one the car must refuse)",
+        needs=["bluez", "backend"],
+        version=Param("int", doc="the lease's version (lower than the car's: a roll-back)"),
+        forged=Param("bool", default=False, doc="signed by a key the car does not trust"),
+        vehicle=Param("str", doc="for another vehicle id"),
+        expired=Param("bool", default=False, doc="expired an hour ago"),
+        empty=Param("bool", default=False, doc="the app has no lease (an empty document)"))
+async def _companion_lease(run: Run, step: Step) -> None:
+    p = step.params
+    try:
+        run.w.companion_lease(run.phone(step).address, version=p["version"], forged=p["forged"],
+                              vehicle=p["vehicle"], expired=p["expired"], empty=p["empty"])
+    except Exception as exc:
+        raise StepFailed(str(exc)) from None
+
+
+@action("phone", "companion_app", "the companion app is started or stopped on the phone (its GATT service "
+        "comes or goes)", needs=["bluez"], running=Param("bool", required=True, doc="started (true) or stopped"))
+async def _companion_app(run: Run, step: Step) -> None:
+    try:
+        run.w.companion_running(run.phone(step).address, step.params["running"])
+    except Exception as exc:
+        raise StepFailed(str(exc)) from None
+
+
+@action("phone", "le_connect", "the phone makes an LE connection to the car (bonded or not): its GATT "
+        "services, the companion service among them, are resolved", needs=["bluez"])
+async def _le_connect(run: Run, step: Step) -> None:
+    if not await run.w.le_connect(run.phone(step).address):
+        raise StepFailed("no LE connection: the phone is out of range or the adapter is off")
+
+
+@action("phone", "expect_companion", "the companion app's state matches within the deadline: what the car "
+        "acknowledged, what is still pending, what it read", needs=["bluez"],
+        acked=Param("matcher", doc="ids the car acknowledged, in order (e.g. [g1, b2])"),
+        rejected=Param("matcher", doc="[[id, reason], ...] the car rejected"),
+        pending=Param("matcher", doc="ids still pending"),
+        lease_reads=Param("matcher", doc="how many lease chunks the car read (e.g. {$ge: 1})"),
+        within=Param("duration", doc="deadline (default: defaults.within)"))
+async def _expect_companion(run: Run, step: Step) -> None:
+    from ..companion import LEASE_UUID
+
+    p = step.params
+    within = p["within"] if p["within"] is not None else run.sc.within
+    try:
+        app = run.w.companion_app(run.phone(step).address)
+    except Exception as exc:
+        raise StepFailed(str(exc)) from None
+
+    def why() -> str | None:
+        got = {"acked": list(app.acked_ids), "rejected": [list(r) for r in app.rejected],
+               "pending": list(app.pending_ids), "lease_reads": sum(1 for r in app.reads if r.uuid == LEASE_UUID)}
+        for key, value in got.items():
+            if p[key] is not None:
+                diff = match(run.subst(p[key]), value)
+                if diff is not None:
+                    return f"{key}: {diff} (is {value})"
+        return None
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (diff := why()) is not None:
+        if loop.time() >= deadline:
+            raise StepFailed(f"not so within {fmt_duration(within)}: {diff}")
+        await asyncio.sleep(0.05)
