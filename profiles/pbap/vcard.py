@@ -203,45 +203,37 @@ def _decode(raw: bytes, charset: str | None, card: VCard) -> str:
 _ESCAPES = {"n": "\n", "N": "\n", ",": ",", ";": ";", "\\": "\\", ":": ":"}
 
 
+_ESCAPE_RE = re.compile(r"\\(.)", re.S)
+
+
+def _unescape_one(m: re.Match[str]) -> str:
+    return _ESCAPES.get(m.group(1), m.group(0))
+
+
 def _unescape(text: str) -> str:
+    """``\\n`` ``\\,`` ``\\;`` ``\\\\`` ``\\:`` resolved; any other backslash pair kept as it is, a
+    lone backslash at the end too (left to right: ``\\\\,`` is a backslash and a comma)."""
     if "\\" not in text:
         return text
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\" and i + 1 < n:
-            nxt = text[i + 1]
-            out.append(_ESCAPES.get(nxt, "\\" + nxt))
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    return _ESCAPE_RE.sub(_unescape_one, text)
 
 
 def _split_structured(text: str, sep: str = ";") -> list[str]:
-    """Split on unescaped ``sep`` and unescape each component."""
+    """Split on unescaped ``sep`` and unescape each component.  ``str.split`` first, then the
+    pieces whose separator was escaped (an odd run of backslashes before it) joined again."""
     if "\\" not in text:
         return text.split(sep)
+    raw = text.split(sep)
     parts: list[str] = []
-    cur: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\" and i + 1 < n:
-            nxt = text[i + 1]
-            cur.append(_ESCAPES.get(nxt, "\\" + nxt))
-            i += 2
-        elif c == sep:
-            parts.append("".join(cur))
-            cur = []
-            i += 1
+    cur = raw[0]
+    for piece in raw[1:]:
+        if cur.endswith("\\") and (len(cur) - len(cur.rstrip("\\"))) % 2:
+            cur = cur[:-1] + sep + piece  # an escaped separator: part of this component
         else:
-            cur.append(c)
-            i += 1
-    parts.append("".join(cur))
-    return parts
+            parts.append(cur)
+            cur = piece
+    parts.append(cur)
+    return [_unescape(x) if "\\" in x else x for x in parts]
 
 
 def _split_quoted(data: bytes, sep: int) -> list[bytes]:
@@ -1043,8 +1035,11 @@ def _h_fn(p: VCardParser, st: _CardState, group: str, params: _Params, text: str
 
 def _h_n(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
     # clip only what is longer than a name may be (x.strip() is never longer than x)
-    st.card.n = tuple([x.strip() if len(x) <= MAX_NAME else clip(x.strip(), MAX_NAME)
-                       for x in _split_structured(text[:_RAW_NAME * 5])[:5]])
+    parts = _split_structured(text[:_RAW_NAME * 5] if len(text) > _RAW_NAME * 5 else text)[:5]
+    if len(text) <= MAX_NAME:  # no part can be longer
+        st.card.n = tuple(map(str.strip, parts))
+    else:
+        st.card.n = tuple([x.strip() if len(x) <= MAX_NAME else clip(x.strip(), MAX_NAME) for x in parts])
 
 
 def _h_tel(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
@@ -1080,10 +1075,14 @@ def _h_adr(p: VCardParser, st: _CardState, group: str, params: _Params, text: st
     if len(st.card.addresses) >= MAX_ADDRESSES_PER_CONTACT:
         _once(st.card, "addresses over the limit dropped")
         return
-    parts = [clip(x.strip(), MAX_ADDRESS) for x in _split_structured(text[:_RAW_NAME * 8])[:7]] + [""] * 7
-    adr = Address(params.clean, *parts[:7])
-    if adr.formatted():
-        st.card.addresses.append(adr)
+    parts = _split_structured(text[:_RAW_NAME * 8] if len(text) > _RAW_NAME * 8 else text)[:7]
+    if len(text) <= MAX_ADDRESS:  # no part can be longer (clip changes nothing)
+        parts = [x.strip() for x in parts]
+    else:
+        parts = [clip(x.strip(), MAX_ADDRESS) for x in parts]
+    if any(parts):  # = Address(...).formatted() is not empty
+        parts += [""] * (7 - len(parts))
+        st.card.addresses.append(Address(params.clean, *parts))
 
 
 def _h_org(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
