@@ -34,6 +34,7 @@ class AgentsPart(BluezCore):
             raise BluezError("AlreadyExists", "Already Exists")
         self._agents[sender] = Agent(sender, path, cap)
         self._default_stack.append(sender)  # the first one is default; later ones queue behind
+        self._default_agent_changed()
         self._bump()
         return Message.new_method_return(msg)
 
@@ -45,6 +46,7 @@ class AgentsPart(BluezCore):
             raise BluezError("DoesNotExist", "Does Not Exist")
         del self._agents[sender]
         self._default_stack.remove(sender)
+        self._default_agent_changed()
         self._bump()
         return Message.new_method_return(msg)
 
@@ -56,8 +58,18 @@ class AgentsPart(BluezCore):
             raise BluezError("DoesNotExist", "Does Not Exist")
         self._default_stack.remove(sender)
         self._default_stack.insert(0, sender)
+        self._default_agent_changed()
         self._bump()
         return Message.new_method_return(msg)
+
+    def _default_agent_changed(self) -> None:
+        """bluetoothd with ``AlwaysPairable=false`` (main.conf's default) makes the adapter bondable
+        when a default agent is set and not bondable when the last one goes (src/agent.c set_io_cap ->
+        src/adapter.c adapter_set_io_capability, 5.66..current): ``Pairable`` follows the agent.
+        Pinned against the real bluetoothd 5.66 in tests/realbluez/test_bluez_fake_differences.py."""
+        pairable = bool(self._default_stack)
+        if self._adapter_state.get("Pairable") != pairable:
+            self._set_adapter(Pairable=pairable)
 
 
     # -- pairing ------------------------------------------------------------------------------------

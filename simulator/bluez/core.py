@@ -647,6 +647,7 @@ class BluezCore:
             del self._agents[sender]
             if sender in self._default_stack:
                 self._default_stack.remove(sender)
+                self._default_agent_changed()
         self._profiles = [p for p in self._profiles if p.sender != sender]
         for path, g in self._gatt.items():
             if sender in g.sessions:
@@ -671,6 +672,9 @@ class BluezCore:
         raise NotImplementedError
 
     async def _set_powered(self, on: bool) -> None:
+        raise NotImplementedError
+
+    def _default_agent_changed(self) -> None:
         raise NotImplementedError
 
     def _stop_discovering(self) -> None:

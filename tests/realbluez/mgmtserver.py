@@ -268,9 +268,10 @@ class MgmtServer:
         # The kernel powers a controller down when the last management user goes?  No: the kernel
         # keeps the controller as it was; but every ACL link bluetoothd had stays up only in the
         # kernel.  Keep the links and settings as they were, as the kernel does.
-        for fut in self._pending_confirm.values():
+        pending, self._pending_confirm = self._pending_confirm, {}
+        for fut in pending.values():
             if not fut.done():
-                fut.cancel()
+                fut.cancel()  # ssp_pairing() returns None: nobody answered
 
     def _bump(self) -> None:
         self._changed.set()
@@ -500,6 +501,13 @@ class MgmtServer:
         ph.connected = False
         self.event(EV_DEVICE_DISCONNECTED, addr_bytes(address) + bytes([BDADDR_BREDR, reason]))
 
+    def abort_pairing(self, address: str) -> None:
+        """The phone gives up while bluetoothd waits for the agent: Authentication Failed."""
+        fut = self._pending_confirm.pop(address, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+        self.event(EV_AUTH_FAILED, addr_bytes(address) + bytes([BDADDR_BREDR, AUTH_FAILED]))
+
     async def ssp_pairing(self, address: str, passkey: int, *, timeout: float = 30.0,
                           store_hint: bool = True) -> bool | None:
         """The phone starts Secure Simple Pairing with numeric comparison: User Confirmation Request;
@@ -512,7 +520,11 @@ class MgmtServer:
         self.event(EV_USER_CONFIRM_REQUEST, raw + struct.pack("<BI", 0, passkey))
         try:
             accepted: bool | None = await asyncio.wait_for(fut, timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            if address in self._pending_confirm:
+                raise  # the task itself was cancelled
+            return None  # abort_pairing() (the phone gave up and said so) or bluetoothd went away
+        except TimeoutError:
             accepted = None
             self._pending_confirm.pop(address, None)
         self.replies[address] = {True: 1, False: 0, None: -1}[accepted]

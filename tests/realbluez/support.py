@@ -204,7 +204,8 @@ class Seen:
 
 class BusMonitor:
     """A D-Bus monitor connection (``BecomeMonitor``): timestamps ``org.bluez`` owner changes and
-    the calls to bluetoothd's ``AgentManager1`` and ``Device1`` and to the daemon's ``Agent1``."""
+    the calls to bluetoothd's ``AgentManager1``, ``Adapter1``, ``Device1`` and property writes, and to the
+    daemon's ``Agent1``."""
 
     def __init__(self, bus_address: str) -> None:
         self.bus_address = bus_address
@@ -217,7 +218,10 @@ class BusMonitor:
         rules = ["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='org.bluez'",
                  "type='method_call',interface='org.bluez.AgentManager1'",
                  "type='method_call',interface='org.bluez.Agent1'",
-                 "type='method_call',interface='org.bluez.Device1'"]
+                 "type='method_call',interface='org.bluez.Device1'",
+                 "type='method_call',interface='org.bluez.Adapter1'",
+                 "type='method_call',destination='org.bluez',interface='org.freedesktop.DBus.Properties',"
+                 "member='Set'"]
         reply = await self.bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                                             interface="org.freedesktop.DBus.Monitoring", member="BecomeMonitor",
                                             signature="asu", body=[rules, 0]))
@@ -246,6 +250,11 @@ class BusMonitor:
             if m.member == "NameOwnerChanged" and m.body[0] == "org.bluez" and m.body[2]:
                 return s
         return None
+
+    def property_writes(self, after: int = 0) -> list[tuple[str, str, Any]]:
+        """``Properties.Set`` calls to bluetoothd: (interface, property, value)."""
+        return [(s.msg.body[0], s.msg.body[1], s.msg.body[2].value) for s in self.calls("Set", after)
+                if s.msg.interface == "org.freedesktop.DBus.Properties"]
 
     def calls(self, member: str, after: int = 0) -> list[Seen]:
         return [s for s in self.seen[after:] if s.msg.message_type == MessageType.METHOD_CALL

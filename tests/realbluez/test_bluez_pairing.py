@@ -91,13 +91,21 @@ async def test_agent_registered_and_adapter_set_up(rig: Rig) -> None:
     # Class= from main.conf reaches the controller as Set Device Class (major 0x04 audio, minor 0x20 car).
     assert ctl.major_minor == (0x04, 0x20)
     assert ctl.io_capability is not None  # the agent's capability became Set IO Capability
+    writes = rig.monitor.property_writes()
+    for prop, value in (("Alias", DAEMON_BT["alias"]), ("Powered", True)):
+        assert ("org.bluez.Adapter1", prop, value) in writes, writes
+    # Pairable: bluetoothd 5.66 makes the controller bondable itself when the default agent is set
+    # (AlwaysPairable=false: Set Bondable 1, then Set IO Capability), so the daemon finds it true and
+    # does not write it (test_bluez_fake_differences.py pins this in the fake).
+    names = [c.name for c in rig.mgmt.commands]
+    assert names.index("SET_BONDABLE") < names.index("SET_IO_CAPABILITY")
 
     # The pairing window: discoverable with the window's timeout, and a scan.
     mark = rig.mgmt.mark()
     await open_window(rig, 45)
     await rig.mgmt.wait_until(lambda: ctl.setting(mg.S_DISCOVERABLE) and ctl.discovering, 5)
     disc = [c for c in rig.mgmt.seen("SET_DISCOVERABLE", mark) if c.params[:1] == b"\x01"]
-    assert disc
+    assert disc and int.from_bytes(disc[-1].params[1:3], "little") == 45  # DiscoverableTimeout
     assert (await adapter_props(rig.client))["Discoverable"] is True
     await phones_call(rig.client, "ClosePairingWindow")
     await rig.mgmt.wait_until(lambda: not ctl.setting(mg.S_DISCOVERABLE) and not ctl.discovering, 5)
@@ -308,3 +316,71 @@ async def test_link_loss_reported(rig: Rig) -> None:
     gone = await sig.wait(lambda m: is_signal("PhoneDisconnected", PIXEL)(m)
                           and any(m is x for x in sig.messages[mark:]), 10)
     assert unwrap(list(gone.body))[1] in ("disconnected", "link_loss")
+
+
+async def _prompt(rig: Rig, address: str, mark: int) -> list[Any]:
+    sig = rig.signals
+    m = await sig.wait(lambda m: is_signal("PromptRequested")(m) and m.body[2] == address
+                       and any(m is x for x in sig.messages[mark:]), 10)
+    return list(unwrap(list(m.body)))
+
+
+async def test_phone_gives_up_while_the_prompt_is_shown(rig: Rig) -> None:
+    """The phone aborts the pairing (Authentication Failed) while the dashboard shows the code:
+    bluetoothd calls Agent1.Cancel, the daemon takes the prompt down; answering it is NotFound."""
+    await wait_ready(rig.client, rig.signals, 10)
+    sig, mon = rig.signals, rig.monitor
+    mark, mmark = len(sig.messages), mon.mark()
+    await open_window(rig)
+    rig.mgmt.add_phone(PIXEL, "Pixel 8")
+    rig.mgmt.connect_phone(PIXEL)
+    await poll(lambda: _connected(rig, PIXEL), 5, "phone connected in bluetoothd")
+    pairing = asyncio.ensure_future(rig.mgmt.ssp_pairing(PIXEL, 424242, timeout=15))
+    pid = (await _prompt(rig, PIXEL, mark))[0]
+    rig.mgmt.abort_pairing(PIXEL)
+    assert await asyncio.wait_for(pairing, 5) is None
+    await mon.wait(lambda: mon.calls("Cancel", mmark), 5)
+    await sig.wait(lambda m: is_signal("PromptCancelled", pid, "cancelled")(m), 5)
+    finished = await sig.wait(lambda m: is_signal("PairingFinished", PIXEL)(m)
+                              and any(m is x for x in sig.messages[mark:]), 10)
+    assert unwrap(list(finished.body))[1] is False
+    with pytest.raises(Exception, match="NotFound"):
+        await phones_call(rig.client, "AnswerPrompt", "ubs", [pid, True, ""])
+    assert not rig.mgmt.seen("USER_CONFIRM_REPLY")
+    assert PIXEL not in await list_phones(rig.client)
+
+
+async def test_bluetoothd_crashes_while_the_prompt_is_shown(rig: Rig) -> None:
+    await wait_ready(rig.client, rig.signals, 10)
+    sig = rig.signals
+    mark = len(sig.messages)
+    await open_window(rig)
+    rig.mgmt.add_phone(PIXEL, "Pixel 8")
+    rig.mgmt.connect_phone(PIXEL)
+    await poll(lambda: _connected(rig, PIXEL), 5, "phone connected in bluetoothd")
+    pairing = asyncio.ensure_future(rig.mgmt.ssp_pairing(PIXEL, 515151, timeout=15))
+    pid = (await _prompt(rig, PIXEL, mark))[0]
+    await rig.bluetoothd.stop(signal.SIGKILL)
+    await sig.wait(lambda m: is_signal("PromptCancelled", pid, "bluetooth_gone")(m), 5)
+    finished = await sig.wait(lambda m: is_signal("PairingFinished", PIXEL)(m)
+                              and any(m is x for x in sig.messages[mark:]), 5)
+    assert unwrap(list(finished.body))[1:] == [False, "bluetooth_restarted"]
+    assert await asyncio.wait_for(pairing, 5) is None  # nobody answered the controller
+    await rig.bluetoothd.start()
+    await poll(lambda: _phones_state(rig, "ready"), 10, "daemon ready again")
+
+
+async def test_forget_removes_the_bond_from_bluetoothd(rig: Rig) -> None:
+    """Forget: bluetoothd's RemoveDevice, which reaches the controller as Unpair Device (with
+    disconnect) and deletes bluetoothd's storage for the phone."""
+    await wait_ready(rig.client, rig.signals, 10)
+    _, finished = await phone_pairs(rig, PIXEL, "Pixel 8", 123456, accept=True)
+    assert finished[1] is True
+    assert "[LinkKey]" in rig.bluetoothd.device_info(PIXEL)
+    mark = rig.mgmt.mark()
+    await phones_call(rig.client, "Forget", "s", [PIXEL])
+    await rig.signals.wait(is_signal("PhoneForgotten", PIXEL), 5)
+    unpair = await rig.mgmt.wait_until(lambda: rig.mgmt.seen("UNPAIR_DEVICE", mark), 5)
+    assert mg.addr_str(unpair[0].params) == PIXEL and unpair[0].params[7] == 1
+    await poll(lambda: rig.bluetoothd.device_info(PIXEL) == "", 5, "bluetoothd deleting the phone's storage")
+    assert PIXEL not in await list_phones(rig.client)
