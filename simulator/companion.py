@@ -114,6 +114,7 @@ HEADER_SIZE = 9
 MAX_PAYLOAD = 503  # 512 - 9
 DEFAULT_MTU = 517
 MAX_ACK = 512
+MAX_LISTED = 50
 
 
 def chunk_size(mtu: int) -> int:
@@ -218,6 +219,8 @@ class CompanionApp:
         self.serve = serve
         self.running = running  # the app is installed and running (its service is on the phone)
         self.max_chunk = max_chunk  # cut chunks smaller than the MTU allows (tests)
+        # §4: the document lists at most 50, oldest first (None: all of them, to test the car's limits)
+        self.max_listed: int | None = MAX_LISTED
         self.destinations: list[Destination] = []
         self.reads: list[ReadLog] = []
         self.selects: list[tuple[int, str, int]] = []
@@ -309,7 +312,8 @@ class CompanionApp:
         """The current destinations (§4) or lease (§6) document."""
         if uuid.lower() == LEASE_UUID:
             return self.lease
-        return json.dumps({"destinations": [d.to_json() for d in self.destinations]},
+        listed = self.destinations[:self.max_listed] if self.max_listed is not None else self.destinations
+        return json.dumps({"destinations": [d.to_json() for d in listed]},
                           separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def notify_document(self, uuid: str) -> None:

@@ -11,6 +11,7 @@ in src/device.c); :attr:`GattPart.gatt_cache` = ``"yes"`` (only for paired devic
 removes them when the link goes, as bluetoothd's gatt_db_clear does."""
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 from collections.abc import Awaitable
@@ -233,13 +234,18 @@ class GattPart(BluezCore):
 
     async def _app_io(self, msg: Message, obj: BluezIface, g: GattObj, ch: GattCharacteristic,
                       op: Any) -> list[Any]:
-        """One ATT request answered by the phone's app: its value, an ATT error mapped as
-        bluetoothd maps it, or Failed when the link goes before the answer."""
+        """One ATT request answered by the phone's app: its value, or an ATT error mapped as
+        bluetoothd maps it.  When the link goes under the request, bluetoothd (5.66 and current)
+        answers it *successfully*: bt_att's disconnect_cb completes the pending request as an
+        error response without a PDU, so att_ecode is 0 and async_dbus_op_reply sends a normal
+        reply — an empty value for ReadValue (chrc_read_cb), nothing for WriteValue
+        (write_result_cb).  The fake does the same."""
         from ..companion import AttError, LinkLost
 
         dev = g.dev
         link, gone = dev.link, dev.link_gone
         mtu = int(getattr(dev.phone, "att_mtu", 517))
+        lost = False
         try:
             result = op(link, mtu)
             if inspect.isawaitable(result):
@@ -251,15 +257,18 @@ class GattPart(BluezCore):
                     waiter.cancel()
                 if not task.done():
                     task.cancel()
-                    raise BluezError("Failed", "Operation failed")  # the bearer went under the request
-                result = task.result()
+                    lost = True  # the bearer went under the request
+                else:
+                    result = task.result()
         except AttError as exc:
             raise att_error(exc.code) from None
         except LinkLost:
             self._spawn(self._drop_link(dev, "Timeout", "Connection timed out"))
-            raise BluezError("Failed", "Operation failed") from None
-        if gone.is_set() or dev.link != link:
-            raise BluezError("Failed", "Operation failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone.wait(), 5.0)
+            lost = True
+        if lost or gone.is_set() or dev.link != link:
+            return [b""] if msg.member == "ReadValue" else []
         if msg.member == "ReadValue":
             value = bytes(result or b"")
             ch.value = value
