@@ -563,15 +563,16 @@ class VCardParser:
                 return pos, False  # END not at a line start, or a folded BEGIN line: careful path
             # A photo (most of a card's bytes) that is the card's last property, folded the
             # common way, is kept out of the per-card passes below (lower, counts, unfolding,
-            # split): its base64 is decoded as it is, folds and all (see _fast_photo).
+            # split): its value is unfolded on its own (see _photo_span).
             photo = self._photo_span(buf, b, e, eol)
             if photo is None:
                 blob = buf[b:eol + 1]
-                lines_in = buf.count(b"\n", b, eol + 1)
+                size = len(blob)
             else:
-                ph, folds = photo[0], photo[3]
-                blob = buf[b:ph + 1] + buf[e:eol + 1]  # the card without its photo line
-                lines_in = buf.count(b"\n", b, ph + 1) + folds + 2
+                blob = buf[b:photo[0] + 1] + buf[e:eol + 1]  # the card without its photo line
+                size = len(blob) + e - photo[0]
+            nl = blob.count(b"\n")
+            lines_in = nl if photo is None else nl + photo[3] + 1
             low = blob.lower()
             if (low.count(b"begin:vcard") != 1 or low.count(b"end:vcard") != 1 or b"quoted-printable" in low
                     or b"base64" in low):
@@ -585,9 +586,9 @@ class VCardParser:
                 blob = blob.replace(b"\r\n ", b"").replace(b"\r\n\t", b"")
                 if b"\n " in blob or b"\n\t" in blob:
                     blob = blob.replace(b"\n ", b"").replace(b"\n\t", b"")
-            try:
-                size = len(blob) if photo is None else len(blob) + photo[2] - photo[0]
                 nl = blob.count(b"\n")
+                size = len(blob) if photo is None else len(blob) + e - photo[0]
+            try:
                 if nl == blob.count(b"\r\n"):  # CRLF throughout: no "\r" to strip
                     text = None
                     if nl + (photo is not None) <= self.max_properties and size <= self.max_card_bytes:
@@ -610,14 +611,14 @@ class VCardParser:
             pos = eol + 1
 
     @staticmethod
-    def _photo_span(buf: bytes, b: int, e: int, eol: int) -> tuple[int, int, int, int] | None:
+    def _photo_span(buf: bytes, b: int, e: int, eol: int) -> tuple[int, bytes, bytes, int] | None:
         """Where the card ``buf[b:eol + 1]`` (END:VCARD at ``e``) has a photo that the fast path
-        may take apart from the rest: (the "\n" before ``PHOTO;``, its head's colon, the "\r"
-        ending it, its folds), or None.  Only a photo that is the last property, every line
-        of it CRLF-ended and folded with one space (the unfolded value is then the data with
-        every "\r\n " removed, nothing else), whose data has no ":" or "-" (so no BEGIN:VCARD,
-        END:VCARD or QUOTED-PRINTABLE the card checks would have found in it) and whose head
-        names neither BASE64 nor QUOTED-PRINTABLE (2.1 style: the careful path)."""
+        may take apart from the rest: (the "\n" before ``PHOTO;``, its head, its value unfolded,
+        its folds), or None.  Only a photo that is the last property, every line of it
+        CRLF-ended and folded with one space (the unfolded value is then the data with every
+        "\r\n " removed, nothing else: no "\n" is left), whose data has no ":" or "-" (so no
+        BEGIN:VCARD, END:VCARD or QUOTED-PRINTABLE the card checks would have found in it) and
+        whose head names neither BASE64 nor QUOTED-PRINTABLE (2.1 style: the careful path)."""
         if e - b < _PHOTO_APART or buf[e - 2:e] != b"\r\n" or buf[e:eol + 1] != b"END:VCARD\r\n":
             return None
         ph = buf.find(b"\nPHOTO;", b, e)
@@ -627,16 +628,18 @@ class VCardParser:
         pend = e - 2
         if pc < 0 or buf.find(b":", pc + 1, pend) >= 0 or buf.find(b"-", pc + 1, pend) >= 0:
             return None
-        head = buf[ph + 1:pc].lower()
-        if b'"' in head or b"base64" in head or b"quoted-printable" in head:
+        head = buf[ph + 1:pc]
+        low = head.lower()
+        if b'"' in low or b"base64" in low or b"quoted-printable" in low:
             return None
-        folds = buf.count(b"\n", pc, pend)
-        if buf.count(b"\r\n ", pc, pend) != folds:
+        folded = buf[pc + 1:pend]
+        data = folded.replace(b"\r\n ", b"")
+        if b"\n" in data:
             return None
-        return ph, pc, pend, folds
+        return ph, head, data, (len(folded) - len(data)) // 3
 
     def _card_text(self, st: _CardState, lines: list[str], out: list[VCard], buf: bytes,
-                   photo: tuple[int, int, int, int] | None) -> None:
+                   photo: tuple[int, bytes, bytes, int] | None) -> None:
         """:meth:`_card_lines` for a card that is valid UTF-8 and within the limits (no counting),
         on its text: a line is split by ``str.partition`` (no slicing, no decode per line; measured
         ~40 % cheaper per line); a line whose head is not a simple one goes to :meth:`_property`
@@ -651,7 +654,7 @@ class VCardParser:
                     continue
                 if line == "END:VCARD":  # the common end, as _property would take it
                     if photo is not None:
-                        self._fast_photo(st, buf, *photo)
+                        self._fast_photo(st, photo[1], photo[2])
                         if self._state is not st:
                             return
                     self._state = None
@@ -664,7 +667,7 @@ class VCardParser:
             hit[0](self, st, hit[1], hit[2], value)
 
     def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard], size: int, cr: bool,
-                    buf: bytes = b"", photo: tuple[int, int, int, int] | None = None) -> None:
+                    buf: bytes = b"", photo: tuple[int, bytes, bytes, int] | None = None) -> None:
         """The properties of one card of the fast path: what :meth:`_property` does, inlined for
         the heads seen before whose value goes straight to a handler; the rest through it.
         ``size``: the card's bytes; ``cr``: lines may end in "\r" (else split on CRLF already);
@@ -686,7 +689,7 @@ class VCardParser:
                     continue
                 if line == b"END:VCARD":  # the common end, as _property would take it
                     if photo is not None:
-                        self._fast_photo(st, buf, *photo)
+                        self._fast_photo(st, photo[1], photo[2])
                         if self._state is not st:
                             return
                     self._state = None
@@ -927,11 +930,9 @@ class VCardParser:
                     self._simple_text[head.decode("ascii")] = (handler, group, params)
         return result
 
-    def _fast_photo(self, st: _CardState, buf: bytes, ph: int, pc: int, pend: int, folds: int) -> None:
-        """The photo :meth:`_photo_span` found, as :meth:`_property` takes a photo line, without
-        unfolding it: base64 skips the folds' CR, LF and space as it skips any whitespace (and
-        so does :func:`_b64_repad`), so the decoded bytes are those of the unfolded value."""
-        head = buf[ph + 1:pc]
+    def _fast_photo(self, st: _CardState, head: bytes, value: bytes) -> None:
+        """The photo :meth:`_photo_span` found (its head and unfolded value), as
+        :meth:`_property` takes a photo line."""
         cached = self._head_cache.get(head)
         if cached is None:
             cached = self._parse_head(head)
@@ -940,16 +941,14 @@ class VCardParser:
         if st.props > self.max_properties or st.bytes > self.max_card_bytes:
             self._abort_card("card over the size limit")
             return
-        length = pend - pc - 1 - 3 * folds  # of the unfolded value
         if not self.keep_photos:
             return
-        if params.encoding not in ("B", "BASE64") or params.value == "URI" or length > self._photo_max_b64:
-            # not the plain case: the general way, on the unfolded value
-            self._photo(st.card, params, buf[pc + 1:pend].replace(b"\r\n ", b""), False)
+        if params.encoding not in ("B", "BASE64") or params.value == "URI" or len(value) > self._photo_max_b64:
+            self._photo(st.card, params, value, False)  # not the plain case: the general way
             return
-        # = _photo on the unfolded value: no "data:" or http/file link (no ":" in it), base64
-        # encoded, within the cap
-        self._photo_data(st.card, memoryview(buf)[pc + 1:pend], _media(params))
+        # = _photo: no "data:" or http/file link (no ":" in the value), base64 encoded, within
+        # the cap; base64 skips the whitespace strip() would have removed
+        self._photo_data(st.card, value, _media(params))
 
     def _photo(self, card: VCard, params: _Params, value: bytes, cut: bool) -> None:
         if not self.keep_photos:
@@ -980,12 +979,12 @@ class VCardParser:
             return
         self._photo_data(card, data, media)
 
-    def _photo_data(self, card: VCard, data: bytes | memoryview, media: str) -> None:
+    def _photo_data(self, card: VCard, data: bytes, media: str) -> None:
         raw: bytes | None
         try:
             raw = binascii.a2b_base64(data)
         except (binascii.Error, ValueError):
-            raw = _b64_repad(bytes(data))
+            raw = _b64_repad(data)
             if raw is None:
                 card.photo_dropped = True
                 card.warnings.append("PHOTO: bad base64")
@@ -1076,10 +1075,8 @@ def _h_adr(p: VCardParser, st: _CardState, group: str, params: _Params, text: st
         _once(st.card, "addresses over the limit dropped")
         return
     parts = _split_structured(text[:_RAW_NAME * 8] if len(text) > _RAW_NAME * 8 else text)[:7]
-    if len(text) <= MAX_ADDRESS:  # no part can be longer (clip changes nothing)
-        parts = [x.strip() for x in parts]
-    else:
-        parts = [clip(x.strip(), MAX_ADDRESS) for x in parts]
+    limit = MAX_ADDRESS if len(text) > MAX_ADDRESS else 0  # else no part can be longer: clip changes nothing
+    parts = [clip(x.strip(), limit) if limit else x.strip() for x in parts]
     if any(parts):  # = Address(...).formatted() is not empty
         parts += [""] * (7 - len(parts))
         st.card.addresses.append(Address(params.clean, *parts))
