@@ -13,26 +13,36 @@ services are resolved, and turns the car's D-Bus calls into calls on the app:
 ``characteristics()``
     ``[(uuid, flags), ...]`` in handle order; flags as BlueZ spells them (``read``, ``write``,
     ``write-without-response``, ``notify``, ``indicate``).  Read when the objects are exported.
-``read(link, uuid, offset)``
+``read(link, uuid, offset, mtu)``
     the value for a ``ReadValue`` (``offset`` from its options, 0 by default).  ``link`` is the
     car's connection: an integer that changes on every (re)connection of the car to this phone, so
     the app can keep per-connection state (e.g. the selected chunk).  ``mtu`` is the link's ATT MTU
-    (:meth:`GattApp.read`'s ``mtu`` argument).  May raise :class:`AttError`; may be a coroutine
-    function's result (``await``-able) to stall or delay the answer.
+    (``VirtualPhone.att_mtu``, 517 by default; what ``GattCharacteristic1.MTU`` says).  May raise
+    :class:`AttError`; may return an awaitable to stall or delay the answer.
 ``write(link, uuid, value)``
     a ``WriteValue`` (request or command, as the flags allow).  May raise :class:`AttError`;
     may return an awaitable, which the fake awaits before it answers the write.
 ``attach(notify)``
     the fake gives the app its way to notify: ``notify(uuid, value)`` sends ``value`` as a
-    notification of that characteristic to subscribed clients (``PropertiesChanged(Value)``) while
-    the car is connected, and is a no-op otherwise.  Called when the app's phone joins a fake BlueZ
-    (again after a restart).
+    notification of that characteristic (``PropertiesChanged(Value)``) when a client subscribed
+    (StartNotify) and the car is connected; a no-op otherwise.  Called whenever the fake exports
+    the app's objects (again after a reconnection or a bluetoothd restart).
+
+Optional members (the fake uses them when present):
+
+``running``
+    False: the app is not running, its service is not on the phone (default True).
 ``link_up(link)`` / ``link_down(link)``
-    the car connected (new link id) / the link went; optional (the fake calls them when present).
+    the car connected (new link id) / that link went.
+``requires_bond``
+    True: every characteristic needs an encrypted, bonded link; over a link to a phone the car is
+    not bonded with, reads and writes fail with ATT 0x05 (Insufficient Authentication), which
+    bluetoothd reports as ``org.bluez.Error.NotPermitted "Not paired"``.
 
 ``read``/``write`` may also raise :class:`LinkLost`: the phone drops the link under the request
-(walks out of range); the fake fails the call as BlueZ does when the ATT bearer goes
-(``org.bluez.Error.Failed``) and disconnects the device.
+(walks out of range).  The fake then answers as bluetoothd does when the ATT bearer goes under a
+request: *successfully* — an empty value for ``ReadValue``, a plain reply for ``WriteValue`` — and
+the device disconnects.  A request the app stalls is answered the same way when the link drops.
 
 :class:`AttError` carries an ATT error code (Bluetooth Core Vol 3 Part F §3.4.1.1); the fake maps it
 to a D-Bus error like BlueZ 5.66's ``create_gatt_dbus_error`` (src/gatt-client.c).
@@ -210,6 +220,7 @@ class CompanionApp:
     the service has (a phone may serve destinations only, or the lease only: §2)."""
 
     service_uuid = SERVICE_UUID
+    requires_bond = True  # §1: every characteristic requires an encrypted, bonded link
 
     def __init__(self, *, version: tuple[int, int] = (1, 0), lease: str | bytes = b"",
                  serve: tuple[str, ...] = ("version", "destinations", "ack", "lease"),

@@ -246,6 +246,10 @@ class GattPart(BluezCore):
         link, gone = dev.link, dev.link_gone
         mtu = int(getattr(dev.phone, "att_mtu", 517))
         lost = False
+        if getattr(g.app, "requires_bond", False) and not dev.paired:
+            # Encryption required and no key (simplified: bluetoothd would try to raise the
+            # security level first, which starts pairing from the car's side).
+            raise att_error(0x05)
         try:
             result = op(link, mtu)
             if inspect.isawaitable(result):

@@ -36,7 +36,7 @@ bleak = pytest.importorskip("bleak")
 from bleak import BleakClient  # noqa: E402
 from bleak.backends.bluezdbus import manager as bleak_manager  # noqa: E402
 from bleak.backends.device import BLEDevice  # noqa: E402
-from bleak.exc import BleakGATTProtocolError  # noqa: E402
+from bleak.exc import BleakDBusError, BleakGATTProtocolError  # noqa: E402
 
 PHONE = "AA:BB:CC:00:0C:01"
 STRANGER = "AA:BB:CC:00:0C:02"
@@ -325,6 +325,16 @@ async def test_unbonded_phone_is_an_le_device_with_the_service(fake: FakeBluez, 
     assert services == [SERVICE_UUID]
     dev = unwrap(objs[dev_path(STRANGER)][DEVICE])
     assert dev["Connected"] and dev["ServicesResolved"] and not dev["Bonded"]
+    # A car that read anyway would meet the app's encryption requirement (ATT 0x05, "Not paired").
+    car = BleakClient(ble_device(STRANGER), timeout=10.0)
+    await car.connect()
+    try:
+        with pytest.raises(BleakDBusError) as err:
+            await car.read_gatt_char(VERSION_UUID)
+        assert (err.value.dbus_error, err.value.dbus_error_details) == ("org.bluez.Error.NotPermitted", "Not paired")
+        assert app.reads == []
+    finally:
+        await car.disconnect()
 
 
 async def test_at_most_fifty_listed_oldest_first(fake: FakeBluez) -> None:
