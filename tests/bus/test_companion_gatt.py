@@ -348,3 +348,26 @@ async def test_at_most_fifty_listed_oldest_first(fake: FakeBluez) -> None:
         assert [d["id"] for d in json.loads(doc)["destinations"]] == [f"p{i}" for i in range(50)]
     finally:
         await car.disconnect()
+
+
+async def test_a_scanning_car_sees_the_app_advertising(fake: FakeBluez, client: MessageBus) -> None:
+    fake.add_phone(VirtualPhone(STRANGER, name="Stranger", companion=CompanionApp(), discoverable=False))
+    fake.add_phone(VirtualPhone(PHONE, name="Quiet", discoverable=False))  # no app: not advertising
+    await bluez_call(client, "/org/bluez/hci0", "org.bluez.Adapter1", "StartDiscovery")
+    await fake.wait_until(lambda: fake.device_props(STRANGER) is not None)
+    props = fake.device_props(STRANGER)
+    assert props is not None and SERVICE_UUID in props["UUIDs"] and "RSSI" in props and not props["Paired"]
+    assert fake.device_props(PHONE) is None
+
+
+async def test_bleak_connects_a_bonded_phone_itself(fake: FakeBluez) -> None:
+    app = CompanionApp()
+    fake.add_phone(VirtualPhone(PHONE, name="Ada", companion=app), paired=True)
+    car = BleakClient(ble_device(PHONE), timeout=10.0)
+    await car.connect()  # Device1.Connect, then ServicesResolved
+    try:
+        assert fake.calls_of("Connect", PHONE)
+        assert await car.read_gatt_char(VERSION_UUID) == b"\x01\x00"
+        assert app.links and app.reads[-1].link == app.links[-1]
+    finally:
+        await car.disconnect()
