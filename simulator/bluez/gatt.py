@@ -25,6 +25,7 @@ from .model import (
     CCCD_UUID,
     GATT_CHAR,
     GATT_DESC,
+    GATT_HANDLE_SINCE,
     GATT_SERVICE,
     PROPS_IFACE,
     BluezError,
@@ -86,7 +87,8 @@ class GattPart(BluezCore):
                     self._gatt[dpath] = GattObj(dev, None, app=app, desc_uuid=CCCD_UUID, parent=cpath)
                     dev.gatt_paths.append(dpath)
                     server.add(dpath, self._iface(GATT_DESC, dpath, {
-                        "UUID": CCCD_UUID, "Characteristic": cpath, "Value": b""}))
+                        "UUID": CCCD_UUID, "Characteristic": cpath, "Value": b"",
+                        "Handle": handle if self.version >= GATT_HANDLE_SINCE else None}))
                     handle += 1
             handle += 1
 

@@ -90,6 +90,8 @@ ADAPTER_PROPS_SINCE = {"Manufacturer": (5, 71), "Version": (5, 71), "Connectable
 DEVICE_PROPS_SINCE = {"CablePairing": (5, 83), "AdvertisingFlags": (5, 83)}
 DISCONNECTED_SIGNAL_SINCE = (5, 83)  # Device1.Disconnected(reason, message)
 PROFILE_UNAVAILABLE_SINCE = (5, 84)  # org.bluez.Error.BREDR.ProfileUnavailable
+GATT_HANDLE_SINCE = (5, 69)  # Handle on the GATT client's objects (src/gatt-client.c; the fake has it
+# on services and characteristics for every release, only descriptors follow the release)
 
 
 def parse_uuid(text: str) -> str | None:
@@ -161,7 +163,7 @@ SIGS: dict[str, dict[str, str]] = {
     GATT_SERVICE: {"UUID": "s", "Primary": "b", "Device": "o", "Includes": "ao", "Handle": "q"},
     GATT_CHAR: {"UUID": "s", "Service": "o", "Value": "ay", "Notifying": "b", "Flags": "as", "Handle": "q",
                 "MTU": "q", "WriteAcquired": "b", "NotifyAcquired": "b"},
-    GATT_DESC: {"UUID": "s", "Characteristic": "o", "Value": "ay"},  # 5.66 descriptor_properties
+    GATT_DESC: {"UUID": "s", "Characteristic": "o", "Value": "ay", "Handle": "q"},  # Handle: 5.69+
 }
 WRITABLE: dict[str, set[str]] = {
     ADAPTER: {"Alias", "Powered", "Discoverable", "DiscoverableTimeout", "Pairable", "PairableTimeout",

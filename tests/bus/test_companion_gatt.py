@@ -31,6 +31,7 @@ from dashbridge.simulator.companion import (
 from dashbridge.simulator.phone import VirtualPhone
 
 from .bluez_helpers import DEVICE, bluez_call, dev_path
+from .bluez_versions import bluez_version  # noqa: F401  (every test: BlueZ 5.66 and current)
 
 bleak = pytest.importorskip("bleak")
 from bleak import BleakClient  # noqa: E402
@@ -112,6 +113,9 @@ async def test_version_and_service_layout(fake: FakeBluez, client: MessageBus) -
         assert [d.uuid for d in chars[DESTINATIONS_UUID].descriptors] == [CCCD]  # the CCCD, as bluetoothd
         assert chars[VERSION_UUID].descriptors == []
         (objs,) = await bluez_call(client, "/", OM, "GetManagedObjects")
+        cccd = unwrap(objs[chars[DESTINATIONS_UUID].descriptors[0].obj[0]]["org.bluez.GattDescriptor1"])
+        assert cccd["Characteristic"] == chars[DESTINATIONS_UUID].obj[0]
+        assert ("Handle" in cccd) == fake.at_least(5, 69)  # src/gatt-client.c: Handle from 5.69
         props = unwrap(objs[chars[LEASE_UUID].obj[0]]["org.bluez.GattCharacteristic1"])
         assert props["NotifyAcquired"] is False and "WriteAcquired" not in props
         assert "NotifyAcquired" not in unwrap(objs[chars[ACK_UUID].obj[0]]["org.bluez.GattCharacteristic1"])
