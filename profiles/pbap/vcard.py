@@ -618,7 +618,8 @@ class VCardParser:
         CRLF-ended and folded with one space (the unfolded value is then the data with every
         "\r\n " removed, nothing else: no "\n" is left), whose data has no ":" or "-" (so no
         BEGIN:VCARD, END:VCARD or QUOTED-PRINTABLE the card checks would have found in it) and
-        whose head names neither BASE64 nor QUOTED-PRINTABLE (2.1 style: the careful path)."""
+        whose head is on one line and names neither BASE64 nor QUOTED-PRINTABLE (2.1 style: the
+        careful path)."""
         if e - b < _PHOTO_APART or buf[e - 2:e] != b"\r\n" or buf[e:eol + 1] != b"END:VCARD\r\n":
             return None
         ph = buf.find(b"\nPHOTO;", b, e)
@@ -630,8 +631,8 @@ class VCardParser:
             return None
         head = buf[ph + 1:pc]
         low = head.lower()
-        if b'"' in low or b"base64" in low or b"quoted-printable" in low:
-            return None
+        if b'"' in low or b"\n" in low or b"base64" in low or b"quoted-printable" in low:
+            return None  # (a folded head: the careful path)
         folded = buf[pc + 1:pend]
         data = folded.replace(b"\r\n ", b"")
         if b"\n" in data:
