@@ -232,9 +232,12 @@ class CompanionComponent:
             selected: dict[str, int] = {}
 
             def notified(uuid: str) -> Callable[[Any, bytearray], None]:
+                # On BlueZ a value the car *reads* reaches this handler too (the characteristic's
+                # Value changes), as a whole frame: only its header counts, and a frame of the
+                # document being read (same CRC) is no change (docs/ble-companion.md §3).
                 def cb(_char: Any, data: bytearray) -> None:
                     try:
-                        head = parse_frame(bytes(data), header_only=True)
+                        head = parse_frame(bytes(data[:9]), header_only=True)
                     except ProtocolError:
                         head = None
                     if head is None or last_crc.get(uuid) != head.crc:
@@ -253,12 +256,12 @@ class CompanionComponent:
                 if LEASE_UUID in dirty:
                     dirty.discard(LEASE_UUID)
                     doc, last_crc[LEASE_UUID] = await self._document(client, chars[LEASE_UUID], MAX_LEASE_BYTES,
-                                                                     selected)
+                                                                     selected, last_crc)
                     await self._take_lease(addr, doc)
                 if DESTINATIONS_UUID in dirty:
                     dirty.discard(DESTINATIONS_UUID)
                     doc, crc = await self._document(client, chars[DESTINATIONS_UUID], MAX_DESTINATIONS_BYTES,
-                                                    selected)
+                                                    selected, last_crc)
                     if ACK_UUID in chars:
                         await self._take_destinations(addr, client, chars[ACK_UUID], doc)
                     last_crc[DESTINATIONS_UUID] = crc
@@ -273,12 +276,15 @@ class CompanionComponent:
         async with asyncio.timeout(self.cfg.op_timeout):
             return await aw
 
-    async def _document(self, client: Any, char: Any, limit: int, selected: dict[str, int]) -> tuple[bytes, int]:
-        """A whole chunked document (docs/ble-companion.md §3) and its CRC."""
+    async def _document(self, client: Any, char: Any, limit: int, selected: dict[str, int],
+                        reading: dict[str, int]) -> tuple[bytes, int]:
+        """A whole chunked document (docs/ble-companion.md §3) and its CRC.  ``reading[uuid]`` is
+        set to the CRC of the version being read as soon as chunk 0 says it."""
         uuid = char.uuid.lower()
         async with asyncio.timeout(self.cfg.document_timeout):
             for _attempt in range(READ_ATTEMPTS):
                 first = await self._chunk(client, char, 0, selected)
+                reading[uuid] = first.crc
                 if first.count == 0:
                     return b"", first.crc
                 check_size(first, limit)
