@@ -1,0 +1,293 @@
+"""Interoperability: the independent phone app (phone_app.py, written from docs/ble-companion.md
+alone) on a virtual phone in the simulator, instead of the built-in one, against the REAL
+``dashbridged`` (its car side uses the real ``bleak`` over the fake BlueZ on a private D-Bus).
+
+* A bonded, connected phone with one destination: the dashboard is offered it with source
+  ``companion`` (§4), the app sees it acknowledged and no longer pending (§5).
+* A lease signed by the world's reference backend, served in several chunks (§3, §6): it reaches
+  the car while the backend is away; ``Cloud1.EntitlementsVersion`` rises and ``Cloud1.Features``
+  shows the source ``companion``.
+
+Every wait is for a condition under a deadline (the app pokes an event on every GATT request;
+the dashboard records the daemon's signals)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from dashbridge.simulator.phone import VirtualPhone
+from dashbridge.simulator.world import Event, World, WorldSpec
+
+from .phone_app import ACK, DESTINATIONS, LEASE, VERSION, IndependentCompanionApp
+
+pytest.importorskip("bleak")
+
+ADDR = "AA:BB:CC:DD:EE:31"
+DEADLINE_S = 30.0
+MTU = 185  # a common phone MTU: chunks of 175 bytes, so a signed lease takes several
+
+
+class WatchedApp(IndependentCompanionApp):
+    """The app plus an event poked on every GATT request, so a test can wait for the app's state."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.poked = asyncio.Event()
+        self.requests: list[tuple[str, int, str]] = []
+        # fault hooks a test sets: called before a request is served (may raise AttError/LinkLost)
+        self.before_read: Callable[[int, str], None] | None = None
+        self.before_write: Callable[[int, str, bytes], None] | None = None
+
+    def _poke(self) -> None:
+        self.poked.set()
+
+    def read(self, link: int, uuid: str, offset: int = 0, mtu: int = 23) -> bytes:
+        self.requests.append(("read", link, uuid))
+        try:
+            if self.before_read is not None:
+                self.before_read(link, uuid)
+            return super().read(link, uuid, offset, mtu)
+        finally:
+            self._poke()
+
+    def write(self, link: int, uuid: str, value: bytes) -> None:
+        self.requests.append(("write", link, uuid))
+        try:
+            if self.before_write is not None:
+                self.before_write(link, uuid, value)
+            super().write(link, uuid, value)
+        finally:
+            self._poke()
+
+    async def until(self, cond: Callable[[], bool], timeout: float = DEADLINE_S, what: str = "") -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not cond():
+                    self.poked.clear()
+                    await self.poked.wait()
+        except TimeoutError:
+            raise AssertionError(f"not within {timeout} s: {what}; app requests so far: {self.requests[-20:]}") \
+                from None
+
+
+async def dash_until(world: World, cond: Callable[[], Awaitable[bool]], what: str,
+                     timeout: float = DEADLINE_S) -> None:
+    """Re-check ``cond`` (a D-Bus read) whenever the daemon signals something, under a deadline."""
+    dash = world.dashboard
+    assert dash is not None
+    try:
+        async with asyncio.timeout(timeout):
+            while not await cond():
+                await dash.changed()
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None
+
+
+def _is(ev: Event, short: str) -> bool:
+    return ev.short == short
+
+
+@pytest.fixture
+async def app() -> WatchedApp:
+    return WatchedApp()
+
+
+@pytest.fixture
+async def world(app: WatchedApp) -> AsyncIterator[World]:
+    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
+    w = World(WorldSpec(phones=[phone], backend={"auto_approve": True}))
+    await w.start()
+    try:
+        yield w
+    finally:
+        await w.stop()
+
+
+async def test_a_destination_picked_in_the_app_is_offered_as_companion_and_acknowledged(
+        app: WatchedApp) -> None:
+    dest = app.add_destination("Grandma's", lat=51.50135, lon=-0.14189)
+    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
+    w = World(WorldSpec(phones=[phone], navigation={"running": True}))
+    await w.start()
+    try:
+        dash = w.dashboard
+        assert dash is not None
+        ev = await dash.wait_for(lambda e: _is(e, "Navigation1.IntentOffered")
+                                 and e.named["intent"].get("source") == "companion", DEADLINE_S)
+        intent = ev.named["intent"]
+        assert intent["label"] == "Grandma's" and intent["kind"] == "coordinates"
+        assert intent["latitude"] == pytest.approx(51.50135) and intent["longitude"] == pytest.approx(-0.14189)
+        assert intent["source_ref"] == f"{ADDR}/{dest}", "Navigation1.md: <phone address>/<the app's id>"
+
+        await app.until(lambda: dest in app.acknowledged_ids(), what="the car acknowledges the destination")
+        assert app.pending_ids() == [] and app.rejected_ids() == {}
+        # The car read the version first, and the destinations over a link the app was told of.
+        kinds = [(op, uuid) for op, _, uuid in app.requests]
+        assert kinds[0] == ("read", VERSION)
+        assert ("read", DESTINATIONS) in kinds and ("write", ACK) in kinds
+        assert app.links_up, "the fake told the app of the car's link"
+
+        # Offered once: the driver accepts it, the navigation service gets it exactly once.
+        assert await dash.call("Navigation1.Accept", [intent["id"]]) in ("accepted", "delivered")
+        await dash.wait_for(lambda e: _is(e, "Navigation1.IntentChanged") and e.named["intent_id"] == intent["id"]
+                            and e.named["state"] == "delivered", DEADLINE_S)
+        offers = [e for e in dash.events if _is(e, "Navigation1.IntentOffered")]
+        assert len(offers) == 1, [e.describe() for e in offers]
+        assert [d["label"] for d in w.fake("navigation").destinations] == ["Grandma's"]
+    finally:
+        await w.stop()
+
+
+async def test_a_multi_chunk_lease_from_the_reference_backend_reaches_the_car_through_the_app(
+        app: WatchedApp, world: World) -> None:
+    dash = world.dashboard
+    assert dash is not None
+
+    async def version() -> int:
+        return int(await dash.get("Cloud1.EntitlementsVersion"))
+
+    await dash_until(world, lambda: _ge(version(), 1), "the car synced a first lease from the backend")
+    held = await version()
+    # The car has subscribed to the lease on its session with the phone (it reads it on connecting).
+    await app.until(lambda: any(op == "read" and uuid == LEASE for op, _, uuid in app.requests),
+                    what="the car reads the (empty) lease on connecting")
+
+    backend = world.fake("backend")
+    await backend.set_listener("old", "offline")  # the backend is away: only the phone can bring it
+    new_version = backend.issue_entitlements(world.vehicle_id)
+    jws = str(backend.vehicles[world.vehicle_id].ent_jws)
+    assert new_version > held and len(jws) > MTU - 10, "the lease needs more than one chunk"
+    mark = len(app.reads)
+    app.set_lease(jws)  # the app fetched it for this car and now notifies its header
+
+    await dash_until(world, lambda: _eq(version(), new_version), "the relayed lease is held")
+    features = await dash.get("Cloud1.Features")
+    sources = {name: f[1] for name, f in features.items()}
+    assert "companion" in sources.values(), sources
+    assert await dash.get("Cloud1.EntitlementsSource") == "companion"
+    # Served in chunks: every chunk of the lease was read on one link after the notification.
+    count = -(-len(jws) // (MTU - 10))
+    lease_reads = [(link, i, c) for link, uuid, i, c in app.reads[mark:] if uuid == LEASE]
+    assert count >= 2 and any(c == count for _, _, c in lease_reads), lease_reads
+    links = {link for link, _, c in lease_reads if c == count}
+    assert any({i for lk, i, c in lease_reads if lk == link and c == count} == set(range(count)) for link in links)
+
+
+async def _ge(x: Awaitable[int], n: int) -> bool:
+    return await x >= n
+
+
+async def _eq(x: Awaitable[int], n: int) -> bool:
+    return await x == n
+
+
+async def test_a_destination_with_a_bad_field_is_rejected_with_a_reason_and_the_others_taken(
+        app: WatchedApp) -> None:
+    good = app.add_destination("Dentist", address="12 High Street, Bath BA1 1AA", id="b2")
+    # served as it is (the app's own checks bypassed): lat out of range (§4, §8)
+    bad = app.add_destination("Nowhere", id="x9", extra={"lat": 95.0, "lon": 0.0})
+    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
+    w = World(WorldSpec(phones=[phone]))
+    await w.start()
+    try:
+        dash = w.dashboard
+        assert dash is not None
+        await app.until(lambda: not app.pending_ids(), what="both ids acknowledged or rejected")
+        assert app.acknowledged_ids() == [good]
+        rejected = app.rejected_ids()
+        assert list(rejected) == [bad] and 0 < len(rejected[bad]) <= 100, rejected
+        offers = [e.named["intent"] for e in dash.events if _is(e, "Navigation1.IntentOffered")]
+        assert [(i["label"], i["kind"], i.get("query"), i["source"]) for i in offers] == [
+            ("Dentist", "query", "12 High Street, Bath BA1 1AA", "companion")]
+    finally:
+        await w.stop()
+
+
+async def test_an_acknowledgement_lost_with_the_link_is_repeated_and_nothing_is_offered_twice(
+        app: WatchedApp) -> None:
+    from dashbridge.simulator.companion import LinkLost
+
+    dest = app.add_destination("Grandma's", lat=51.50135, lon=-0.14189)
+    lost: list[int] = []
+
+    def drop_first_ack(link: int, uuid: str, value: bytes) -> None:
+        if uuid == ACK and not lost:
+            lost.append(link)
+            raise LinkLost("the phone walks out of range as the car acknowledges")
+
+    app.before_write = drop_first_ack
+    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
+    w = World(WorldSpec(phones=[phone]))
+    await w.start()
+    try:
+        dash = w.dashboard
+        assert dash is not None
+        await app.until(lambda: bool(lost), what="the car writes its first acknowledgement")
+        assert app.pending_ids() == [dest], "a lost acknowledgement leaves the id listed (§5)"
+        await dash.wait_for(lambda e: _is(e, "Navigation1.IntentOffered"), DEADLINE_S)
+
+        async def reconnected() -> bool:
+            if not w.phone_state(ADDR)["connected"]:
+                await w.phone_connect(ADDR)
+            return dest in app.acknowledged_ids()
+
+        await dash_until_app(app, reconnected, "the car acknowledges again on the next connection")
+        assert app.pending_ids() == []
+        assert len({link for op, link, uuid in app.requests if uuid == ACK}) >= 2, "acked on a new link"
+        offers = [e for e in dash.events if _is(e, "Navigation1.IntentOffered")]
+        assert len(offers) == 1, [e.describe() for e in offers]
+        pending = await dash.call("Navigation1.Pending")
+        assert [p["source_ref"] for p in pending] == [f"{ADDR}/{dest}"]
+    finally:
+        await w.stop()
+
+
+async def dash_until_app(app: WatchedApp, cond: Callable[[], Awaitable[bool]], what: str,
+                         timeout: float = DEADLINE_S) -> None:
+    """Re-check ``cond`` after every GATT request the app serves, under a deadline."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await cond():
+                app.poked.clear()
+                await app.poked.wait()
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}; app requests: {app.requests[-20:]}") from None
+
+
+async def test_a_lease_replaced_during_the_cars_read_is_read_again_from_chunk_zero(
+        app: WatchedApp, world: World) -> None:
+    dash = world.dashboard
+    assert dash is not None
+
+    async def version() -> int:
+        return int(await dash.get("Cloud1.EntitlementsVersion"))
+
+    await dash_until(world, lambda: _ge(version(), 1), "the car synced a first lease from the backend")
+    await app.until(lambda: any(uuid == LEASE for _, _, uuid in app.requests), what="lease read on connecting")
+    backend = world.fake("backend")
+    await backend.set_listener("old", "offline")
+    vid = world.vehicle_id
+    first = backend.issue_entitlements(vid)
+    first_jws = str(backend.vehicles[vid].ent_jws)
+    newer = backend.issue_entitlements(vid)
+    newer_jws = str(backend.vehicles[vid].ent_jws)
+    swapped: list[int] = []
+
+    def swap_mid_read(link: int, uuid: str) -> None:
+        # The app fetches a newer lease while the car is between chunk 0 and chunk 1 of the first.
+        if uuid == LEASE and not swapped and app._selected.get((link, LEASE), 0) == 1 \
+                and app.document(LEASE) == first_jws.encode():
+            swapped.append(link)
+            app.set_lease(newer_jws)
+
+    app.before_read = swap_mid_read
+    app.set_lease(first_jws)
+    await dash_until(world, lambda: _eq(version(), newer), "the newer lease is held")
+    assert swapped, "the lease really changed during the car's read"
+    assert first < newer and await dash.get("Cloud1.EntitlementsSource") == "companion"
+    rejection = await dash.get("Cloud1.LastRejection")
+    assert not rejection[0], f"nothing was rejected: {rejection}"
