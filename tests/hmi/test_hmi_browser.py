@@ -237,6 +237,28 @@ async def test_text_with_maps_link_offers_a_destination_accept_reaches_navigatio
         assert len(nav.received) == 1
 
 
+async def test_a_destination_from_the_phones_companion_app_is_offered_with_its_source(
+        browser_exe: str, tmp_path: Path) -> None:
+    from dashbridge.simulator.companion import CompanionApp
+
+    phone = _phone(bonded=True)
+    phone.companion = CompanionApp()
+    async with _rig(tmp_path, WorldSpec(phones=[phone])) as rig:
+        page = rig.page
+        await _phone_ready(rig.dash)
+        rig.world.companion_send_destination(ADDR, "Grandma's", lat=51.50135, lon=-0.14189)
+        await page.click("[data-tab=nav]")
+        await page.wait("!!document.querySelector('#offers .offer[data-state=offered]')", DEADLINE_S, "the offer")
+        text = await page.text("#offers .offer")
+        assert "Grandma's" in text and "from your phone's app" in text
+        await rig.shot("navigation-offer-companion")
+        await page.click("#offers .offer .accept")
+        nav = rig.world.fake("navigation")
+        async with asyncio.timeout(DEADLINE_S):
+            await nav.wait_for(1)
+        assert nav.destinations[0]["label"] == "Grandma's"
+
+
 async def test_cloud_page_explains_every_feature_also_with_the_backend_offline(
         browser_exe: str, tmp_path: Path) -> None:
     async with _rig(tmp_path, WorldSpec(fakes=("bluez", "ofono", "obexd", "backend"))) as rig:

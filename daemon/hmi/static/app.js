@@ -352,7 +352,7 @@ function renderNav() {
   $("#nav-service").textContent = n.ServiceAvailable ? "" : "The navigation system is not running: accepted destinations wait for it.";
   $("#offers").replaceChildren(...n.Pending.map((i) => {
     const where = i.kind === "coordinates" ? `${Number(i.latitude).toFixed(5)}, ${Number(i.longitude).toFixed(5)}` : (i.query || i.url || "");
-    const from = i.source === "cloud" ? "sent from the app" : `from a message${i.source_ref ? "" : ""}`;
+    const from = { cloud: "sent from the app", companion: "from your phone's app (Bluetooth)" }[i.source] || "from a message";
     const kids = [el("div", { class: "grow" }, el("div", { class: "title", textContent: i.label || where }),
       el("div", { class: "sub", textContent: `${where} · ${from}` }))];
     if (i.state === "offered") {
