@@ -152,8 +152,13 @@ class IndependentCompanionApp:
     service_uuid = SERVICE
 
     def __init__(self, *, version: tuple[int, int] = (1, 0), clock: Callable[[], float] = time.time,
-                 empty_list: bool = False) -> None:
+                 empty_list: bool = False, fixed_chunk: int | None = None) -> None:
+        if fixed_chunk is not None and not 1 <= fixed_chunk <= MAX_CHUNK:
+            raise ValueError(f"a chunk is 1-{MAX_CHUNK} bytes")
         self.version = version
+        # None: cut chunks to the link's MTU (§3 SHOULD); a number: always that size (the car
+        # must then use long reads when a frame is longer than the MTU allows, §3)
+        self.fixed_chunk = fixed_chunk
         self.clock = clock
         self.empty_list = empty_list
         self._notify: Callable[[str, bytes], None] | None = None
@@ -197,7 +202,7 @@ class IndependentCompanionApp:
             self._mtu[link] = mtu
             self._last_mtu = mtu
             document = self.document(uuid)
-            n = chunk_len(mtu)
+            n = self._chunk_len(mtu)
             count = len(chunks(document, n))
             index = self._selected.get((link, uuid), 0)
             if index >= count:  # §3: not below the current count -> chunk 0
@@ -296,7 +301,10 @@ class IndependentCompanionApp:
         return body
 
     def header(self, uuid: str, mtu: int | None = None) -> bytes:
-        return make_header(self.document(uuid), chunk_len(mtu or self._last_mtu))
+        return make_header(self.document(uuid), self._chunk_len(mtu or self._last_mtu))
+
+    def _chunk_len(self, mtu: int) -> int:
+        return self.fixed_chunk if self.fixed_chunk is not None else chunk_len(mtu)
 
     # -- internals -----------------------------------------------------------------------------
 
