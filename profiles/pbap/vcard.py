@@ -537,6 +537,8 @@ class VCardParser:
         the line-by-line path must handle."""
         find = buf.find
         limit = self._carry_max
+        view = memoryview(buf)  # the cards' digests are taken from it: no copy of a card for them
+        blake2b, salt = hashlib.blake2b, self._salt
         while True:
             b = find(b"BEGIN:VCARD", pos)
             if b < 0:
@@ -564,7 +566,7 @@ class VCardParser:
             # A photo (most of a card's bytes) that is the card's last property, folded the
             # common way, is kept out of the per-card passes below (lower, counts, unfolding,
             # split): its value is unfolded on its own (see _photo_span).
-            photo = self._photo_span(buf, b, e, eol)
+            photo = self._photo_span(buf, b, e, eol) if e - b >= _PHOTO_APART else None
             if photo is None:
                 blob = buf[b:eol + 1]
                 size = len(blob)
@@ -580,8 +582,7 @@ class VCardParser:
             self._lineno += 1
             self.cards_seen += 1
             st = self._state = _CardState(self._lineno)
-            # the digest of the card as sent, photo included (a memoryview: not copied for it)
-            st.card.digest = hashlib.blake2b(memoryview(buf)[b:eol + 1], digest_size=16, key=self._salt).digest()
+            st.card.digest = blake2b(view[b:eol + 1], digest_size=16, key=salt).digest()  # the card as sent
             if b"\n " in blob or b"\n\t" in blob:
                 blob = blob.replace(b"\r\n ", b"").replace(b"\r\n\t", b"")
                 if b"\n " in blob or b"\n\t" in blob:
