@@ -79,7 +79,10 @@ class Normalizer:
             else:
                 d = self.digits(number)
                 t = tail(d)
-            k = (self.e164(number, d) or "", t, d)
+            e = self._fast(number, d)  # = e164(number, d), without its own cache: this one is enough
+            if e is None:
+                e = self._slow(number)
+            k = (e or "", t, d)
             if len(self._keys) >= _CACHE_MAX:
                 self._keys.clear()
             self._keys[number] = k
