@@ -41,6 +41,11 @@ class WatchedApp(IndependentCompanionApp):
         # fault hooks a test sets: called before a request is served (may raise AttError/LinkLost)
         self.before_read: Callable[[int, str], None] | None = None
         self.before_write: Callable[[int, str, bytes], None] | None = None
+        # while set: an acknowledgement write is never served (the phone app hangs before it
+        # processes it); the write's answer is held until ``release`` is set
+        self.hold_acks = False
+        self.held_acks: list[bytes] = []
+        self.release = asyncio.Event()
 
     def _poke(self) -> None:
         self.poked.set()
@@ -54,8 +59,12 @@ class WatchedApp(IndependentCompanionApp):
         finally:
             self._poke()
 
-    def write(self, link: int, uuid: str, value: bytes) -> None:
+    def write(self, link: int, uuid: str, value: bytes) -> Awaitable[None] | None:  # type: ignore[override]
         self.requests.append(("write", link, uuid))
+        if self.hold_acks and uuid == ACK:
+            self.held_acks.append(bytes(value))
+            self._poke()
+            return self.release.wait()  # type: ignore[return-value]
         try:
             if self.before_write is not None:
                 self.before_write(link, uuid, value)
@@ -319,4 +328,97 @@ async def test_frames_longer_than_the_mtu_are_long_read_by_the_car() -> None:
         await app.until(lambda: dest in app.acknowledged_ids(), what="acknowledged")
         assert {(i, c) for _, uuid, i, c in app.reads if uuid == DESTINATIONS and c == 2} == {(0, 2), (1, 2)}
     finally:
+        await w.stop()
+
+
+async def test_a_daemon_restarted_before_its_acknowledgement_reached_the_phone_offers_nothing_twice(
+        app: WatchedApp) -> None:
+    """§5: the car stored the destination, then its daemon restarts before the phone got the
+    acknowledgement: the phone still lists the id; the new daemon finds it stored, acknowledges it
+    again, and the dashboard is not offered it a second time."""
+    dest = app.add_destination("Grandma's", lat=51.50135, lon=-0.14189)
+    app.hold_acks = True
+    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
+    w = World(WorldSpec(phones=[phone]))
+    await w.start()
+    try:
+        dash = w.dashboard
+        assert dash is not None
+        ev = await dash.wait_for(lambda e: _is(e, "Navigation1.IntentOffered"), DEADLINE_S)
+        intent_id = ev.named["intent"]["id"]
+        await app.until(lambda: bool(app.held_acks), what="the car sends its acknowledgement")
+        assert app.pending_ids() == [dest]
+
+        app.hold_acks = False  # the first acknowledgement stays unanswered and unprocessed
+        mark = dash.mark
+        await w.restart_daemon()
+        await app.until(lambda: dest in app.acknowledged_ids(), what="the new daemon acknowledges the id")
+        assert app.pending_ids() == []
+        offers = [e for e in dash.events[mark:] if _is(e, "Navigation1.IntentOffered")]
+        assert offers == [], [e.describe() for e in offers]
+        pending = await dash.call("Navigation1.Pending")
+        assert [(p["id"], p["source"]) for p in pending] == [(intent_id, "companion")]
+    finally:
+        app.release.set()
+        await w.stop()
+
+
+class HoldingApp(WatchedApp):
+    """Holds the answer to every destinations read once the car has selected ``hold_at``: the car's
+    daemon can be killed in the middle of a document."""
+
+    def __init__(self, hold_at: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.hold_at = hold_at
+        self.holding = False
+        self.held_reads = 0
+        self.let_go = asyncio.Event()
+        self.served: list[tuple[int, int]] = []  # (link, index) of every destinations frame served
+
+    def read(self, link: int, uuid: str, offset: int = 0, mtu: int = 23) -> Any:
+        value = super().read(link, uuid, offset, mtu)
+        if uuid == DESTINATIONS:
+            self.served.append((link, value[1] | value[2] << 8))
+            if self.holding:
+                self.held_reads += 1
+                self._poke()
+
+                async def later() -> bytes:
+                    await self.let_go.wait()
+                    return value
+                return later()
+        return value
+
+    def write(self, link: int, uuid: str, value: bytes) -> Any:
+        if uuid == DESTINATIONS and value == self.hold_at.to_bytes(2, "little") and not self.let_go.is_set():
+            self.holding = True
+        return super().write(link, uuid, value)
+
+
+async def test_a_daemon_killed_mid_document_over_a_link_that_stays_up_still_gets_every_destination_once() -> None:
+    """The car's daemon dies after selecting chunk 2 of the destinations; the LE link (and with it
+    the phone's per-link selection, §3) survives in bluetoothd.  The new daemon's first read is
+    answered with chunk 2, not 0; it must start again from chunk 0 and take every destination once."""
+    app = HoldingApp(hold_at=2)
+    ids = [app.add_destination(f"Place {i}", lat=51.0 + i / 100, lon=-0.1, id=f"p{i}") for i in range(3)]
+    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=40)  # 30-byte chunks
+    w = World(WorldSpec(phones=[phone]))
+    await w.start()
+    try:
+        dash = w.dashboard
+        assert dash is not None
+        await app.until(lambda: app.held_reads > 0, what="the car reads chunk 2")
+        links_before = {link for link, _ in app.served}
+        app.holding = False
+        await w.restart_daemon(kill=True)
+        app.let_go.set()
+        await app.until(lambda: not app.pending_ids(), what="the new daemon takes every destination")
+        assert app.acknowledged_ids() == ids
+        first_after = app.served[app.served.index((next(iter(links_before)), 2)) + 1]
+        assert first_after == (next(iter(links_before)), 2), \
+            f"precondition: the link stayed up and the new daemon's first read got chunk 2 ({app.served})"
+        offers = [e.named["intent"]["label"] for e in dash.events if _is(e, "Navigation1.IntentOffered")]
+        assert sorted(offers) == ["Place 0", "Place 1", "Place 2"]
+    finally:
+        app.let_go.set()
         await w.stop()
