@@ -20,7 +20,7 @@ What it serves (the sections are those of docs/ble-companion.md):
   answered, unknown ids ignored, then the new header is notified;
 * §6 the lease document: a JWS given to the app, served unchanged, or the empty document.
 
-Choices the document leaves open (see the report in the test files):
+Choices the document leaves open (findings: the docstring of test_interop.py):
 
 * The notified header's ``count`` depends on the chunk size, which §3 derives from a link's MTU,
   while a notification goes to every subscribed client: this app counts chunks for the MTU of
