@@ -233,11 +233,13 @@ class CompanionComponent:
 
             def notified(uuid: str) -> Callable[[Any, bytearray], None]:
                 # On BlueZ a value the car *reads* reaches this handler too (the characteristic's
-                # Value changes), as a whole frame: only its header counts, and a frame of the
-                # document being read (same CRC) is no change (docs/ble-companion.md §3).
+                # Value changes, signalled before the read's reply), as a whole frame; notifications
+                # are 9-byte headers (docs/ble-companion.md §3): only those count.
                 def cb(_char: Any, data: bytearray) -> None:
+                    if len(data) != 9:  # a read's frame (BlueZ), not a notification
+                        return
                     try:
-                        head = parse_frame(bytes(data[:9]), header_only=True)
+                        head = parse_frame(bytes(data), header_only=True)
                     except ProtocolError:
                         head = None
                     if head is None or last_crc.get(uuid) != head.crc:

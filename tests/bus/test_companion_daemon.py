@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dashbridge.simulator.companion import ACK_UUID, CompanionApp
+from dashbridge.simulator.companion import ACK_UUID, LEASE_UUID, CompanionApp
 from dashbridge.simulator.phone import VirtualPhone
 from dashbridge.simulator.world import Event, World, WorldSpec
 
@@ -163,8 +163,12 @@ async def test_a_lease_the_phone_relays_extends_features_while_the_cars_link_is_
 
     v1 = await prop("EntitlementsVersion", lambda v: v >= 1)
     await w.fake("backend").set_listener("old", "offline")
+    app: CompanionApp = w.companion_app(ALICE)
+    before = len(app.reads)
     w.companion_lease(ALICE)  # the app fetched a new lease from the backend; the car cannot
     await prop("EntitlementsVersion", lambda v: v == v1 + 1)
+    lease_reads = [r for r in app.reads[before:] if r.uuid == LEASE_UUID]
+    assert lease_reads and len(lease_reads) == lease_reads[0].count, "each chunk of the new lease read once"
     assert await dash.get("Cloud1.EntitlementsSource") == "companion"
     features = await dash.get("Cloud1.Features")
     assert features["remote_navigation"][:2] == [True, "companion"]
@@ -179,6 +183,7 @@ async def test_a_lease_the_phone_relays_extends_features_while_the_cars_link_is_
         assert "companion" in reason
         assert await dash.get("Cloud1.EntitlementsVersion") == v1 + 1, f"the held lease is kept ({kind})"
         assert await dash.get("Cloud1.EntitlementsSource") == "companion"
+    assert w.daemon is not None and "already held" not in w.daemon.log(), "no lease read twice"
 
 
 async def test_switched_off_the_car_opens_no_gatt_session() -> None:
