@@ -4,6 +4,8 @@ components (HFP, PBAP, MAP) read it and listen to it.  One way: bluetooth -> dir
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,3 +75,23 @@ class PhoneDirectory:
         link = self._connected.pop(address.upper(), None) or PhoneLink(
             address.upper(), name, "", "secondary", frozenset())
         self._emit("forgotten", link)
+
+
+async def follow(directory: PhoneDirectory, events: asyncio.Queue[tuple[Event, PhoneLink]],
+                 on_event: Callable[[Event, PhoneLink], None], tasks: dict[str, asyncio.Task[None]]) -> None:
+    """A component's per-phone loop: the phones connected now as ``connected``, then every event of
+    the directory (queued in ``events`` by its listener) to ``on_event``, until cancelled; then the
+    component's per-phone ``tasks`` are cancelled and awaited."""
+    for link in directory.connected.values():
+        events.put_nowait(("connected", link))
+    try:
+        while True:
+            event, link = await events.get()
+            on_event(event, link)
+    finally:
+        for t in list(tasks.values()):
+            t.cancel()
+        for t in list(tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        tasks.clear()

@@ -34,7 +34,7 @@ from ..backoff import Backoff
 from ..context import AppContext
 from ..dbus import names
 from ..logs import redact_address
-from ..phones import PhoneLink
+from ..phones import Event, PhoneLink, follow
 from ..services import Destination
 from .protocol import (
     ACK_UUID,
@@ -78,7 +78,7 @@ class CompanionComponent:
         self.ctx = ctx
         self.cfg = ctx.config.companion
         self.phones = ctx.services.phones
-        self._events: asyncio.Queue[tuple[str, PhoneLink]] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[Event, PhoneLink]] = asyncio.Queue()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ignored: set[str] = set()  # not-bonded devices already logged
         self._bonded: dict[str, bool] = {}  # device path -> Paired/Bonded as BlueZ last said
@@ -104,19 +104,9 @@ class CompanionComponent:
         watch = await self.ctx.system.subscribe(
             self._on_bluez_signal, sender=names.BLUEZ_NAME, path_namespace="/org/bluez")
         self.ctx.health.set(self.name, "ok", "no phone session")
-        for link in self.phones.connected.values():
-            self._events.put_nowait(("connected", link))
         try:
-            while True:
-                event, link = await self._events.get()
-                self._phone_event(event, link)
+            await follow(self.phones, self._events, self._phone_event, self._tasks)
         finally:
-            for t in list(self._tasks.values()):
-                t.cancel()
-            for t in list(self._tasks.values()):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            self._tasks.clear()
             await watch.close()
 
     def _point_bleak_at_our_bus(self) -> None:
@@ -126,7 +116,7 @@ class CompanionComponent:
         if addr:
             os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = addr
 
-    def _phone_event(self, event: str, link: PhoneLink) -> None:
+    def _phone_event(self, event: Event, link: PhoneLink) -> None:
         addr = link.address.upper()
         offers = SERVICE_UUID in {u.lower() for u in link.uuids}
         if event in ("connected", "changed") and offers:

@@ -35,7 +35,7 @@ from dashbridge.daemon.dbus.errors import BusError
 from dashbridge.daemon.dbus.watch import NameWatcher
 from dashbridge.daemon.errors import InvalidInput, NotConnected, NotFound, NotReadyError, OperationFailed
 from dashbridge.daemon.logs import redact, redact_address
-from dashbridge.daemon.phones import PhoneLink
+from dashbridge.daemon.phones import Event, PhoneLink, follow
 from dashbridge.daemon.services import Destination
 
 from ..limits import MAX_BODY, MAX_EMAIL, MAX_NAME, MAX_SUBJECT, clip, echo
@@ -99,7 +99,7 @@ class MessagesComponent:
         self.transfers = ctx.services.transfer_dir(ctx.config)
         self.sessions: dict[str, PhoneSession] = {}
         self.states: dict[str, State] = {}
-        self._events: asyncio.Queue[tuple[str, PhoneLink]] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[Event, PhoneLink]] = asyncio.Queue()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._obex_up = asyncio.Event()
         # Listeners the API (and tests) register: message, changed(id, dict), removed(id), synced, states
@@ -119,22 +119,12 @@ class MessagesComponent:
         await watcher.start()
         if watcher.owner is None:
             self.ctx.health.set(self.name, "degraded", "obexd is not on the session bus")
-        for link in self.phones.connected.values():
-            self._events.put_nowait(("connected", link))
         try:
-            while True:
-                event, link = await self._events.get()
-                self._phone_event(event, link)
+            await follow(self.phones, self._events, self._phone_event, self._tasks)
         finally:
-            for t in list(self._tasks.values()):
-                t.cancel()
-            for t in list(self._tasks.values()):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            self._tasks.clear()
             await watcher.stop()
 
-    def _phone_event(self, event: str, link: PhoneLink) -> None:
+    def _phone_event(self, event: Event, link: PhoneLink) -> None:
         addr = link.address.upper()
         wants_map = link.role == "primary" and names.UUID_MAP_MAS in {u.lower() for u in link.uuids}
         if event in ("connected", "changed") and wants_map:

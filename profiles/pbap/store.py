@@ -257,11 +257,7 @@ class ContactStore:
             rows, nums, photos = held.rows, held.nums, held.photos
         with self.store.transaction() as db:
             _free_ids(db, rows, nums, photos)
-            _insert_rows(db, _INSERT_CONTACT, _CONTACT_COLS, rows)
-            if nums:
-                _insert_rows(db, _INSERT_NUMBER, _NUMBER_COLS, nums)
-            if photos:
-                db.executemany(_INSERT_PHOTO, photos)
+            _insert_all(db, rows, nums, photos)
         return n
 
     def commit(self, phone: str, staged: Mapping[str, Counters], histories: Mapping[str, Sequence[VCard]],
@@ -354,11 +350,7 @@ class ContactStore:
             if ids:
                 _renumber(rows, nums, photos, lambda c: ids.get(c, c))
         rows[2::_CONTACT_COLS] = [book] * count
-        _insert_rows(db, _INSERT_CONTACT, _CONTACT_COLS, rows)
-        if nums:
-            _insert_rows(db, _INSERT_NUMBER, _NUMBER_COLS, nums)
-        if photos:
-            db.executemany(_INSERT_PHOTO, photos)
+        _insert_all(db, rows, nums, photos)
         return count
 
     @staticmethod
@@ -632,6 +624,15 @@ def _free_ids(db: sqlite3.Connection, rows: list[Any], nums: list[Any], photos: 
     delta = int(top) + 1 - rows[0]
     if delta > 0:
         _renumber(rows, nums, photos, lambda c: c + delta)
+
+
+def _insert_all(db: sqlite3.Connection, rows: list[Any], nums: list[Any], photos: list[tuple[Any, ...]]) -> None:
+    """A snapshot's contacts, their numbers and photos (the flat row lists of :class:`_Held`)."""
+    _insert_rows(db, _INSERT_CONTACT, _CONTACT_COLS, rows)
+    if nums:
+        _insert_rows(db, _INSERT_NUMBER, _NUMBER_COLS, nums)
+    if photos:
+        db.executemany(_INSERT_PHOTO, photos)
 
 
 def _insert_rows(db: sqlite3.Connection, insert: str, cols: int, values: list[Any]) -> None:

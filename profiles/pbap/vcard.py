@@ -655,18 +655,23 @@ class VCardParser:
                 if not line:
                     continue
                 if line == "END:VCARD":  # the common end, as _property would take it
-                    if photo is not None:
-                        self._fast_photo(st, photo[1], photo[2])
-                        if self._state is not st:
-                            return
-                    self._state = None
-                    out.append(self._finish(st))
+                    self._end_fast_card(st, out, photo)
                     return
                 prop(line.encode("utf-8"), False, out)
                 if self._state is not st:
                     return
                 continue
             hit[0](self, st, hit[1], hit[2], value)
+
+    def _end_fast_card(self, st: _CardState, out: list[VCard], photo: tuple[int, bytes, bytes, int] | None) -> None:
+        """END:VCARD on the fast path: the photo taken apart first (it may end the card in error),
+        then the card."""
+        if photo is not None:
+            self._fast_photo(st, photo[1], photo[2])
+            if self._state is not st:
+                return
+        self._state = None
+        out.append(self._finish(st))
 
     def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard], size: int, cr: bool,
                     buf: bytes = b"", photo: tuple[int, bytes, bytes, int] | None = None) -> None:
@@ -690,12 +695,7 @@ class VCardParser:
                 if not line:
                     continue
                 if line == b"END:VCARD":  # the common end, as _property would take it
-                    if photo is not None:
-                        self._fast_photo(st, photo[1], photo[2])
-                        if self._state is not st:
-                            return
-                    self._state = None
-                    out.append(self._finish(st))
+                    self._end_fast_card(st, out, photo)
                     return
                 prop(line, False, out)
                 if self._state is not st:

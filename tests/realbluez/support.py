@@ -15,10 +15,8 @@ What we learned running the real bluetoothd 5.66 this way (see README.md for the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from dashbridge.daemon.dbus.call import call, unwrap
+from tests.realproc import RealProcess
 
 from .mgmtserver import MgmtServer
 
@@ -103,7 +102,7 @@ async def poll(pred: Callable[[], Any], timeout: float, what: str, interval: flo
         await asyncio.sleep(interval)
 
 
-class Bluetoothd:
+class Bluetoothd(RealProcess):
     """The real bluetoothd, ``-n -d``, on ``bus_address``, its kernel the mgmt server at ``mgmt.path``."""
 
     def __init__(self, bus_address: str, workdir: Path, mgmt: MgmtServer, client: MessageBus) -> None:
@@ -115,9 +114,7 @@ class Bluetoothd:
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         self.conf_dir.mkdir(exist_ok=True)
         (self.conf_dir / "main.conf").write_text(MAIN_CONF)
-        self.log_path = workdir / "bluetoothd.log"
-        self.proc: asyncio.subprocess.Process | None = None
-        self._log: Any = None
+        super().__init__(workdir / "bluetoothd.log")
         self.starts = 0
 
     async def start(self, timeout: float = START_DEADLINE_S) -> str:
@@ -152,30 +149,6 @@ class Bluetoothd:
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{self.log()}") from None
 
-    async def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        proc, self.proc = self.proc, None
-        rc = None
-        if proc is not None:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
-                try:
-                    rc = await asyncio.wait_for(proc.wait(), 5)
-                except TimeoutError:
-                    proc.kill()
-                    rc = await proc.wait()
-            else:
-                rc = proc.returncode
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return rc
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-15000:]
-        except OSError:
-            return ""
 
     def seed_paired_phone(self, address: str, name: str, uuids: list[str], dev_class: int = 0x5A020C) -> None:
         """Write bluetoothd's storage for a phone bonded earlier (as bluetoothd itself writes it:

@@ -43,10 +43,8 @@ reference (../shared/reference/bluez-obex-ofono-api.md §4) are marked REF≠REA
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -54,6 +52,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 
 from dashbridge.simulator.bluez import LOCAL_TO_REMOTE, PROFILE, FakeBluez, parse_uuid, uuid16
+from tests.realproc import RealProcess
 
 from .atphone import ATPhone
 
@@ -143,14 +142,12 @@ class HfpBluez(FakeBluez):
             at.detach()
 
 
-class Ofonod:
+class Ofonod(RealProcess):
     """The real ofonod, ``-n`` (no daemon), on the given bus; log in ``log_path``."""
 
     def __init__(self, bus_address: str, log_path: Path) -> None:
         self.bus_address = bus_address
-        self.log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
-        self._log: Any = None
+        super().__init__(log_path)
         self.starts = 0
 
     async def start(self, bluez: HfpBluez, timeout: float = START_DEADLINE_S) -> None:
@@ -177,30 +174,6 @@ class Ofonod:
         except TimeoutError:
             raise RuntimeError(f"ofonod did not register its HFP profile within {timeout}s:\n{self.log()}") from None
 
-    async def stop(self, sig: int = signal.SIGTERM) -> int | None:
-        proc, self.proc = self.proc, None
-        rc = None
-        if proc is not None:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
-                try:
-                    rc = await asyncio.wait_for(proc.wait(), 5)
-                except TimeoutError:
-                    proc.kill()
-                    rc = await proc.wait()
-            else:
-                rc = proc.returncode
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        return rc
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-15000:]
-        except OSError:
-            return ""
 
 
 async def signal_owner(bus: Any, name: str) -> str | None:
