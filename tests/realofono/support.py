@@ -176,13 +176,6 @@ class Ofonod(RealProcess):
 
 
 
-async def signal_owner(bus: Any, name: str) -> str | None:
-    reply = await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                                   interface="org.freedesktop.DBus", member="GetNameOwner", signature="s",
-                                   body=[name]))
-    if reply is None or reply.message_type == MessageType.ERROR:
-        return None
-    return str(reply.body[0])
 
 
 class Dashboard:
