@@ -200,3 +200,26 @@ async def test_switched_off_the_car_opens_no_gatt_session() -> None:
         assert app.reads == [] and len(app.destinations) == 1
     finally:
         await w.stop()
+
+
+async def test_after_bluetoothd_restarts_the_companion_works_again(alice_world: World) -> None:
+    """bleak keeps one object manager per loop and does not watch org.bluez's owner: after
+    bluetoothd restarts (every object gone and back, the phone reconnected by the car) a new
+    destination still arrives, once."""
+    w = alice_world
+    dash = w.dashboard
+    assert dash is not None
+    app: CompanionApp = w.companion_app(ALICE)
+    mark = dash.mark
+    first = w.companion_send_destination(ALICE, "Before", lat=51.1, lon=-0.1)
+    await dash.wait_for(_offered, DEADLINE_S, mark)
+    await _until(lambda: app.acked_ids == [first], "the first one acknowledged")
+    mark = dash.mark
+    await w.restart_bluez()
+    await dash.wait_for(lambda e: e.short == "Phones1.PhoneConnected", DEADLINE_S, mark)
+    second = w.companion_send_destination(ALICE, "After", lat=51.2, lon=-0.2)
+    ev = await dash.wait_for(lambda e: _offered(e) and e.named["intent"]["label"] == "After", DEADLINE_S, mark)
+    assert ev.named["intent"]["source_ref"] == f"{ALICE}/{second}"
+    await _until(lambda: app.acked_ids == [first, second], "the second one acknowledged")
+    offers = [e for e in dash.events if _offered(e)]
+    assert sorted(e.named["intent"]["label"] for e in offers) == ["After", "Before"]
