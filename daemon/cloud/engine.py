@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..backoff import Backoff
@@ -670,18 +671,12 @@ class CloudEngine:
             self._entitlement_trouble = True
             self.confirmed = False
             reason = f"entitlement document rejected ({exc.code}): {exc.detail}"
-            log.warning("cloud: %s; keeping version %s", reason, self.held.version if self.held else "none")
-            self.last_rejection = (reason, now)
-            with self.db.transaction() as conn:
-                CloudDb.put(conn, "last_rejection", {"reason": reason, "at": now})
-                self._report_rejection(conn, jws, etag, exc, now)
+            self._note_rejection(reason, now, partial(self._report_rejection, jws=jws, etag=etag, exc=exc, now=now))
             self._set_backend("degraded", reason)
             self._emit(CloudDocumentRejected(reason))
             return
         with self.db.transaction() as conn:
-            conn.execute("INSERT INTO cloud_entitlements(slot, jws, version, etag, received_at) VALUES(1, ?, ?, ?, ?) "
-                         "ON CONFLICT(slot) DO UPDATE SET jws=excluded.jws, version=excluded.version, "
-                         "etag=excluded.etag, received_at=excluded.received_at", (doc.jws, doc.version, etag, now))
+            self._store_held(conn, doc, etag, now)
             if self.rejected_etag:
                 CloudDb.delete(conn, "rejected_etag")
             CloudDb.delete(conn, "held_via")
@@ -689,6 +684,23 @@ class CloudEngine:
         self.held, self.etag, self.confirmed = doc, etag, True
         self.courier = ""
         self.rejected_etag = ""
+
+    def _note_rejection(self, reason: str, now: float,
+                        also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """A document was rejected and what we hold stays: logged and kept as LastRejection (with
+        ``also`` in the same transaction)."""
+        log.warning("cloud: %s; keeping version %s", reason, self.held.version if self.held else "none")
+        self.last_rejection = (reason, now)
+        with self.db.transaction() as conn:
+            CloudDb.put(conn, "last_rejection", {"reason": reason, "at": now})
+            if also is not None:
+                also(conn)
+
+    @staticmethod
+    def _store_held(conn: sqlite3.Connection, doc: EntitlementDoc, etag: str, now: float) -> None:
+        conn.execute("INSERT INTO cloud_entitlements(slot, jws, version, etag, received_at) VALUES(1, ?, ?, ?, ?) "
+                     "ON CONFLICT(slot) DO UPDATE SET jws=excluded.jws, version=excluded.version, "
+                     "etag=excluded.etag, received_at=excluded.received_at", (doc.jws, doc.version, etag, now))
 
     def _clear_courier(self) -> None:
         if self.courier:
@@ -713,19 +725,14 @@ class CloudEngine:
             if exc.code == "replay":  # the same version, other bytes: nothing newer on offer
                 return "held", exc.detail
             reason = f"entitlement document from the {courier} rejected ({exc.code}): {exc.detail}"
-            log.warning("cloud: %s; keeping version %s", reason, self.held.version if self.held else "none")
-            self.last_rejection = (reason, now)
-            with self.db.transaction() as conn:
-                CloudDb.put(conn, "last_rejection", {"reason": reason, "at": now})
+            self._note_rejection(reason, now)
             self._emit(CloudDocumentRejected(reason))
             self._changed()
             return "rejected", reason
         with self.db.transaction() as conn:
             # No ETag: the next sync fetches the backend's document whole and, when it is this
             # one, confirms it (the source turns from the courier to "backend").
-            conn.execute("INSERT INTO cloud_entitlements(slot, jws, version, etag, received_at) VALUES(1, ?, ?, '', ?) "
-                         "ON CONFLICT(slot) DO UPDATE SET jws=excluded.jws, version=excluded.version, "
-                         "etag=excluded.etag, received_at=excluded.received_at", (doc.jws, doc.version, now))
+            self._store_held(conn, doc, "", now)
             CloudDb.put(conn, "held_via", courier)
         log.info("cloud: entitlements v%d accepted from the %s (until %s)", doc.version, courier, iso(doc.not_after))
         self.held, self.etag, self.confirmed, self.courier = doc, "", False, courier

@@ -24,7 +24,6 @@ import importlib.util
 import logging
 import os
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -81,12 +80,8 @@ class CompanionComponent:
         self._events: asyncio.Queue[tuple[Event, PhoneLink]] = asyncio.Queue()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._ignored: set[str] = set()  # not-bonded devices already logged
-        self._bonded: dict[str, bool] = {}  # device path -> Paired/Bonded as BlueZ last said
-        self.state: dict[str, str] = {}  # address -> what the session is doing (for status/tests)
-        self.notified_at: dict[str, float] = {}
-        self._rng = random.Random()  # address -> when the phone last notified a change
-        # Listeners (tests, bench): called with (address, intent id) when a destination is offered.
-        self.offered_listeners: list[Callable[[str, str], None]] = []
+        self._bond: dict[str, dict[str, bool]] = {}  # device path -> Bonded/Paired as BlueZ last said
+        self._rng = random.Random()
         self.phones.add_listener(lambda ev, link: self._events.put_nowait((ev, link)))
 
     # -- component ---------------------------------------------------------------------------------
@@ -127,7 +122,6 @@ class CompanionComponent:
         task = self._tasks.pop(addr, None)
         if task is not None:
             task.cancel()
-        self.state.pop(addr, None)
         self._health()
 
     def _health(self) -> None:
@@ -146,16 +140,17 @@ class CompanionComponent:
               and msg.body[0] == names.BLUEZ_DEVICE_IFACE):
             self._device_seen(str(msg.path), {k: v.value for k, v in msg.body[1].items()})
         elif msg.member == "InterfacesRemoved" and msg.signature == "oas":
-            self._bonded.pop(str(msg.body[0]), None)
+            self._bond.pop(str(msg.body[0]), None)
 
     def _device_seen(self, path: str, props: dict[str, Any]) -> None:
-        for key in ("Bonded", "Paired"):
+        flags = self._bond.setdefault(path, {})
+        for key in ("Bonded", "Paired"):  # Bonded from 5.66; either one makes the phone ours
             if isinstance(props.get(key), bool):
-                self._bonded[path] = bool(props[key]) or (key == "Paired" and self._bonded.get(path, False))
+                flags[key] = props[key]
         uuids = props.get("UUIDs")
         if not isinstance(uuids, list) or SERVICE_UUID not in {str(u).lower() for u in uuids}:
             return
-        if self._bonded.get(path, False) or path in self._ignored:
+        if any(flags.values()) or path in self._ignored:
             return
         self._ignored.add(path)
         log.info("companion: ignoring %s: it offers the companion service but is not paired with this car",
@@ -166,28 +161,21 @@ class CompanionComponent:
         addr = link.address.upper()
         backoff = Backoff(self.cfg.retry_base, self.cfg.retry_max, "equal")
         failures = 0
-        try:
-            while True:
-                self.state[addr] = "connecting"
-                self._health()
-                try:
-                    if await self._session(link):
-                        self.state[addr] = "not a companion (this protocol version)"
-                        return
-                    failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except (SessionEnded, ProtocolError, TimeoutError) as exc:
-                    failures += 1
-                    log.info("companion: session with %s ended: %s", redact_address(addr), _why(exc))
-                except Exception as exc:  # bleak's and D-Bus errors: the next connection may do better
-                    failures += 1
-                    log.warning("companion: session with %s failed: %s", redact_address(addr), _why(exc))
-                delay = backoff.delay(max(failures, 1), self._rng)
-                self.state[addr] = f"waiting {delay:.1f}s"
-                await asyncio.sleep(delay)
-        finally:
-            self.state.pop(addr, None)
+        self._health()
+        while True:
+            try:
+                if await self._session(link):
+                    return  # no usable companion service: not again until the phone reconnects
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except (SessionEnded, ProtocolError, TimeoutError) as exc:
+                failures += 1
+                log.info("companion: session with %s ended: %s", redact_address(addr), _why(exc))
+            except Exception as exc:  # bleak's and D-Bus errors: the next connection may do better
+                failures += 1
+                log.warning("companion: session with %s failed: %s", redact_address(addr), _why(exc))
+            await asyncio.sleep(backoff.delay(max(failures, 1), self._rng))
 
     async def _session(self, link: PhoneLink) -> bool:
         """One GATT session; returns True when the phone serves no usable companion service (do
@@ -233,7 +221,6 @@ class CompanionComponent:
                     except ProtocolError:
                         head = None
                     if head is None or last_crc.get(uuid) != head.crc:
-                        self.notified_at[addr] = time.monotonic()
                         dirty.add(uuid)
                         wake.set()
                 return cb
@@ -242,21 +229,18 @@ class CompanionComponent:
                 if "notify" in chars[uuid].properties:
                     await self._op(client.start_notify(chars[uuid], notified(uuid)))
                     subscribed.append(chars[uuid])
-            self.state[addr] = "connected"
             while True:
                 wake.clear()
                 if LEASE_UUID in dirty:
                     dirty.discard(LEASE_UUID)
-                    doc, last_crc[LEASE_UUID] = await self._document(client, chars[LEASE_UUID], MAX_LEASE_BYTES,
-                                                                     selected, last_crc)
-                    await self._take_lease(addr, doc)
+                    await self._take_lease(addr, await self._document(client, chars[LEASE_UUID], MAX_LEASE_BYTES,
+                                                                      selected, last_crc))
                 if DESTINATIONS_UUID in dirty:
                     dirty.discard(DESTINATIONS_UUID)
-                    doc, crc = await self._document(client, chars[DESTINATIONS_UUID], MAX_DESTINATIONS_BYTES,
-                                                    selected, last_crc)
+                    doc = await self._document(client, chars[DESTINATIONS_UUID], MAX_DESTINATIONS_BYTES,
+                                               selected, last_crc)
                     if ACK_UUID in chars:
                         await self._take_destinations(addr, client, chars[ACK_UUID], doc)
-                    last_crc[DESTINATIONS_UUID] = crc
                 if gone.is_set() or not client.is_connected:
                     raise SessionEnded("the phone went away")
                 if not dirty:
@@ -269,16 +253,16 @@ class CompanionComponent:
             return await aw
 
     async def _document(self, client: Any, char: Any, limit: int, selected: dict[str, int],
-                        reading: dict[str, int]) -> tuple[bytes, int]:
-        """A whole chunked document (docs/ble-companion.md §3) and its CRC.  ``reading[uuid]`` is
-        set to the CRC of the version being read as soon as chunk 0 says it."""
+                        last_crc: dict[str, int]) -> bytes:
+        """A whole chunked document (docs/ble-companion.md §3).  ``last_crc[uuid]`` is set to the
+        CRC of the version being read as soon as chunk 0 says it."""
         uuid = char.uuid.lower()
         async with asyncio.timeout(self.cfg.document_timeout):
             for _attempt in range(READ_ATTEMPTS):
                 first = await self._chunk(client, char, 0, selected)
-                reading[uuid] = first.crc
+                last_crc[uuid] = first.crc
                 if first.count == 0:
-                    return b"", first.crc
+                    return b""
                 check_size(first, limit)
                 if first.index != 0:
                     continue
@@ -294,7 +278,7 @@ class CompanionComponent:
                     frames.append(f)
                 else:
                     try:
-                        return whole(frames, limit), first.crc
+                        return whole(frames, limit)
                     except DocumentChanged:
                         pass
                 selected.pop(uuid, None)
@@ -331,10 +315,8 @@ class CompanionComponent:
                 dest = Destination(label=d.label, lat=d.lat, lon=d.lon, query=d.address if d.lat is None else "")
                 # Stored (durably) before it is acknowledged; the relay keeps one intent per
                 # (source, phone/id, place), so an id seen again is acknowledged again, not re-offered.
-                intent = await nav.offer(dest, source=SOURCE, source_ref=f"{addr}/{d.id}", phone=addr)
+                await nav.offer(dest, source=SOURCE, source_ref=f"{addr}/{d.id}", phone=addr)
                 acked.append(d.id)
-                for cb in list(self.offered_listeners):
-                    cb(addr, intent)
         for reason in {r for _i, r in bad}:
             log.info("companion: %s listed a destination the car cannot use (%s)", redact_address(addr), reason)
         for value in ack_writes(acked, bad):
@@ -344,24 +326,30 @@ class CompanionComponent:
                      len(bad))
 
     async def _release(self, client: Any, subscribed: list[Any]) -> None:
-        """Let go of the phone without disconnecting it: bleak's ``disconnect()`` calls
-        ``Device1.Disconnect``, which drops every bearer (the phone's calls and contacts too), and
-        bleak 1.x-3.x has no public call to end only its own GATT session.  So: stop the
-        notifications, then close bleak's own D-Bus connection — bluetoothd ends whatever that
-        connection still held (src/gatt-client.c watches each notify client's bus name)."""
+        """Let go of the phone without disconnecting it (see :func:`drop_gatt_session`), its
+        notifications stopped first."""
         if client.is_connected:
             for char in subscribed:
                 with contextlib.suppress(Exception):
                     await self._op(client.stop_notify(char))
-        backend = getattr(client, "_backend", None)
-        bus = getattr(backend, "_bus", None)
-        if backend is None or bus is None:
-            return
-        with contextlib.suppress(Exception):
-            backend._cleanup_all()
-        backend._bus = None
-        with contextlib.suppress(Exception):
-            bus.disconnect()
+        drop_gatt_session(client)
+
+
+def drop_gatt_session(client: Any) -> None:
+    """End a ``BleakClient``'s session without disconnecting the device: bleak's ``disconnect()``
+    calls ``Device1.Disconnect``, which drops every bearer (the phone's calls and contacts too), and
+    bleak 1.x-3.x has no public call to end only its own GATT session.  So close bleak's own D-Bus
+    connection: bluetoothd ends whatever that connection still held (src/gatt-client.c watches
+    each notify client's bus name)."""
+    backend = getattr(client, "_backend", None)
+    bus = getattr(backend, "_bus", None)
+    if backend is None or bus is None:
+        return
+    with contextlib.suppress(Exception):
+        backend._cleanup_all()
+    backend._bus = None
+    with contextlib.suppress(Exception):
+        bus.disconnect()
 
 
 async def _first(*aws: Awaitable[Any]) -> None:
