@@ -92,7 +92,7 @@ def parse_and_store(vcf: Path, db: Path, store: object | None = None) -> int:
             t.execute("INSERT OR IGNORE INTO phones(address, name, paired_at) VALUES (?, 'bench', 0)", (PHONE,))
         contacts = ContactStore(st, Normalizer("GB"))
         contacts.begin_snapshot(PHONE, "pb")
-        parser = VCardParser()
+        parser = VCardParser(digest_salt=contacts.digest_salt)  # as the sync makes it
         pending: list = []  # type: ignore[type-arg]
         pos = 0
         with open(vcf, "rb") as fh:

@@ -54,12 +54,12 @@ _UNAVAILABLE = {3, 5, 6, 7, 8, 10, 13, 14, 15, 23}  # PERM BUSY LOCKED NOMEM REA
 BUSY_TIMEOUT_S = 5.0
 # WAL checkpoints (copying the log into the database and syncing it: the one write that waits for
 # the disk) run on a thread of their own, not on the event loop: a commit that leaves the WAL over
-# CHECKPOINT_AT bytes wakes it.  SQLite's own automatic checkpoint, which would run inside that
-# commit on the loop, stays as the safety net only, at FALLBACK_PAGES (if the thread cannot keep up
-# or a commit bypasses :meth:`Store.transaction`).  Measured on the bench's 5,000-contact first
-# sync (~4 MB of WAL): ~9 ms taken off the loop on a tmpfs-like disk; on a head unit's eMMC the
-# sync alone is tens of milliseconds.
-CHECKPOINT_AT = 4 * 1024 * 1024
+# CHECKPOINT_PAGES pages (SQLite's own default threshold) wakes it.  SQLite's automatic
+# checkpoint, which would run inside that commit on the loop, stays as the safety net only, at
+# FALLBACK_PAGES (if the thread cannot keep up or a commit bypasses :meth:`Store.transaction`).
+# Measured on the bench's 5,000-contact first sync: ~9 ms taken off the loop on this machine's
+# disk; on a head unit's eMMC the disk sync alone takes tens of milliseconds.
+CHECKPOINT_PAGES = 1000
 FALLBACK_PAGES = 16384
 
 
@@ -101,6 +101,9 @@ class Store:
         self.conn = self._open(upto)
         self.conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
         self._wal = str(self.path) + "-wal"
+        # the WAL's size at CHECKPOINT_PAGES frames: its header and each frame's (page + 24 bytes)
+        page_size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        self.checkpoint_at = 32 + CHECKPOINT_PAGES * (page_size + 24)
         self._checkpointer: _Checkpointer | None = None
 
     # -- opening ----------------------------------------------------------------------------
@@ -228,12 +231,12 @@ class Store:
         self._after_commit()
 
     def _after_commit(self) -> None:
-        """Wake the checkpoint thread when the WAL has grown past :data:`CHECKPOINT_AT`."""
+        """Wake the checkpoint thread when the WAL has grown past :data:`CHECKPOINT_PAGES`."""
         try:
             size = os.stat(self._wal).st_size
         except OSError:
             return
-        if size > CHECKPOINT_AT:
+        if size >= self.checkpoint_at:
             if self._checkpointer is None:
                 self._checkpointer = _Checkpointer(self.path)
             self._checkpointer.wake()

@@ -73,13 +73,18 @@ class Normalizer:
         k = self._keys.get(number)
         if k is None:
             d = number.replace(" ", "")
-            if d[1:].isdigit() and d[0] in _LEAD:
-                n = d[1:] if d[0] == "+" else d  # = tail(d), without the checks that can't fail here
+            lead = d[:1]
+            if lead == "+" and d[1:].isdigit():
+                n = d[1:]  # = tail(d), without the checks that can't fail here
                 t = n[-TAIL_DIGITS:] if len(n) >= TAIL_DIGITS else ""
+                e = _international(n) if n else ""  # = _fast(number, d), the "+" branch
             else:
-                d = self.digits(number)
-                t = tail(d)
-            e = self._fast(number, d)  # = e164(number, d), without its own cache: this one is enough
+                if d[1:].isdigit() and lead in _LEAD:
+                    t = d[-TAIL_DIGITS:] if len(d) >= TAIL_DIGITS else ""  # = tail(d)
+                else:
+                    d = self.digits(number)
+                    t = tail(d)
+                e = self._fast(number, d)  # = e164(number, d), without its own cache: this one is enough
             if e is None:
                 e = self._slow(number)
             k = (e or "", t, d)
@@ -113,23 +118,7 @@ class Normalizer:
         else:
             rest = ""
         if rest:
-            if not rest.isdigit() or not 7 <= len(rest) <= 15 or rest[0] == "0":
-                return None
-            head = rest[:3]
-            got = _COUNTRY_OF.get(head)
-            if got is None:
-                got = _COUNTRY_OF[head] = _country_of(head)
-            if not got:
-                return None
-            cc, n, trunk = got
-            nat = rest[n:]
-            if trunk is None:
-                return None  # a pattern (carrier codes): phonenumbers knows
-            if "0" in trunk and nat[0] == "0" and nat[1:2] not in ("", "0") and _strips(cc, nat):
-                return f"+{cc}{nat[1:]}"  # "+44 (0)7700 900123": the trunk zero goes
-            if nat[0] == "0" or nat.startswith(trunk):
-                return None  # "+1 1...", Italian zeros, short numbers: phonenumbers knows
-            return "+" + rest
+            return _international(rest)
         if not d.isdigit():
             return None
         np = self._national
@@ -145,6 +134,28 @@ class Normalizer:
         if not parsed.national_number:
             return None
         return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _international(rest: str) -> str | None:
+    """E.164 of a number written with its country code (``rest``: what follows "+" or the
+    international prefix, not empty), or None for "ask phonenumbers"."""
+    if not rest.isdigit() or not 7 <= len(rest) <= 15 or rest[0] == "0":
+        return None
+    head = rest[:3]
+    got = _COUNTRY_OF.get(head)
+    if got is None:
+        got = _COUNTRY_OF[head] = _country_of(head)
+    if not got:
+        return None
+    cc, n, trunk = got
+    nat = rest[n:]
+    if trunk is None:
+        return None  # a pattern (carrier codes): phonenumbers knows
+    if "0" in trunk and nat[0] == "0" and nat[1:2] not in ("", "0") and _strips(cc, nat):
+        return f"+{cc}{nat[1:]}"  # "+44 (0)7700 900123": the trunk zero goes
+    if nat[0] == "0" or nat.startswith(trunk):
+        return None  # "+1 1...", Italian zeros, short numbers: phonenumbers knows
+    return "+" + rest
 
 
 _TRUNK: dict[int, tuple[str, ...] | None] = {}

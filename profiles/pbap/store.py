@@ -132,6 +132,9 @@ class ContactStore:
     def __init__(self, store: Store, normalizer: Normalizer) -> None:
         self.store = store
         self.normalizer = normalizer
+        # The salt for the parser's card digests (VCardParser(digest_salt=...)): a card parsed with
+        # it has a digest that is already its fingerprint (see _fingerprint), no second hash.
+        self.digest_salt = fingerprint_salt(normalizer.region)
         # Per (phone, book) being staged: the live snapshot's contents (begin_snapshot) and the
         # live contacts a staged card matched, [(id, old pos, ident, new pos), ...] (kept at the swap).
         self._live: dict[tuple[str, str], dict[bytes | None, list[tuple[int, int, str]]]] = {}
@@ -195,15 +198,13 @@ class ContactStore:
         live = self._live.get((phone, book))
         kept = self._kept.setdefault((phone, book), []) if live is not None else []
         region = self.normalizer.region
-        region_b = region.encode("utf-8", "surrogatepass")
-        tel_type, fold_, ident_of, mime_of, blake2b = _tel_type, fold, identity, _mime, hashlib.blake2b
+        salt = self.digest_salt
+        tel_type, fold_, ident_of, mime_of = _tel_type, fold, identity, _mime
         n = 0
         for card in cards:
             n += 1
-            digest = card.digest
             # = _fingerprint(card, region), its common case inlined
-            fp = (blake2b(digest + region_b, digest_size=16, key=_FP_RAW_KEY).digest() if digest
-                  else _fingerprint(card, region))
+            fp = card.digest if card.digest_salt == salt and card.digest else _fingerprint(card, region)
             if live is not None:
                 same = live.get(fp)
                 if same:
@@ -514,13 +515,23 @@ _FP_VERSION = "1"
 _FP_RAW_KEY = b"raw" + _FP_VERSION.encode()
 
 
+def fingerprint_salt(region: str) -> bytes:
+    """What the parser salts its card digests with for a store normalising numbers for ``region``
+    (``VCardParser(digest_salt=...)``): the derivation's version and the region."""
+    return b"fp\x1f" + _FP_VERSION.encode() + b"\x1f" + region.encode("utf-8", "surrogatepass")
+
+
 def _fingerprint(card: VCard, region: str) -> bytes:
     """A digest of everything the store derives a contact from: the card's fields as parsed (the
     numbers as sent: their E.164 forms follow from them and ``region``), its photo, and
     :data:`_FP_VERSION`.  Fields are joined by US (``repr`` when a field holds a US itself, so
     fields can't run into each other).  A card of the parser's fast path has a digest of its bytes
-    as sent (and of the parser's settings and version): that stands for its fields, cheaper."""
+    as sent (and of the parser's settings and version): that stands for its fields, cheaper; made
+    with :func:`fingerprint_salt` of ``region`` it is the fingerprint itself, else it is hashed
+    with the region."""
     if card.digest:
+        if card.digest_salt == fingerprint_salt(region):
+            return card.digest
         return hashlib.blake2b(card.digest + region.encode("utf-8", "surrogatepass"), digest_size=16,
                                key=_FP_RAW_KEY).digest()
     parts = [_FP_VERSION, region, card.uid, card.display_name, card.org, card.title, card.nickname, card.bday,

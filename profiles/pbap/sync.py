@@ -725,7 +725,8 @@ class ContactsSync:
                 raise SyncError("obexd did not say where it wrote the phonebook")
             budget = MAX_PAGE_BYTES if ps is None else max(0, min(MAX_PAGE_BYTES, ps.budget))
             reader = CardReader(filename, VCardParser(photo_max_bytes=min(self.cfg.photo_max_bytes, MAX_PHOTO_BYTES),
-                                                      keep_photos=self.cfg.photos and photos), budget)
+                                                      keep_photos=self.cfg.photos and photos,
+                                                      digest_salt=self.store.digest_salt), budget)
             try:
                 while not reader.done:
                     batch = await asyncio.to_thread(reader.next_batch)

@@ -42,9 +42,9 @@ def test_a_big_commit_returns_before_the_checkpoint_and_the_thread_does_it(tmp_p
 
         monkeypatch.setattr(store_mod._Checkpointer, "_run", gated_run)
         before = db.stat().st_size
-        _fill(store, 160)  # ~10 MB of WAL: past CHECKPOINT_AT, short of the fallback
+        _fill(store, 160)  # ~10 MB of WAL: past CHECKPOINT_PAGES, short of the fallback
         wal = Path(str(db) + "-wal").stat().st_size
-        assert wal > store_mod.CHECKPOINT_AT
+        assert wal > store.checkpoint_at
         assert db.stat().st_size == before, "the commit copied the WAL into the database itself"
         gate.set()
         assert store.wait_checkpointed(10)
