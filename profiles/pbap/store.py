@@ -195,7 +195,7 @@ class ContactStore:
         held = self._held.get((phone, book))
         cid = int(base) if held is None else max(int(base), held.next_id)  # after the pages held
         pos = start_pos
-        live = self._live.get((phone, book))
+        live = self._live.get((phone, book)) or None  # an empty book (a first sync): nothing to match
         kept = self._kept.setdefault((phone, book), []) if live is not None else []
         region = self.normalizer.region
         salt = self.digest_salt

@@ -126,3 +126,61 @@ def test_chunking_does_not_change_the_fast_path() -> None:
         got.extend(p.close())
         assert got == whole and [c.digest for c in got] == [c.digest for c in whole]
         assert all(c.digest for c in got)  # the fast path's cards
+
+
+# Small cards in a row are checked, decoded and split together (VCardParser._fast_run); one odd
+# card among them (QP, folded, LF-only, not UTF-8, a lower-case BEGIN, too many properties, a
+# stray END) must leave every card read exactly as when each card comes alone.
+_ODD_CARDS = [
+    b"BEGIN:VCARD\r\nVERSION:2.1\r\nN;ENCODING=QUOTED-PRINTABLE:M=C3=BCller;Jo\r\nTEL:1\r\nEND:VCARD\r\n",
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Folded\r\n  Name\r\nTEL:2\r\nEND:VCARD\r\n",
+    b"BEGIN:VCARD\nVERSION:3.0\nFN:Lf Only\nTEL:3\nEND:VCARD\n",
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Bad \xff Byte\r\nTEL:4\r\nEND:VCARD\r\n",
+    b"begin:vcard\r\nVERSION:3.0\r\nFN:lower\r\nend:vcard\r\n",
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Many\r\n" + b"NOTE:x\r\n" * 30 + b"END:VCARD\r\n",
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Base64 In Value\r\nNOTE:base64\r\nEND:VCARD\r\n",
+    b"END:VCARD\r\n",
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:No End\r\nBEGIN:VCARD\r\nFN:Inner\r\nEND:VCARD\r\n",
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:End Glued\r\nEND:VCARDX\r\nEND:VCARD\r\n",
+    b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Tail Lf\r\nEND:VCARD\n",
+]
+
+
+def _plain(i: int, name: str) -> bytes:
+    return (f"BEGIN:VCARD\r\nVERSION:3.0\r\nN:{name};Given{i};;;\r\nFN:Given{i} {name}\r\n"
+            f"TEL;TYPE=CELL:+44 7700 9{i:05d}\r\nitem1.TEL:0{i}\r\nitem1.X-ABLabel:Lab{i}\r\n"
+            f"ORG:Co\\; Ltd\r\nUID:u-{i}\r\nEND:VCARD\r\n").encode()
+
+
+def _one_by_one(cards: list[bytes], **kw: int) -> tuple[list[VCard], list[tuple[int, int, str]], list[bytes]]:
+    p = VCardParser(**kw)  # type: ignore[arg-type]
+    got: list[VCard] = []
+    for c in cards:
+        got.extend(p.feed(c))
+    got.extend(p.close())
+    return got, [(e.index, e.line, e.reason) for e in p.take_errors()], [c.digest for c in got]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("plain"), st.text("abcé Øñ", min_size=1, max_size=12)),
+                          st.tuples(st.just("odd"), st.integers(0, len(_ODD_CARDS) - 1))), max_size=40),
+       st.sampled_from([16, 2000]))
+def test_a_run_of_small_cards_reads_as_each_card_alone(picks: list[tuple[str, object]], max_properties: int) -> None:
+    cards = [_plain(i, str(x)) if kind == "plain" else _ODD_CARDS[int(str(x))] for i, (kind, x) in enumerate(picks)]
+    data = b"".join(cards)
+    p = VCardParser(max_properties=max_properties)
+    together = p.feed(data) + p.close()
+    errors = [(e.index, e.line, e.reason) for e in p.take_errors()]
+    alone, alone_errors, digests = _one_by_one(cards, max_properties=max_properties)
+    assert together == alone
+    assert errors == alone_errors
+    assert [c.digest for c in together] == digests
+
+
+def test_runs_are_taken_and_match_the_careful_path() -> None:
+    cards = [_plain(i, "Sørensen") for i in range(70)]  # more than one run's worth
+    fast, errors = parse_bytes(b"".join(cards))
+    slow, slow_errors = parse_bytes(b"".join(c.replace(b"UID:", b"X-HINT:base64\r\nUID:") for c in cards))
+    assert not errors and not slow_errors and fast == slow
+    assert [c.tels[1].label for c in fast[:2]] == ["Lab0", "Lab1"]
+    assert all(c.digest for c in fast)
