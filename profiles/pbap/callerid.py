@@ -72,26 +72,39 @@ class Normalizer:
         regex (the result is the same: a space is the only separator in it)."""
         k = self._keys.get(number)
         if k is None:
-            d = number.replace(" ", "")
-            lead = d[:1]
-            if lead == "+" and d[1:].isdigit():
-                n = d[1:]  # = tail(d), without the checks that can't fail here
-                t = n[-TAIL_DIGITS:] if len(n) >= TAIL_DIGITS else ""
-                e = _international(n) if n else ""  # = _fast(number, d), the "+" branch
-            else:
-                if d[1:].isdigit() and lead in _LEAD:
-                    t = d[-TAIL_DIGITS:] if len(d) >= TAIL_DIGITS else ""  # = tail(d)
-                else:
-                    d = self.digits(number)
-                    t = tail(d)
-                e = self._fast(number, d)  # = e164(number, d), without its own cache: this one is enough
-            if e is None:
-                e = self._slow(number)
-            k = (e or "", t, d)
+            k = self.key_uncached(number)
             if len(self._keys) >= _CACHE_MAX:
                 self._keys.clear()
             self._keys[number] = k
         return k
+
+    def key_uncached(self, number: str) -> tuple[str, str, str]:
+        """:meth:`key` without its cache: for a bulk load, whose numbers are nearly all distinct
+        (the bench's 5,000 contacts: 6,958 distinct numbers of 6,987), the cache would only cost
+        (~1 ms there) and push out the numbers lookups hit."""
+        d = number.replace(" ", "")
+        lead = d[:1]
+        if lead == "+" and d[1:].isdigit():
+            n = d[1:]  # = tail(d), without the checks that can't fail here
+            size = len(n)
+            t = n[-TAIL_DIGITS:] if size >= TAIL_DIGITS else ""
+            # = _fast(number, d), the "+" branch: _international(n), its plain case inline (a known
+            # country code, no trunk prefix after it)
+            got = _COUNTRY_OF.get(n[:3]) if 7 <= size <= 15 and n[0] != "0" else None
+            if got and got[2] is not None and n[got[1]] != "0" and not n.startswith(got[2], got[1]):
+                e: str | None = "+" + n
+            else:
+                e = _international(n)
+        else:
+            if d[1:].isdigit() and lead in _LEAD:
+                t = d[-TAIL_DIGITS:] if len(d) >= TAIL_DIGITS else ""  # = tail(d)
+            else:
+                d = self.digits(number)
+                t = tail(d)
+            e = self._fast(number, d)  # = e164(number, d), without its own cache: key's is enough
+        if e is None:
+            e = self._slow(number)
+        return (e or "", t, d)
 
     def e164(self, number: str, digits: str | None = None) -> str | None:
         if number in self._cache:

@@ -679,7 +679,11 @@ class VCardParser:
             card.digest = sha256(salt + view[b:end]).digest()[:16]  # the card as sent
             card.digest_salt = digest_salt
             try:
-                self._card_text(st, lines[idx + 1:idx + nl], out, buf, None)
+                if lines[idx + 1] == "VERSION:3.0":  # as its handler takes it (nothing else to do)
+                    card.version = "3.0"
+                    self._card_text(st, lines[idx + 2:idx + nl], out, buf, None)
+                else:
+                    self._card_text(st, lines[idx + 1:idx + nl], out, buf, None)
             except Exception as exc:  # defensive: one card, not the file
                 self._abort_card(f"internal error: {type(exc).__name__}")
             if self._state is st:
@@ -750,7 +754,7 @@ class VCardParser:
             if self._state is not st:
                 return
         self._state = None
-        out.append(self._finish(st))
+        out.append(self._finish(st) if st.group_labels else st.card)  # (_finish has nothing else to do)
 
     def _card_lines(self, st: _CardState, lines: list[bytes], out: list[VCard], size: int, cr: bool,
                     buf: bytes = b"", photo: tuple[int, bytes, bytes, int] | None = None) -> None:
@@ -1119,10 +1123,11 @@ def _h_fn(p: VCardParser, st: _CardState, group: str, params: _Params, text: str
 
 def _h_n(p: VCardParser, st: _CardState, group: str, params: _Params, text: str) -> None:
     # clip only what is longer than a name may be (x.strip() is never longer than x)
-    parts = _split_structured(text[:_RAW_NAME * 5] if len(text) > _RAW_NAME * 5 else text)[:5]
-    if len(text) <= MAX_NAME:  # no part can be longer
+    if len(text) <= MAX_NAME:  # no part can be longer; = _split_structured's plain case inline
+        parts = (text.split(";") if "\\" not in text else _split_structured(text))[:5]
         st.card.n = tuple(map(str.strip, parts))
     else:
+        parts = _split_structured(text[:_RAW_NAME * 5] if len(text) > _RAW_NAME * 5 else text)[:5]
         st.card.n = tuple([x.strip() if len(x) <= MAX_NAME else clip(x.strip(), MAX_NAME) for x in parts])
 
 

@@ -25,6 +25,7 @@ def test_key_is_the_general_answer(region: str, prefix: str, body: str, suffix: 
     number = prefix + body + suffix
     assert n.key(number) == _general(n, number)
     assert n.key(number) == _general(n, number)  # cached: the same
+    assert n.key_uncached(number) == _general(n, number)  # what a bulk load uses
 
 
 @settings(max_examples=300, deadline=None)
