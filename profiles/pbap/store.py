@@ -1,7 +1,7 @@
 """Contacts and call history in SQLite: staged snapshots swapped in one transaction, plus the reads
 the API and caller ID need.  Runs on the event-loop thread (statements are short; the biggest, the
-swap of a 5,000-contact snapshot, takes tens of milliseconds: ~35 ms for a first sync, its commit
-included).
+swap of a 5,000-contact snapshot, takes tens of milliseconds: ~25 ms for a first sync, its commit
+included; the WAL checkpoint after it runs on the store's own thread, see daemon/store.py).
 
 A snapshot is pulled page by page; each page's rows are derived as it comes.  While they come to
 at most :data:`HELD_MAX` bytes (by :func:`_held_cost`; the bench's 5,000 contacts, one in ten with
