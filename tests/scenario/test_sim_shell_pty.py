@@ -79,13 +79,36 @@ class Pty:
         return self.expect(f"unknown command '{marker}'", timeout)
 
     def close(self) -> int:
-        try:
-            return self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        """Wait for the program to end, reading what it still shows (into ``seen``: a failure
+        says why it ended, and a program that writes on its way out never blocks on a full
+        terminal); its exit status.  Closing twice is closing once."""
+        if self.master < 0:
             return self.proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self.master], [], [], 0.5)
+                if ready:
+                    try:
+                        data = os.read(self.master, 65536)
+                    except OSError:  # EIO: the program has gone, its terminal with it
+                        data = b""
+                    if data:
+                        chunk = _ANSI.sub("", data.decode(errors="replace"))
+                        self.buf += chunk
+                        self.seen += chunk
+                        continue
+                    break
+                if self.proc.poll() is not None:
+                    break
+            try:
+                return self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(timeout=10)
         finally:
             os.close(self.master)
+            self.master = -1
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
