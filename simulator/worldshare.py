@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import threading
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,19 @@ def join(info: WorldInfo) -> int:
     closed = threading.Event()  # the connection is gone
     left = threading.Event()  # the user left (quit, Ctrl-D)
     state = {"at_prompt": False}
+    # Held while the prompt thread goes to the prompt and while the reader sees the connection
+    # end: either the prompt thread sees the world gone and does not wait for input, or the reader
+    # sees it at the prompt and ends input() with SIGUSR1 -- never neither (the shell would wait
+    # for input with nothing behind it).
+    prompt_lock = threading.Lock()
+
+    def to_prompt() -> bool:
+        """About to wait for input: False when the world is already gone."""
+        with prompt_lock:
+            if closed.is_set():
+                return False
+            state["at_prompt"] = True
+            return True
 
     def send(obj: dict[str, Any]) -> None:
         with send_lock:
@@ -299,20 +313,24 @@ def join(info: WorldInfo) -> int:
             if closed.is_set():
                 return True
             state["at_prompt"] = False
-            try:
-                while True:
-                    try:
-                        reply = self._request({"op": "line", "line": line})
-                        break
-                    except KeyboardInterrupt:
-                        # Ctrl-C while a command runs: the world stops waiting for it
-                        with contextlib.suppress(OSError):
-                            send({"op": "interrupt"})
-                        line = ""  # the command's answer still comes; what follows is an empty line
-                        print("^C")
-                return True if reply is None else bool(reply.get("stop"))
-            finally:
-                state["at_prompt"] = True
+            while True:
+                try:
+                    reply = self._request({"op": "line", "line": line})
+                    break
+                except KeyboardInterrupt:
+                    # Ctrl-C while a command runs: the world stops waiting for it
+                    with contextlib.suppress(OSError):
+                        send({"op": "interrupt"})
+                    line = ""  # the command's answer still comes; what follows is an empty line
+                    print("^C")
+            return True if reply is None else bool(reply.get("stop"))
+
+        def preloop(self) -> None:
+            if not to_prompt():
+                raise _WorldGone
+
+        def postcmd(self, stop: bool, line: str) -> bool:
+            return stop or not to_prompt()
 
         def __init__(self) -> None:
             super().__init__()
@@ -356,15 +374,18 @@ def join(info: WorldInfo) -> int:
         except (OSError, ValueError):
             pass
         finally:
-            if not closed.is_set():
+            with prompt_lock:
+                first = not closed.is_set()
                 closed.set()
+                at_prompt = state["at_prompt"]
+            if first:
                 for p in list(pending.values()):
                     p.done.set()
                 if not left.is_set():
                     with out_lock:
                         print_above_prompt(sys.stdout, f"the world of dashbridge-sim up (pid {info.pid}) stopped",
                                            None)
-                    if state["at_prompt"]:
+                    if at_prompt:
                         # out of input(): the prompt has nothing left to drive (the main thread's
                         # select must see the signal, so it is sent to that thread)
                         signal.pthread_kill(main_thread, signal.SIGUSR1)
@@ -383,37 +404,45 @@ def join(info: WorldInfo) -> int:
           "(dashbridge-sim shell --new: a world of its own)")
     thread = threading.Thread(target=reader, name="world-reader", daemon=True)
     thread.start()
+    code = 1  # 1: the world went away under the shell (or the shell failed)
     try:
-        shell.onecmd("status")
-        while not closed.is_set():
-            try:
-                state["at_prompt"] = True
-                shell.cmdloop()
-                break
-            except _WorldGone:
-                break
-            except KeyboardInterrupt:
-                if closed.is_set():
-                    break
-                print("^C (quit or Ctrl-D to leave)")
-                shell.intro = ""
-    finally:
-        if readline is not None:
-            with contextlib.suppress(OSError):
-                readline.write_history_file(HISTORY)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
-        thread.join(timeout=2)
-    code = 0 if left.is_set() else 1  # 1: the world went away under the shell
-    # The reader is a daemon thread that may still hold the lock of a buffered file (its socket
-    # file, or stdout while printing a signal line); interpreter finalization aborts the process
-    # (SIGABRT) when it cannot take such a lock.  Leave without it, output flushed.
-    if out_lock.acquire(timeout=1.0):  # not while the reader is half-way through a line
         try:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdout.flush()
-                sys.stderr.flush()
+            shell.onecmd("status")
+            while not closed.is_set():
+                try:
+                    shell.cmdloop()  # (its preloop and postcmd go to the prompt: to_prompt)
+                    break
+                except _WorldGone:
+                    break
+                except KeyboardInterrupt:
+                    if closed.is_set():
+                        break
+                    print("^C (quit or Ctrl-D to leave)")
+                    shell.intro = ""
         finally:
-            out_lock.release()
-    os._exit(code)
+            # Out of the prompt: the reader's SIGUSR1 has nothing left to end (raised here, during
+            # the clean-up, it would skip the exit below).
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            if readline is not None:
+                with contextlib.suppress(OSError):
+                    readline.write_history_file(HISTORY)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            thread.join(timeout=2)
+        code = 0 if left.is_set() else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # The reader is a daemon thread that may still hold the lock of a buffered file (its
+        # socket file, or stdout while printing a signal line); interpreter finalization aborts
+        # the process (SIGABRT) when it cannot take such a lock.  So every way out of here leaves
+        # without finalization, output flushed.
+        if out_lock.acquire(timeout=1.0):  # not while the reader is half-way through a line
+            try:
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+            finally:
+                out_lock.release()
+        os._exit(code)

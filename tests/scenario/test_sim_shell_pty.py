@@ -312,6 +312,26 @@ async def test_a_joined_shell_leaves_when_up_stops(tmp_path: Path) -> None:
     assert rc == 1  # the shell did not leave by itself: the world went away under it
 
 
+@pytest.mark.timeout(120)
+async def test_a_joined_shell_leaves_when_up_stops_while_a_command_runs(tmp_path: Path) -> None:
+    """The world goes away while the shell waits for a command's answer (not at its prompt): the
+    shell must not go back to its prompt and wait for input with nothing behind it."""
+    env = _env(tmp_path)
+    up, _, _ = await _up(env, "--phone", ALICE)
+    sh = Pty([*SIM, "shell"], env)
+    try:
+        await asyncio.to_thread(sh.expect, "joined the world of dashbridge-sim up", 30)
+        await asyncio.to_thread(sh.expect, "sim> ", 30)
+        # a command the world answers in 60 s at the earliest: no such signal comes
+        await asyncio.to_thread(sh.command, "wait Phones1.PairingFinished 60", "wait Phones1.PairingFinished 60")
+        up.send_signal(signal.SIGINT)
+        await asyncio.wait_for(up.communicate(), 40)
+        await asyncio.to_thread(sh.expect, f"the world of dashbridge-sim up (pid {up.pid}) stopped", 20)
+    finally:
+        rc = await asyncio.to_thread(sh.close)
+    assert rc == 1, sh.seen[-2000:]
+
+
 @pytest.mark.timeout(150)
 def test_a_recorded_shell_session_replays_and_a_phone_takes_its_history_from_files(tmp_path: Path) -> None:
     """``shell --record FILE``: what was done is written as a scenario that ``dashbridge-sim run``
