@@ -272,9 +272,14 @@ def signal_line(ev: Event) -> str | None:
 
 
 def print_above_prompt(out: IO[str], text: str, prompt: str | None) -> None:
-    """Write a line; while the user is at the prompt, above the line being typed."""
+    """Write a line; while the user is at the prompt, above the line being typed, the prompt drawn
+    again after it.  What was typed is drawn again only on the prompt's own (main) thread: from any
+    other thread, reading readline's line buffer races with readline changing it as keys arrive
+    (it runs without the GIL), and glibc aborts the shell decoding a half-changed buffer (seen on a
+    loaded machine: "__mbsrtowcs_l: Assertion ... failed" after a signal line met a typed "quit").
+    There the typed text is left for readline, which still holds it and acts on it."""
     if prompt is not None and out.isatty() and readline is not None:
-        buf = readline.get_line_buffer()
+        buf = readline.get_line_buffer() if threading.current_thread() is threading.main_thread() else ""
         out.write("\r\x1b[K" + text + "\n" + prompt + buf)
     else:
         out.write(text + "\n")
