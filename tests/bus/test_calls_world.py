@@ -185,6 +185,7 @@ async def test_an_operator_change_during_the_first_reads_is_not_lost(world: Call
     handler = world.handler
     real = handler._ofono_call
     netreg_answered, changed, handsfree_read = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    netreg_read = asyncio.Event()
 
     async def interleaved(path: str, iface: str, member: str, *a: Any, **kw: Any) -> Any:
         if iface == names.OFONO_HANDSFREE_IFACE and member == "GetProperties":
@@ -196,6 +197,9 @@ async def test_an_operator_change_during_the_first_reads_is_not_lost(world: Call
         if iface == names.OFONO_NETREG_IFACE and member == "GetProperties":
             netreg_answered.set()
             await handsfree_read.wait()  # ... read only after the change and the other read
+            # set now, seen by the test only once the handler has taken this answer in (the rest
+            # of its step: the snapshot applied, the held signals replayed)
+            netreg_read.set()
         return res
 
     monkeypatch.setattr(handler, "_ofono_call", interleaved)
@@ -204,6 +208,9 @@ async def test_an_operator_change_during_the_first_reads_is_not_lost(world: Call
     await asyncio.wait_for(netreg_answered.wait(), 10)
     world.fake.set_operator(A, "OtherNet")  # PropertyChanged(Name) while both answers are on their way
     changed.set()
+    # Both reads over, not merely Ready: the hands-free link may be up before they are, and a
+    # GetPhones answered then saw neither the snapshot nor the change (CI once: Operator '').
+    await asyncio.wait_for(netreg_read.wait(), 10)
     await world.wait("PhoneChanged", lambda b: b[0] == A and b[1]["Ready"], after=mark)
     (phones,) = await world.api("GetPhones")
     assert [p["Operator"] for p in phones if p["Address"] == A] == ["OtherNet"]
