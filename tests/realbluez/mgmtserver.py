@@ -161,6 +161,26 @@ class Controller:
         return bool(self.settings & bit)
 
 
+class Changes:
+    """Wakes whoever waits for a condition each time something changed (no polling)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def bump(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def until(self, pred: Callable[[], Any], timeout: float) -> Any:
+        """``pred()`` once it is true (its value), checked now and after each change."""
+        async with asyncio.timeout(timeout):
+            while True:
+                got = pred()
+                if got:
+                    return got
+                await self._event.wait()
+
+
 class MgmtServer:
     """Listen on ``path``; ``bluetoothd`` (through the shim) connects once per run."""
 
@@ -176,7 +196,7 @@ class MgmtServer:
         self._listener: socket.socket | None = None
         self._clients: list[socket.socket] = []
         self._mgmt_clients: set[socket.socket] = set()  # those that sent a mgmt command (not shim queries)
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._pending_confirm: dict[str, asyncio.Future[bool]] = {}
         self.unknown: list[int] = []
 
@@ -274,16 +294,10 @@ class MgmtServer:
                 fut.cancel()  # ssp_pairing() returns None: nobody answered
 
     def _bump(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.bump()
 
     async def wait_until(self, pred: Callable[[], Any], timeout: float = 10.0) -> Any:
-        async with asyncio.timeout(timeout):
-            while True:
-                got = pred()
-                if got:
-                    return got
-                await self._changed.wait()
+        return await self._changes.until(pred, timeout)
 
     def seen(self, name: str, after: int = 0) -> list[Command]:
         return [c for c in self.commands[after:] if c.name == name]

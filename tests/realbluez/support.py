@@ -30,7 +30,7 @@ from dbus_fast.aio import MessageBus
 from dashbridge.daemon.dbus.call import call, unwrap
 from tests.realproc import RealProcess
 
-from .mgmtserver import MgmtServer
+from .mgmtserver import Changes, MgmtServer
 
 HERE = Path(__file__).resolve().parent
 SHIM = HERE / "libmgmtshim.so"
@@ -184,7 +184,7 @@ class BusMonitor:
         self.bus_address = bus_address
         self.bus: MessageBus | None = None
         self.seen: list[Seen] = []
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     async def start(self) -> BusMonitor:
         self.bus = await MessageBus(bus_address=self.bus_address).connect()
@@ -205,8 +205,7 @@ class BusMonitor:
     def _on(self, msg: Message) -> bool:
         if msg.message_type in (MessageType.SIGNAL, MessageType.METHOD_CALL):
             self.seen.append(Seen(time.monotonic(), msg))
-            self._changed.set()
-            self._changed = asyncio.Event()
+            self._changes.bump()
         return True  # a monitor never answers anything
 
     def stop(self) -> None:
@@ -234,12 +233,7 @@ class BusMonitor:
                 and s.msg.member == member]
 
     async def wait(self, pred: Callable[[], Any], timeout: float) -> Any:
-        async with asyncio.timeout(timeout):
-            while True:
-                got = pred()
-                if got:
-                    return got
-                await self._changed.wait()
+        return await self._changes.until(pred, timeout)
 
 
 async def device_props(client: MessageBus, address: str) -> dict[str, Any]:
