@@ -65,7 +65,7 @@ def _explain_signal(run: Run, member: str, args: Any, since: int) -> str:
             save=Param("name", doc="keep the (last) matching signal's arguments under this name"))
 async def _expect_signal(run: Run, step: Step) -> None:
     p = step.params
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     since = 0 if p["since"] == "start" else run.mark
     if p["after"] is not None:
         if p["after"] not in run.saved_seq:
@@ -119,7 +119,7 @@ async def _expect_no_signal(run: Run, step: Step) -> None:
             save=Param("name", doc="keep the value under this name"))
 async def _expect_property(run: Run, step: Step) -> None:
     p = step.params
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     try:
         run.dash.api.resolve(p["expect_property"], "property")
     except KeyError as exc:

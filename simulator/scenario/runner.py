@@ -114,6 +114,11 @@ class Run:
         assert step.phone is not None
         return self.w.phones[self.phone_ids[step.phone]]
 
+    def within(self, step: Step) -> float:
+        """The step's deadline: its ``within``, else the scenario's default."""
+        w = step.params.get("within")
+        return float(w) if w is not None else float(self.sc.within)
+
     def subst(self, value: Any) -> Any:
         """``${name.key}`` -> a saved value (the raw value when the whole string is one reference)."""
         if isinstance(value, str):

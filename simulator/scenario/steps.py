@@ -87,7 +87,7 @@ async def _expect_phone(run: Run, step: Step) -> None:
     if pid not in run.phone_ids:
         raise StepFailed(f"no phone with id {pid} (ids: {', '.join(run.phone_ids)})")
     address = run.phone_ids[pid]
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     if p["pairing"] is not None:
         task = run.pairings.get(pid)
         if task is None:
@@ -157,7 +157,7 @@ async def _expect_bluez(run: Run, step: Step) -> None:
     what = p["expect_bluez"]
     if what not in ("adapter", "agent"):
         raise StepFailed(f"expect_bluez: expected adapter or agent, got {what!r}")
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     bluez = run.w.fake("bluez")
     want = run.subst(p["value"])
     last: Any = None
@@ -389,7 +389,7 @@ async def _phone_refuse_push(run: Run, step: Step) -> None:
 async def _expect_outbox(run: Run, step: Step) -> None:
     p = step.params
     address = _phone_address(run, p["expect_outbox"])
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     want = run.subst(p["value"])
     last: Any = None
 
@@ -519,7 +519,7 @@ async def _nav_mode(run: Run, step: Step) -> None:
 async def _expect_navigation(run: Run, step: Step) -> None:
     p = step.params
     nav = run.w.fake("navigation")
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     want = run.subst(p["value"])
     last: Any = None
     try:
@@ -701,7 +701,7 @@ async def _expect_backend(run: Run, step: Step) -> None:
     p = step.params
     b = _backend(run)
     what = p["expect_backend"]
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     want = run.subst(p["value"])
     where = run.subst(p["where"]) if p["where"] is not None else None
     last: Any = None
@@ -847,7 +847,7 @@ async def _expect_companion(run: Run, step: Step) -> None:
     from ..companion import LEASE_UUID
 
     p = step.params
-    within = p["within"] if p["within"] is not None else run.sc.within
+    within = run.within(step)
     try:
         app = run.w.companion_app(run.phone(step).address)
     except Exception as exc:

@@ -171,6 +171,10 @@ class _Run:
     def phone(self, step: Any) -> VirtualPhone:
         return self._phone
 
+    def within(self, step: Any) -> float:
+        w = step.params.get("within")
+        return float(w) if w is not None else float(self.sc.within)
+
     def subst(self, value: Any) -> Any:
         return value
 
