@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -141,10 +142,11 @@ def mtu() -> int:
     return MTU
 
 
-@pytest.fixture
-async def world(app: WatchedApp, mtu: int) -> AsyncIterator[World]:
+@asynccontextmanager
+async def _world(app: WatchedApp, mtu: int = MTU, **spec: Any) -> AsyncIterator[World]:
+    """Alice's bonded phone running ``app``, in a started world (``spec``: more of its WorldSpec)."""
     phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=mtu)
-    w = World(WorldSpec(phones=[phone], backend={"auto_approve": True}))
+    w = World(WorldSpec(phones=[phone], **spec))
     await w.start()
     try:
         yield w
@@ -152,13 +154,16 @@ async def world(app: WatchedApp, mtu: int) -> AsyncIterator[World]:
         await w.stop()
 
 
+@pytest.fixture
+async def world(app: WatchedApp, mtu: int) -> AsyncIterator[World]:
+    async with _world(app, mtu, backend={"auto_approve": True}) as w:
+        yield w
+
+
 async def test_a_destination_picked_in_the_app_is_offered_as_companion_and_acknowledged(
         app: WatchedApp) -> None:
     dest = app.add_destination("Grandma's", lat=51.50135, lon=-0.14189)
-    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
-    w = World(WorldSpec(phones=[phone], navigation={"running": True}))
-    await w.start()
-    try:
+    async with _world(app, navigation={"running": True}) as w:
         dash = w.dashboard
         assert dash is not None
         ev = await dash.wait_for(lambda e: _is(e, "Navigation1.IntentOffered")
@@ -183,8 +188,6 @@ async def test_a_destination_picked_in_the_app_is_offered_as_companion_and_ackno
         offers = [e for e in dash.events if _is(e, "Navigation1.IntentOffered")]
         assert len(offers) == 1, [e.describe() for e in offers]
         assert [d["label"] for d in w.fake("navigation").destinations] == ["Grandma's"]
-    finally:
-        await w.stop()
 
 
 @pytest.mark.parametrize("mtu", [MTU, 23], ids=["mtu185", "mtu23-minimum"])
@@ -236,10 +239,7 @@ async def test_a_destination_with_a_bad_field_is_rejected_with_a_reason_and_the_
     good = app.add_destination("Dentist", address="12 High Street, Bath BA1 1AA", id="b2")
     # served as it is (the app's own checks bypassed): lat out of range (§4, §8)
     bad = app.add_destination("Nowhere", id="x9", extra={"lat": 95.0, "lon": 0.0})
-    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
-    w = World(WorldSpec(phones=[phone]))
-    await w.start()
-    try:
+    async with _world(app) as w:
         dash = w.dashboard
         assert dash is not None
         await app.until(lambda: not app.pending_ids(), what="both ids acknowledged or rejected")
@@ -249,8 +249,6 @@ async def test_a_destination_with_a_bad_field_is_rejected_with_a_reason_and_the_
         offers = [e.named["intent"] for e in dash.events if _is(e, "Navigation1.IntentOffered")]
         assert [(i["label"], i["kind"], i.get("query"), i["source"]) for i in offers] == [
             ("Dentist", "query", "12 High Street, Bath BA1 1AA", "companion")]
-    finally:
-        await w.stop()
 
 
 async def test_an_acknowledgement_lost_with_the_link_is_repeated_and_nothing_is_offered_twice(
@@ -266,10 +264,7 @@ async def test_an_acknowledgement_lost_with_the_link_is_repeated_and_nothing_is_
             raise LinkLost("the phone walks out of range as the car acknowledges")
 
     app.before_write = drop_first_ack
-    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
-    w = World(WorldSpec(phones=[phone]))
-    await w.start()
-    try:
+    async with _world(app) as w:
         dash = w.dashboard
         assert dash is not None
         await app.until(lambda: bool(lost), what="the car writes its first acknowledgement")
@@ -288,8 +283,6 @@ async def test_an_acknowledgement_lost_with_the_link_is_repeated_and_nothing_is_
         assert len(offers) == 1, [e.describe() for e in offers]
         pending = await dash.call("Navigation1.Pending")
         assert [p["source_ref"] for p in pending] == [f"{ADDR}/{dest}"]
-    finally:
-        await w.stop()
 
 
 async def until_either(world: World, app: WatchedApp, cond: Callable[[], bool], what: str,
@@ -355,18 +348,13 @@ async def test_frames_longer_than_the_mtu_are_long_read_by_the_car() -> None:
     app = WatchedApp(fixed_chunk=503)
     dest = app.add_destination("Y" * 190, address="Z" * 290)
     assert len(app.document(DESTINATIONS)) > 503, "two chunks of 503"
-    phone = VirtualPhone(ADDR, name="Alice's Pixel", bonded=True, companion=app, att_mtu=MTU)
-    w = World(WorldSpec(phones=[phone]))
-    await w.start()
-    try:
+    async with _world(app) as w:
         dash = w.dashboard
         assert dash is not None
         ev = await dash.wait_for(lambda e: _is(e, "Navigation1.IntentOffered"), DEADLINE_S)
         assert ev.named["intent"]["query"] == "Z" * 290 and ev.named["intent"]["label"] == "Y" * 190
         await app.until(lambda: dest in app.acknowledged_ids(), what="acknowledged")
         assert {(i, c) for _, uuid, i, c in app.reads if uuid == DESTINATIONS and c == 2} == {(0, 2), (1, 2)}
-    finally:
-        await w.stop()
 
 
 async def test_a_daemon_restarted_before_its_acknowledgement_reached_the_phone_offers_nothing_twice(
